@@ -1,0 +1,1 @@
+//! Shared corpus for the benches.
