@@ -1,1 +1,33 @@
-//! placeholder
+//! SIP messages for umproxy: a zero-copy parser, span-copy editor and stream
+//! framer (RFC 3261). No I/O and no clock: bytes in, values out.
+//!
+//! ```
+//! use sip_message::{Message, Method};
+//! let msg = Message::parse_slice(
+//!     "OPTIONS sip:bob@example.com SIP/2.0\r\n\
+//!      Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds\r\n\
+//!      To: <sip:bob@example.com>\r\nFrom: <sip:alice@example.com>;tag=1928301774\r\n\
+//!      Call-ID: a84b4c76e66710\r\nCSeq: 63104 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+//! ).unwrap();
+//! assert_eq!(msg.method(), Some(Method::Options));
+//! assert_eq!(msg.branch(), Some("z9hG4bK776asdhds"));
+//! assert_eq!(msg.from_tag(), Some("1928301774"));
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
+
+pub mod error;
+pub mod grammar;
+pub mod header;
+pub mod limits;
+pub mod message;
+pub mod method;
+
+pub use error::{ErrorKind, ParseError};
+pub use grammar::name_addr::NameAddr;
+pub use grammar::params::Params;
+pub use grammar::uri::{HostKind, Scheme, Uri};
+pub use grammar::via::{Via, MAGIC_COOKIE};
+pub use header::HeaderName;
+pub use limits::{Limit, Limits};
+pub use message::{Header, Message, Span};
+pub use method::Method;

@@ -1,0 +1,402 @@
+//! URIs: `SIP-URI`, `SIPS-URI` (RFC 3261 §19.1, §25.1), `tel` (RFC 3966)
+//! and any other `absoluteURI` (RFC 2396), kept opaque.
+
+use super::chars::{is, DOMAIN, PASSWORD, TEL, URIC, USER};
+use super::params::{take_escaped, uri_params, Params};
+use super::{fail, tag_ci, GResult};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const EMPTY: &[u8] = &[];
+
+/// The URI scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    /// Any other absolute URI (`http:`, `urn:` …), kept opaque.
+    Other,
+}
+
+/// What kind of host a SIP URI names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Domain,
+    Ipv4(Ipv4Addr),
+    /// The reference `[…]`; the address inside is parsed.
+    Ipv6(Ipv6Addr),
+}
+
+/// A parsed URI: a view of slices of the text it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub scheme: Scheme,
+    raw: &'a [u8],
+    user: Option<&'a [u8]>,
+    password: Option<&'a [u8]>,
+    host: &'a [u8],
+    host_kind: HostKind,
+    port: Option<u16>,
+    params: &'a [u8],
+    headers: &'a [u8],
+}
+
+impl<'a> Uri<'a> {
+    /// Parse a complete URI (nothing may follow it).
+    pub fn parse(text: &'a [u8]) -> Option<Uri<'a>> {
+        match uri(text, UriContext::Full) {
+            Ok((rest, u)) if rest.is_empty() => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The whole URI as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+    pub fn as_str(&self) -> &'a str {
+        std::str::from_utf8(self.raw).unwrap_or_default()
+    }
+    /// The user part (escapes kept), or for `tel:` the telephone-subscriber
+    /// number without its parameters.
+    pub fn user(&self) -> Option<&'a str> {
+        self.user.and_then(|u| std::str::from_utf8(u).ok())
+    }
+    pub fn password(&self) -> Option<&'a str> {
+        self.password.and_then(|u| std::str::from_utf8(u).ok())
+    }
+    /// The host as written; an IPv6 reference keeps its brackets. Empty for
+    /// `tel:` and opaque URIs.
+    pub fn host(&self) -> &'a str {
+        std::str::from_utf8(self.host).unwrap_or_default()
+    }
+    pub fn host_kind(&self) -> HostKind {
+        self.host_kind
+    }
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// URI parameters (for `tel:`, the telephone-subscriber parameters).
+    pub fn params(&self) -> Params<'a> {
+        Params::uri(self.params)
+    }
+    /// Shorthand for a parameter's value as text.
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params()
+            .get(name)
+            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
+    }
+    /// The `?h1=v1&h2=v2` part, `?` included (empty if none).
+    pub fn headers(&self) -> &'a [u8] {
+        self.headers
+    }
+    /// `transport` parameter, lower-cased comparison left to the caller.
+    pub fn transport(&self) -> Option<&'a str> {
+        self.param("transport").flatten()
+    }
+    /// `lr` parameter present (RFC 3261 §19.1.1, loose routing).
+    pub fn is_loose_route(&self) -> bool {
+        self.params().has("lr")
+    }
+    /// `sip:` or `sips:`.
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+}
+
+/// Where a URI stands decides what may follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriContext {
+    /// Request-URI or inside `<…>`: parameters and headers belong to the URI.
+    Full,
+    /// `addr-spec` without angle brackets in a header (RFC 3261 §20.10): a
+    /// `;` starts header parameters, and `?` or `,` cannot appear.
+    AddrSpec,
+}
+
+/// `Request-URI = SIP-URI / SIPS-URI / absoluteURI` (and `tel`).
+pub fn uri(i: &[u8], ctx: UriContext) -> GResult<'_, Uri<'_>> {
+    if let Some(r) = tag_ci(i, b"sip:") {
+        return sip_uri(i, r, Scheme::Sip, ctx);
+    }
+    if let Some(r) = tag_ci(i, b"sips:") {
+        return sip_uri(i, r, Scheme::Sips, ctx);
+    }
+    if let Some(r) = tag_ci(i, b"tel:") {
+        return tel_uri(i, r, ctx);
+    }
+    absolute_uri(i, ctx)
+}
+
+fn slice_to<'a>(start: &'a [u8], rest: &'a [u8]) -> &'a [u8] {
+    start.get(..start.len() - rest.len()).unwrap_or_default()
+}
+
+/// `SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]`
+fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], scheme: Scheme, ctx: UriContext) -> GResult<'a, Uri<'a>> {
+    // userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+    // User characters include `;`, `?` and `/`, so whether there is a
+    // userinfo is only known at the `@`.
+    let (mut rest, mut user, mut password) = (after, None, None);
+    let scan = after
+        .iter()
+        .position(|&c| !(is(c, USER | PASSWORD) || c == b':' || c == b'%'));
+    if let Some(at) = scan {
+        if after.get(at) == Some(&b'@') {
+            let info = after.get(..at).unwrap_or_default();
+            let (u, p) = match info.iter().position(|&c| c == b':') {
+                Some(colon) => (info.get(..colon).unwrap_or_default(), info.get(colon + 1..)),
+                None => (info, None),
+            };
+            match take_escaped(u, USER) {
+                Ok((r, _)) if r.is_empty() => {}
+                _ => return fail(after),
+            }
+            if let Some(p) = p {
+                if !p.is_empty() {
+                    match take_escaped(p, PASSWORD) {
+                        Ok((r, _)) if r.is_empty() => {}
+                        _ => return fail(after),
+                    }
+                }
+            }
+            user = Some(u);
+            password = p;
+            rest = after.get(at + 1..).unwrap_or_default();
+        }
+    }
+    let (r, (host, host_kind)) = host(rest)?;
+    let (r, port) = port(r)?;
+    let (r, params, headers) = match ctx {
+        UriContext::Full => {
+            let (r, params) = uri_params(r)?;
+            let (r, headers) = uri_headers(r)?;
+            (r, params, headers)
+        }
+        UriContext::AddrSpec => (r, EMPTY, EMPTY),
+    };
+    let raw = slice_to(whole, r);
+    Ok((r, Uri { scheme, raw, user, password, host, host_kind, port, params, headers }))
+}
+
+/// `host = hostname / IPv4address / IPv6reference`
+pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
+    if let [b'[', ..] = i {
+        let Some(close) = i.iter().position(|&c| c == b']') else {
+            return fail(i);
+        };
+        let inner = i.get(1..close).unwrap_or_default();
+        let addr = std::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.parse::<Ipv6Addr>().ok());
+        let Some(addr) = addr else {
+            return fail(i);
+        };
+        let (h, rest) = i.split_at(close + 1);
+        return Ok((rest, (h, HostKind::Ipv6(addr))));
+    }
+    let n = i.iter().take_while(|&&c| is(c, DOMAIN)).count();
+    let (h, rest) = i.split_at(n);
+    if h.is_empty() {
+        return fail(i);
+    }
+    if h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        let addr = std::str::from_utf8(h).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
+        return match addr {
+            Some(a) => Ok((rest, (h, HostKind::Ipv4(a)))),
+            None => fail(i),
+        };
+    }
+    // hostname = *( domainlabel "." ) toplabel [ "." ]
+    // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum
+    let trimmed = h.strip_suffix(b".").unwrap_or(h);
+    for label in trimmed.split(|&c| c == b'.') {
+        match (label.first(), label.last()) {
+            (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() => {}
+            _ => return fail(i),
+        }
+    }
+    Ok((rest, (h, HostKind::Domain)))
+}
+
+/// `[ ":" port ]`, port = 1*DIGIT (≤ 65535).
+pub fn port(i: &[u8]) -> GResult<'_, Option<u16>> {
+    let [b':', r @ ..] = i else {
+        return Ok((i, None));
+    };
+    let n = r.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || n > 5 {
+        return fail(r);
+    }
+    let (digits, rest) = r.split_at(n);
+    let v = digits.iter().fold(0u32, |a, &d| a * 10 + u32::from(d - b'0'));
+    match u16::try_from(v) {
+        Ok(p) => Ok((rest, Some(p))),
+        Err(_) => fail(r),
+    }
+}
+
+/// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`,
+/// `hvalue = *( hnv-unreserved / unreserved / escaped )`.
+pub fn uri_headers(i: &[u8]) -> GResult<'_, &[u8]> {
+    let [b'?', r @ ..] = i else {
+        return Ok((i, EMPTY));
+    };
+    let mut r: &[u8] = r;
+    loop {
+        let (rr, _) = take_escaped(r, super::chars::HNV)?;
+        let [b'=', rr @ ..] = rr else {
+            return fail(rr);
+        };
+        r = match take_escaped(rr, super::chars::HNV) {
+            Ok((rr, _)) => rr,
+            Err(_) => rr, // empty hvalue
+        };
+        match r {
+            [b'&', rr @ ..] => r = rr,
+            _ => break,
+        }
+    }
+    Ok((r, slice_to(i, r)))
+}
+
+/// `tel:` URI (RFC 3966): `telephone-subscriber = global-number / local-number`.
+/// The number is returned as the user part, its parameters as parameters.
+fn tel_uri<'a>(whole: &'a [u8], after: &'a [u8], ctx: UriContext) -> GResult<'a, Uri<'a>> {
+    let n = after.iter().take_while(|&&c| is(c, TEL) && c != b';').count();
+    let (number, rest) = after.split_at(n);
+    let digits_ok = match number {
+        [b'+', d @ ..] => d.iter().any(|c| c.is_ascii_digit()),
+        d => d.iter().any(|c| c.is_ascii_hexdigit() || *c == b'*' || *c == b'#'),
+    };
+    if !digits_ok {
+        return fail(after);
+    }
+    let (params, r) = match ctx {
+        UriContext::Full => {
+            let m = rest.iter().take_while(|&&c| is(c, TEL) || c == b';').count();
+            rest.split_at(m)
+        }
+        UriContext::AddrSpec => (EMPTY, rest),
+    };
+    let raw = slice_to(whole, r);
+    Ok((
+        r,
+        Uri {
+            scheme: Scheme::Tel,
+            raw,
+            user: Some(number),
+            password: None,
+            host: EMPTY,
+            host_kind: HostKind::Domain,
+            port: None,
+            params,
+            headers: EMPTY,
+        },
+    ))
+}
+
+/// `absoluteURI = scheme ":" ( hier-part / opaque-part )`, kept opaque.
+fn absolute_uri(i: &[u8], ctx: UriContext) -> GResult<'_, Uri<'_>> {
+    let n = i
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        .count();
+    if n == 0 || !i.first().is_some_and(|c| c.is_ascii_alphabetic()) {
+        return fail(i);
+    }
+    let Some([b':', body @ ..]) = i.get(n..) else {
+        return fail(i);
+    };
+    let stop = |c: u8| match ctx {
+        UriContext::Full => !(is(c, URIC) || c == b'#'),
+        UriContext::AddrSpec => !(is(c, URIC) || c == b'#') || c == b';' || c == b'?' || c == b',',
+    };
+    let m = body.iter().take_while(|&&c| !stop(c)).count();
+    if m == 0 {
+        return fail(body);
+    }
+    let r = body.get(m..).unwrap_or_default();
+    let raw = slice_to(i, r);
+    Ok((
+        r,
+        Uri {
+            scheme: Scheme::Other,
+            raw,
+            user: None,
+            password: None,
+            host: EMPTY,
+            host_kind: HostKind::Domain,
+            port: None,
+            params: EMPTY,
+            headers: EMPTY,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(s: &str) -> Uri<'_> {
+        Uri::parse(s.as_bytes()).unwrap_or_else(|| panic!("{s} should parse"))
+    }
+
+    #[test]
+    fn sip_uri_parts() {
+        let u = full("sip:alice:secret@atlanta.example.com:5061;transport=tls;lr?subject=hi&x=");
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user(), Some("alice"));
+        assert_eq!(u.password(), Some("secret"));
+        assert_eq!(u.host(), "atlanta.example.com");
+        assert_eq!(u.port(), Some(5061));
+        assert_eq!(u.transport(), Some("tls"));
+        assert!(u.is_loose_route());
+        assert_eq!(u.headers(), b"?subject=hi&x=");
+    }
+
+    #[test]
+    fn user_may_hold_semicolons_and_escapes() {
+        let u = full("sip:+1-212-555-1212;npdi;rn=+1-212-555-2200@gw.example.com;user=phone");
+        assert_eq!(u.user(), Some("+1-212-555-1212;npdi;rn=+1-212-555-2200"));
+        assert_eq!(u.param("user"), Some(Some("phone")));
+        let u = full("sip:sips%3Auser%40example.com@example.net");
+        assert_eq!(u.user(), Some("sips%3Auser%40example.com"));
+        assert!(Uri::parse(b"sip:a%zz@example.net").is_none());
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_hosts() {
+        let u = full("sips:[2001:db8::10]:5070;maddr=[2001:db8::20]");
+        assert_eq!(u.scheme, Scheme::Sips);
+        assert_eq!(u.host(), "[2001:db8::10]");
+        assert!(matches!(u.host_kind(), HostKind::Ipv6(_)));
+        assert_eq!(u.port(), Some(5070));
+        let u = full("sip:192.0.2.1");
+        assert!(matches!(u.host_kind(), HostKind::Ipv4(_)));
+        assert!(Uri::parse(b"sip:[2001:db8::10").is_none());
+        assert!(Uri::parse(b"sip:192.0.2.300").is_none());
+        assert!(Uri::parse(b"sip:host:99999").is_none());
+        assert!(Uri::parse(b"sip:-bad.example.com").is_none());
+    }
+
+    #[test]
+    fn tel_and_opaque_uris() {
+        let u = full("tel:+1-201-555-0123;phone-context=example.com");
+        assert_eq!(u.scheme, Scheme::Tel);
+        assert_eq!(u.user(), Some("+1-201-555-0123"));
+        assert_eq!(u.param("phone-context"), Some(Some("example.com")));
+        let u = full("urn:service:sos");
+        assert_eq!(u.scheme, Scheme::Other);
+        assert_eq!(u.as_str(), "urn:service:sos");
+        assert!(Uri::parse(b"tel:").is_none());
+        assert!(Uri::parse(b"sip:user@host with space").is_none());
+    }
+
+    #[test]
+    fn addr_spec_context_stops_at_parameters() {
+        let (rest, u) = uri(b"sip:bob@biloxi.example.com;tag=1234", UriContext::AddrSpec).unwrap();
+        assert_eq!(u.as_str(), "sip:bob@biloxi.example.com");
+        assert_eq!(rest, b";tag=1234");
+    }
+}

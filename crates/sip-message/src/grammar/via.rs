@@ -1,0 +1,163 @@
+//! `Via = ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)` (RFC 3261 §20.42).
+
+use super::params::{header_params, Params};
+use super::uri::{host, HostKind};
+use super::{fail, sep, sws, token, GResult};
+
+/// The magic cookie that marks an RFC 3261 branch (§8.1.1.7).
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// One `via-parm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    protocol: &'a [u8],
+    version: &'a [u8],
+    transport: &'a [u8],
+    host: &'a [u8],
+    host_kind: HostKind,
+    port: Option<u16>,
+    params: &'a [u8],
+    raw: &'a [u8],
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
+impl<'a> Via<'a> {
+    /// `transport = "UDP" / "TCP" / "TLS" / "SCTP" / other-transport`, as written.
+    pub fn transport(&self) -> &'a str {
+        text(self.transport)
+    }
+    pub fn protocol(&self) -> &'a str {
+        text(self.protocol)
+    }
+    pub fn version(&self) -> &'a str {
+        text(self.version)
+    }
+    /// The sent-by host as written (brackets kept for IPv6).
+    pub fn host(&self) -> &'a str {
+        text(self.host)
+    }
+    pub fn host_kind(&self) -> HostKind {
+        self.host_kind
+    }
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    pub fn params(&self) -> Params<'a> {
+        Params::header(self.params)
+    }
+    fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params().get(name).map(|v| v.map(text))
+    }
+    /// `branch` parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        self.param("branch").flatten()
+    }
+    /// Whether the branch carries the RFC 3261 magic cookie.
+    pub fn is_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with(MAGIC_COOKIE))
+    }
+    /// `received` parameter (RFC 3261 §18.2.1).
+    pub fn received(&self) -> Option<&'a str> {
+        self.param("received").flatten()
+    }
+    /// `rport` (RFC 3581): `None` absent, `Some(None)` requested, `Some(Some(p))` filled.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.param("rport").map(|v| v.and_then(|p| p.parse().ok()))
+    }
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.param("maddr").flatten()
+    }
+    pub fn ttl(&self) -> Option<u8> {
+        self.param("ttl").flatten().and_then(|t| t.parse().ok())
+    }
+    /// The whole via-parm as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+    pub fn as_str(&self) -> &'a str {
+        text(self.raw)
+    }
+    /// Whether the transport is connection-oriented and reliable (TCP, TLS,
+    /// SCTP, WS, WSS), which changes the transaction timers (RFC 3261 §17).
+    pub fn is_reliable(&self) -> bool {
+        !self.transport.eq_ignore_ascii_case(b"UDP")
+    }
+}
+
+/// `via-parm = sent-protocol LWS sent-by *( SEMI via-params )`
+/// `sent-protocol = protocol-name SLASH protocol-version SLASH transport`
+/// `sent-by = host [ COLON port ]`
+pub fn via_parm(i: &[u8]) -> GResult<'_, Via<'_>> {
+    let start = i;
+    let (r, protocol) = token(i)?;
+    let Some(r) = sep(r, b'/') else { return fail(r) };
+    let (r, version) = token(r)?;
+    let Some(r) = sep(r, b'/') else { return fail(r) };
+    let (r, transport) = token(r)?;
+    let after = sws(r);
+    if after.len() == r.len() {
+        // LWS between sent-protocol and sent-by is mandatory.
+        return fail(r);
+    }
+    let (r, (h, host_kind)) = host(after)?;
+    let (r, port) = match sep(r, b':') {
+        Some(p) => {
+            let n = p.iter().take_while(|c| c.is_ascii_digit()).count();
+            let (digits, rest) = p.split_at(n);
+            let v = (n > 0 && n <= 5)
+                .then(|| digits.iter().fold(0u32, |a, &d| a * 10 + u32::from(d - b'0')))
+                .and_then(|v| u16::try_from(v).ok());
+            match v {
+                Some(v) => (rest, Some(v)),
+                None => return fail(p),
+            }
+        }
+        None => (r, None),
+    };
+    let (r, params) = header_params(r)?;
+    let raw = start.get(..start.len() - r.len()).unwrap_or_default();
+    Ok((
+        r,
+        Via { protocol, version, transport, host: h, host_kind, port, params, raw },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_lws_everywhere() {
+        let (r, v) = via_parm(b"SIP  /   2.0  /  UDP\r\n  192.0.2.2 : 5060 ; branch = z9hG4bKkdjuw ;rport;received=192.0.2.9").unwrap();
+        assert!(r.is_empty());
+        assert_eq!(v.transport(), "UDP");
+        assert_eq!(v.host(), "192.0.2.2");
+        assert_eq!(v.port(), Some(5060));
+        assert_eq!(v.branch(), Some("z9hG4bKkdjuw"));
+        assert!(v.is_rfc3261_branch());
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.received(), Some("192.0.2.9"));
+        assert!(!v.is_reliable());
+    }
+
+    #[test]
+    fn via_ipv6_sent_by_and_received() {
+        let (_, v) = via_parm(b"SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKas3;received=[2001:db8::9:255]").unwrap();
+        assert_eq!(v.host(), "[2001:db8::9:1]");
+        assert_eq!(v.received(), Some("[2001:db8::9:255]"));
+        let (_, v) = via_parm(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        assert_eq!(v.received(), Some("2001:db8::9:255"));
+        assert!(v.is_reliable() == false);
+    }
+
+    #[test]
+    fn malformed_vias_fail() {
+        assert!(via_parm(b"SIP/2.0/UDP").is_err());
+        assert!(via_parm(b"SIP/2.0/UDPhost").is_err());
+        assert!(via_parm(b"SIP/2.0 UDP host").is_err());
+        assert!(via_parm(b"SIP/2.0/UDP host:70000").is_err());
+    }
+}

@@ -1,0 +1,820 @@
+//! The parsed message: one `Bytes` buffer plus spans into it.
+//!
+//! Parsing splits the header section into lines (folds joined), records each
+//! header as `(name, value)` offsets (hyper's `record_header_indices`), and
+//! validates eagerly the headers a proxy touches on every message, keeping
+//! the hot results (branch, tags, Call-ID, CSeq …) as spans. Everything else
+//! is parsed on demand from its span.
+
+use crate::error::{ErrorKind, ParseError};
+use crate::grammar::name_addr::{name_addr, NameAddr};
+use crate::grammar::scalar::{bounded_number, call_id, cseq, media_type, option_tag};
+use crate::grammar::uri::{uri, Uri, UriContext};
+use crate::grammar::via::{via_parm, Via};
+use crate::grammar::{for_each_element, offset, sws, tag_ci, token};
+use crate::header::HeaderName;
+use crate::limits::{Limit, Limits};
+use crate::method::Method;
+use bytes::Bytes;
+
+/// A byte range of the message buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    #[inline]
+    fn of(base: &[u8], sub: &[u8]) -> Span {
+        let start = offset(base, sub) as u32;
+        Span { start, end: start + sub.len() as u32 }
+    }
+    #[inline]
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+    pub fn is_empty(self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// One header line: its recognised name and the spans of name and value
+/// (value trimmed of surrounding white space, folds kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    pub name_span: Span,
+    pub value_span: Span,
+    /// The whole line from the name to the end of the value (folds
+    /// included, CRLF excluded), for span-copy editing.
+    pub line_span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartLine {
+    Request { method: Method, method_span: Span, uri: Span },
+    Response { code: u16, reason: Span },
+}
+
+/// A parsed SIP request or response.
+#[derive(Debug, Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    /// Where the first header line begins (just after the start line CRLF).
+    headers_start: u32,
+    /// Where the empty line ending the header section begins.
+    headers_end: u32,
+    headers: Vec<Header>,
+    body: Span,
+    top_via: Span,
+    branch: Option<Span>,
+    via_count: u16,
+    from: Span,
+    from_tag: Option<Span>,
+    to: Span,
+    to_tag: Option<Span>,
+    call_id: Span,
+    cseq: u32,
+    cseq_method: Method,
+    cseq_method_span: Span,
+    max_forwards: Option<u32>,
+    content_length: Option<u32>,
+    expires: Option<u32>,
+    content_type: Option<Span>,
+    route_count: u16,
+    record_route_count: u16,
+    contact_count: u16,
+    is_contact_star: bool,
+}
+
+fn err(kind: ErrorKind, base: &[u8], at: &[u8]) -> ParseError {
+    ParseError::new(kind, offset(base, at).min(base.len()))
+}
+
+/// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`. Returns Ok(true) for 2.0,
+/// Ok(false) for another well-formed version.
+fn sip_version(v: &[u8]) -> Result<bool, ()> {
+    let rest = tag_ci(v, b"SIP/").ok_or(())?;
+    let dot = rest.iter().position(|&c| c == b'.').ok_or(())?;
+    let (major, minor) = (rest.get(..dot).unwrap_or_default(), rest.get(dot + 1..).unwrap_or_default());
+    let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+    if !digits(major) || !digits(minor) {
+        return Err(());
+    }
+    Ok(major == b"2" && minor == b"0")
+}
+
+impl Message {
+    /// Parse one whole message received as a datagram (or framed from a
+    /// stream). Per RFC 3261 §18.3, bytes beyond Content-Length are ignored
+    /// and a body shorter than Content-Length is an error.
+    pub fn parse(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+        Parser { limits }.parse(buf)
+    }
+
+    /// Parse a message from a `&str` or `&[u8]` (copies it once). For tests
+    /// and messages we build ourselves.
+    pub fn parse_slice(data: impl AsRef<[u8]>) -> Result<Message, ParseError> {
+        Message::parse(Bytes::copy_from_slice(data.as_ref()), &Limits::default())
+    }
+
+    // ---- getters: the buffer ----
+
+    /// The whole message as received.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.buf
+    }
+    /// The message length up to the end of the body (trailing bytes of a
+    /// datagram beyond Content-Length excluded).
+    pub fn len(&self) -> usize {
+        self.body.end as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    pub(crate) fn bytes_at(&self, s: Span) -> &[u8] {
+        self.buf.get(s.range()).unwrap_or_default()
+    }
+    pub(crate) fn str_at(&self, s: Span) -> &str {
+        std::str::from_utf8(self.bytes_at(s)).unwrap_or_default()
+    }
+    pub(crate) fn headers_start(&self) -> usize {
+        self.headers_start as usize
+    }
+    pub(crate) fn headers_end(&self) -> usize {
+        self.headers_end as usize
+    }
+    pub(crate) fn body_span(&self) -> Span {
+        self.body
+    }
+    pub(crate) fn request_uri_span(&self) -> Option<Span> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    // ---- getters: start line ----
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+    pub fn is_response(&self) -> bool {
+        !self.is_request()
+    }
+    /// The request method (`None` for a response).
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+    /// The request method's text, also for extension methods.
+    pub fn method_str(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { method_span, .. } => Some(self.str_at(method_span)),
+            StartLine::Response { .. } => None,
+        }
+    }
+    /// The Request-URI (`None` for a response).
+    pub fn request_uri(&self) -> Option<Uri<'_>> {
+        self.request_uri_span().and_then(|s| Uri::parse(self.bytes_at(s)))
+    }
+    pub fn request_uri_str(&self) -> Option<&str> {
+        self.request_uri_span().map(|s| self.str_at(s))
+    }
+    /// The status code (`None` for a request).
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+    pub fn reason(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(self.str_at(reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    // ---- getters: eagerly parsed headers ----
+
+    /// The topmost Via value.
+    pub fn top_via(&self) -> Via<'_> {
+        // Validated at parse time, so this cannot fail; the fallback keeps
+        // the accessor total without a panic path.
+        via_parm(self.bytes_at(self.top_via))
+            .map(|(_, v)| v)
+            .unwrap_or_else(|_| EMPTY_VIA.with(|v| *v))
+    }
+    /// The topmost Via's branch parameter.
+    pub fn branch(&self) -> Option<&str> {
+        self.branch.map(|s| self.str_at(s))
+    }
+    /// All Via values, top first.
+    pub fn vias(&self) -> impl Iterator<Item = Via<'_>> + '_ {
+        self.list(HeaderName::Via, |i| via_parm(i))
+    }
+    pub fn via_count(&self) -> usize {
+        self.via_count.into()
+    }
+    pub fn from(&self) -> NameAddr<'_> {
+        self.name_addr_at(self.from)
+    }
+    pub fn from_tag(&self) -> Option<&str> {
+        self.from_tag.map(|s| self.str_at(s))
+    }
+    pub fn to(&self) -> NameAddr<'_> {
+        self.name_addr_at(self.to)
+    }
+    pub fn to_tag(&self) -> Option<&str> {
+        self.to_tag.map(|s| self.str_at(s))
+    }
+    fn name_addr_at(&self, s: Span) -> NameAddr<'_> {
+        match name_addr(self.bytes_at(s), false) {
+            Ok((_, na)) => na,
+            // Unreachable: validated at parse time.
+            Err(_) => EMPTY_NAME_ADDR.with(|n| *n),
+        }
+    }
+    pub fn call_id(&self) -> &str {
+        self.str_at(self.call_id)
+    }
+    /// CSeq number and method.
+    pub fn cseq(&self) -> (u32, Method) {
+        (self.cseq, self.cseq_method)
+    }
+    pub fn cseq_method_str(&self) -> &str {
+        self.str_at(self.cseq_method_span)
+    }
+    pub fn max_forwards(&self) -> Option<u32> {
+        self.max_forwards
+    }
+    pub fn content_length(&self) -> Option<u32> {
+        self.content_length
+    }
+    /// The Expires header (delta-seconds; values over 2³²−1 are clamped).
+    pub fn expires(&self) -> Option<u32> {
+        self.expires
+    }
+    /// The Content-Type value as written (`type/subtype;params`).
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.map(|s| self.str_at(s))
+    }
+    /// Route values, top first.
+    pub fn routes(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        self.list(HeaderName::Route, |i| name_addr(i, true))
+    }
+    pub fn route_count(&self) -> usize {
+        self.route_count.into()
+    }
+    /// Record-Route values, top first.
+    pub fn record_routes(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        self.list(HeaderName::RecordRoute, |i| name_addr(i, true))
+    }
+    pub fn record_route_count(&self) -> usize {
+        self.record_route_count.into()
+    }
+    /// Contact values (empty for `Contact: *`, see [`Self::is_contact_star`]).
+    pub fn contacts(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
+        let star = self.is_contact_star;
+        self.list(HeaderName::Contact, |i| name_addr(i, false))
+            .filter(move |_| !star)
+    }
+    pub fn contact_count(&self) -> usize {
+        self.contact_count.into()
+    }
+    /// `Contact: *` (RFC 3261 §10.2.2, remove all bindings).
+    pub fn is_contact_star(&self) -> bool {
+        self.is_contact_star
+    }
+    /// Option tags of every Require header.
+    pub fn require(&self) -> impl Iterator<Item = &str> + '_ {
+        self.option_tags(HeaderName::Require)
+    }
+    /// Option tags of every Proxy-Require header.
+    pub fn proxy_require(&self) -> impl Iterator<Item = &str> + '_ {
+        self.option_tags(HeaderName::ProxyRequire)
+    }
+    /// Option tags of every Supported header.
+    pub fn supported(&self) -> impl Iterator<Item = &str> + '_ {
+        self.option_tags(HeaderName::Supported)
+    }
+    fn option_tags(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
+        self.list(name, option_tag)
+            .map(|t| std::str::from_utf8(t).unwrap_or_default())
+    }
+
+    /// The elements of every header named `name`, in order.
+    fn list<'a, T: 'a>(
+        &'a self,
+        name: HeaderName,
+        elem: impl Fn(&'a [u8]) -> crate::grammar::GResult<'a, T> + Copy + 'a,
+    ) -> impl Iterator<Item = T> + 'a {
+        self.header_values(name).flat_map(move |v| ListIter { rest: v, elem })
+    }
+
+    // ---- getters: all headers ----
+
+    /// Every header line, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+    /// A header's name as written.
+    pub fn header_name_str(&self, h: &Header) -> &str {
+        self.str_at(h.name_span)
+    }
+    /// A header's value as written (trimmed; folds kept).
+    pub fn header_value(&self, h: &Header) -> &[u8] {
+        self.bytes_at(h.value_span)
+    }
+    /// The values of every line of a known header, in order.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| self.bytes_at(h.value_span))
+    }
+    /// The first value of a known header.
+    pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
+        self.header_values(name).next()
+    }
+    /// The values of every line of a header by name (case-insensitive; for
+    /// headers not in [`HeaderName`], e.g. `X-Foo`).
+    pub fn header_values_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let known = HeaderName::from_bytes(name.as_bytes());
+        self.headers
+            .iter()
+            .filter(move |h| {
+                h.name == known
+                    && (known != HeaderName::Other
+                        || self.bytes_at(h.name_span).eq_ignore_ascii_case(name.as_bytes()))
+            })
+            .map(|h| self.bytes_at(h.value_span))
+    }
+
+    /// The body (exactly Content-Length bytes when present).
+    pub fn body(&self) -> &[u8] {
+        self.bytes_at(self.body)
+    }
+    /// The body as a shared slice of the buffer (no copy).
+    pub fn body_bytes(&self) -> Bytes {
+        self.buf.slice(self.body.range())
+    }
+}
+
+struct ListIter<'a, F> {
+    rest: &'a [u8],
+    elem: F,
+}
+
+impl<'a, T, F: Fn(&'a [u8]) -> crate::grammar::GResult<'a, T>> Iterator for ListIter<'a, F> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        loop {
+            let r = sws(self.rest);
+            match r {
+                [] => return None,
+                [b',', rest @ ..] => self.rest = rest,
+                _ => {
+                    return match (self.elem)(r) {
+                        Ok((rest, v)) => {
+                            self.rest = rest;
+                            Some(v)
+                        }
+                        Err(_) => {
+                            self.rest = &[];
+                            None
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static EMPTY_VIA: Via<'static> = match via_parm(b"SIP/2.0/UDP invalid") {
+        Ok((_, v)) => v,
+        Err(_) => unreachable_via(),
+    };
+    static EMPTY_NAME_ADDR: NameAddr<'static> = match name_addr(b"<sip:invalid>", false) {
+        Ok((_, v)) => v,
+        Err(_) => unreachable_name_addr(),
+    };
+}
+
+#[allow(clippy::panic)]
+fn unreachable_via() -> Via<'static> {
+    panic!("constant Via literal must parse")
+}
+#[allow(clippy::panic)]
+fn unreachable_name_addr() -> NameAddr<'static> {
+    panic!("constant name-addr literal must parse")
+}
+
+/// The state of one parse.
+struct Parser<'l> {
+    limits: &'l Limits,
+}
+
+/// Eager results collected while walking the headers.
+#[derive(Default)]
+struct Eager {
+    top_via: Option<Span>,
+    branch: Option<Span>,
+    via_count: usize,
+    from: Option<(Span, Option<Span>)>,
+    to: Option<(Span, Option<Span>)>,
+    call_id: Option<Span>,
+    cseq: Option<(u32, Method, Span)>,
+    max_forwards: Option<u32>,
+    content_length: Option<u32>,
+    expires: Option<u32>,
+    content_type: Option<Span>,
+    route_count: usize,
+    record_route_count: usize,
+    contact_count: usize,
+    is_contact_star: bool,
+}
+
+impl Parser<'_> {
+    fn parse(&self, buf: Bytes) -> Result<Message, ParseError> {
+        let b: &[u8] = &buf;
+        if b.len() > self.limits.max_message_size || b.len() > u32::MAX as usize / 2 {
+            return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::MessageSize), self.limits.max_message_size));
+        }
+        // ---- start line ----
+        let Some(eol) = memchr::memchr(b'\n', b) else {
+            return Err(ParseError::new(ErrorKind::Truncated, b.len()));
+        };
+        let line = match b.get(..eol) {
+            Some([l @ .., b'\r']) => l,
+            _ => return Err(ParseError::new(ErrorKind::StartLine, eol)),
+        };
+        let start = self.start_line(b, line)?;
+        if let StartLine::Request { uri, .. } = start {
+            if uri.len() > self.limits.max_uri_len {
+                return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::UriLength), uri.start as usize));
+            }
+        }
+
+        // ---- header lines ----
+        let headers_start = eol + 1;
+        let mut headers: Vec<Header> = Vec::with_capacity(24);
+        let mut pos = headers_start;
+        let headers_end;
+        loop {
+            let rest = b.get(pos..).unwrap_or_default();
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                return Err(ParseError::new(ErrorKind::Truncated, b.len()));
+            };
+            let line = match rest.get(..nl) {
+                Some([l @ .., b'\r']) => l,
+                _ => return Err(ParseError::new(ErrorKind::HeaderLine, pos + nl)),
+            };
+            if line.is_empty() {
+                headers_end = pos;
+                pos += nl + 1;
+                break;
+            }
+            match line {
+                [b' ' | b'\t', ..] => {
+                    // A fold: the line continues the previous header's value.
+                    let Some(last) = headers.last_mut() else {
+                        return Err(ParseError::new(ErrorKind::HeaderLine, pos));
+                    };
+                    let end = (pos + line.len()) as u32;
+                    if !line.iter().all(|c| matches!(c, b' ' | b'\t')) {
+                        last.value_span.end = end;
+                    }
+                    last.line_span.end = end;
+                    if last.line_span.len() > self.limits.max_header_line {
+                        return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderLine), pos));
+                    }
+                }
+                _ => {
+                    if headers.len() >= self.limits.max_headers {
+                        return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderCount), pos));
+                    }
+                    if line.len() > self.limits.max_header_line {
+                        return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderLine), pos));
+                    }
+                    headers.push(self.header_line(b, line)?);
+                }
+            }
+            pos += nl + 1;
+        }
+        // Trim trailing white space that folds may have left.
+        for h in &mut headers {
+            let v = b.get(h.value_span.range()).unwrap_or_default();
+            let trimmed = v.iter().rev().take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')).count();
+            h.value_span.end -= trimmed as u32;
+        }
+
+        // ---- eager header values ----
+        let mut e = Eager::default();
+        for h in &headers {
+            self.eager(b, h, &mut e)?;
+        }
+        let hs = headers_end;
+        let missing = |n| ParseError::new(ErrorKind::MissingHeader(n), hs);
+        let top_via = e.top_via.ok_or_else(|| missing(HeaderName::Via))?;
+        let (from, from_tag) = e.from.ok_or_else(|| missing(HeaderName::From))?;
+        let (to, to_tag) = e.to.ok_or_else(|| missing(HeaderName::To))?;
+        let call_id = e.call_id.ok_or_else(|| missing(HeaderName::CallId))?;
+        let (cseq_n, cseq_method, cseq_method_span) = e.cseq.ok_or_else(|| missing(HeaderName::CSeq))?;
+        if let StartLine::Request { method_span, .. } = start {
+            if b.get(method_span.range()) != b.get(cseq_method_span.range()) {
+                return Err(ParseError::new(ErrorKind::CSeqMethodMismatch, cseq_method_span.start as usize));
+            }
+        }
+
+        // ---- body ----
+        let available = b.len() - pos;
+        let body_len = match e.content_length {
+            Some(cl) => {
+                let cl = cl as usize;
+                if cl > self.limits.max_body {
+                    return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::BodySize), pos));
+                }
+                if cl > available {
+                    return Err(ParseError::new(ErrorKind::BodyTruncated, b.len()));
+                }
+                cl
+            }
+            None => {
+                if available > self.limits.max_body {
+                    return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::BodySize), pos));
+                }
+                available
+            }
+        };
+        let body = Span { start: pos as u32, end: (pos + body_len) as u32 };
+
+        Ok(Message {
+            start,
+            headers_start: headers_start as u32,
+            headers_end: headers_end as u32,
+            headers,
+            body,
+            top_via,
+            branch: e.branch,
+            via_count: e.via_count as u16,
+            from,
+            from_tag,
+            to,
+            to_tag,
+            call_id,
+            cseq: cseq_n,
+            cseq_method,
+            cseq_method_span,
+            max_forwards: e.max_forwards,
+            content_length: e.content_length,
+            expires: e.expires,
+            content_type: e.content_type,
+            route_count: e.route_count as u16,
+            record_route_count: e.record_route_count as u16,
+            contact_count: e.contact_count as u16,
+            is_contact_star: e.is_contact_star,
+            buf,
+        })
+    }
+
+    /// `Request-Line = Method SP Request-URI SP SIP-Version CRLF`
+    /// `Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF`
+    fn start_line(&self, b: &[u8], line: &[u8]) -> Result<StartLine, ParseError> {
+        if let Some(after_version) = tag_ci(line, b"SIP/") {
+            // A response. Its version must be followed by SP.
+            let _ = after_version;
+            let sp = line.iter().position(|&c| c == b' ').ok_or_else(|| err(ErrorKind::StartLine, b, line))?;
+            let (version, rest) = line.split_at(sp);
+            match sip_version(version) {
+                Ok(true) => {}
+                Ok(false) => return Err(err(ErrorKind::Version, b, version)),
+                Err(()) => return Err(err(ErrorKind::StartLine, b, version)),
+            }
+            let rest = rest.get(1..).unwrap_or_default();
+            // Status-Code = 3DIGIT, 100–699 (RFC 3261 §7.2, §21).
+            let code = match rest {
+                [a, b1, c, tail @ ..]
+                    if a.is_ascii_digit()
+                        && b1.is_ascii_digit()
+                        && c.is_ascii_digit()
+                        && matches!(tail.first(), None | Some(b' ')) =>
+                {
+                    u16::from(a - b'0') * 100 + u16::from(b1 - b'0') * 10 + u16::from(c - b'0')
+                }
+                _ => return Err(err(ErrorKind::StatusCode, b, rest)),
+            };
+            if !(100..=699).contains(&code) {
+                return Err(err(ErrorKind::StatusCode, b, rest));
+            }
+            let reason = rest.get(4..).unwrap_or_default();
+            let reason = if reason.is_empty() { rest.get(3..3).unwrap_or_default() } else { reason };
+            return Ok(StartLine::Response { code, reason: Span::of(b, reason) });
+        }
+        let (r, m) = token(line).map_err(|_| err(ErrorKind::StartLine, b, line))?;
+        let [b' ', r @ ..] = r else {
+            return Err(err(ErrorKind::StartLine, b, r));
+        };
+        let uri_end = r.iter().position(|&c| c == b' ').ok_or_else(|| err(ErrorKind::StartLine, b, r))?;
+        let (uri_text, version) = r.split_at(uri_end);
+        if uri_text.len() > self.limits.max_uri_len {
+            return Err(err(ErrorKind::LimitExceeded(Limit::UriLength), b, uri_text));
+        }
+        match uri(uri_text, UriContext::Full) {
+            Ok((rest, _)) if rest.is_empty() => {}
+            _ => return Err(err(ErrorKind::RequestUri, b, uri_text)),
+        }
+        let version = version.get(1..).unwrap_or_default();
+        match sip_version(version) {
+            Ok(true) => {}
+            Ok(false) => return Err(err(ErrorKind::Version, b, version)),
+            // Anything else after the URI: an extra space (a URI with LWS in
+            // it) or trailing white space after the version.
+            Err(()) => return Err(err(ErrorKind::RequestUri, b, version)),
+        }
+        Ok(StartLine::Request {
+            method: Method::from_bytes(m),
+            method_span: Span::of(b, m),
+            uri: Span::of(b, uri_text),
+        })
+    }
+
+    /// `message-header = field-name *(SP / HTAB) ":" SWS field-value`
+    fn header_line(&self, b: &[u8], line: &[u8]) -> Result<Header, ParseError> {
+        let (r, name) = token(line).map_err(|_| err(ErrorKind::HeaderLine, b, line))?;
+        let r = {
+            let n = r.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+            r.get(n..).unwrap_or_default()
+        };
+        let [b':', value @ ..] = r else {
+            return Err(err(ErrorKind::HeaderLine, b, r));
+        };
+        let n = value.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+        let value = value.get(n..).unwrap_or_default();
+        Ok(Header {
+            name: HeaderName::from_bytes(name),
+            name_span: Span::of(b, name),
+            value_span: Span::of(b, value),
+            line_span: Span::of(b, line),
+        })
+    }
+
+    fn eager(&self, b: &[u8], h: &Header, e: &mut Eager) -> Result<(), ParseError> {
+        let v = b.get(h.value_span.range()).unwrap_or_default();
+        let bad = |at: &[u8]| err(ErrorKind::Header(h.name), b, at);
+        let dup = || ParseError::new(ErrorKind::DuplicateHeader(h.name), h.name_span.start as usize);
+        // A whole value must be consumed by its rule.
+        let whole = |rest: &[u8]| sws(rest).is_empty();
+        match h.name {
+            HeaderName::Via => {
+                let max = self.limits.max_vias;
+                let count = &mut e.via_count;
+                let top = &mut e.top_via;
+                let branch = &mut e.branch;
+                for_each_element(v, via_parm, |via| {
+                    *count += 1;
+                    if *count > max {
+                        return Err(());
+                    }
+                    if top.is_none() {
+                        *top = Some(Span::of(b, via.as_bytes()));
+                        *branch = via
+                            .params()
+                            .get("branch")
+                            .flatten()
+                            .map(|br| Span::of(b, br));
+                    }
+                    Ok(())
+                })
+                .map_err(|at| {
+                    if *count > max {
+                        err(ErrorKind::LimitExceeded(Limit::ViaCount), b, at)
+                    } else {
+                        bad(at)
+                    }
+                })?;
+            }
+            HeaderName::From | HeaderName::To => {
+                let slot = if h.name == HeaderName::From { &mut e.from } else { &mut e.to };
+                if slot.is_some() {
+                    return Err(dup());
+                }
+                let (rest, na) = name_addr(v, false).map_err(|_| bad(v))?;
+                if !whole(rest) {
+                    return Err(bad(rest));
+                }
+                let tag = na.params().get("tag").flatten().map(|t| Span::of(b, t));
+                *slot = Some((Span::of(b, na.as_bytes()), tag));
+            }
+            HeaderName::CallId => {
+                if e.call_id.is_some() {
+                    return Err(dup());
+                }
+                let (rest, id) = call_id(v).map_err(|_| bad(v))?;
+                if !whole(rest) {
+                    return Err(bad(rest));
+                }
+                e.call_id = Some(Span::of(b, id));
+            }
+            HeaderName::CSeq => {
+                if e.cseq.is_some() {
+                    return Err(dup());
+                }
+                let (rest, (n, m)) = cseq(v).map_err(|_| bad(v))?;
+                if !whole(rest) {
+                    return Err(bad(rest));
+                }
+                e.cseq = Some((n, Method::from_bytes(m), Span::of(b, m)));
+            }
+            HeaderName::MaxForwards => {
+                if e.max_forwards.is_some() {
+                    return Err(dup());
+                }
+                // Max-Forwards = 1*DIGIT, "an integer in the range 0-255"
+                // (RFC 3261 §20.22).
+                let (rest, n) = bounded_number(v, 255).map_err(|_| bad(v))?;
+                if !whole(rest) {
+                    return Err(bad(rest));
+                }
+                e.max_forwards = Some(n as u32);
+            }
+            HeaderName::ContentLength => {
+                if e.content_length.is_some() {
+                    return Err(dup());
+                }
+                let (rest, n) = bounded_number(v, u64::from(u32::MAX)).map_err(|_| bad(v))?;
+                if !whole(rest) {
+                    return Err(bad(rest));
+                }
+                e.content_length = Some(n as u32);
+            }
+            HeaderName::Expires => {
+                if e.expires.is_some() {
+                    return Err(dup());
+                }
+                // delta-seconds; RFC 3261 §10.2.1 caps the useful range at
+                // 2³²−1, so larger values are clamped rather than refused.
+                let digits = v.iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits == 0 || !whole(v.get(digits..).unwrap_or_default()) {
+                    return Err(bad(v));
+                }
+                let n = bounded_number(v, u64::from(u32::MAX)).map(|(_, n)| n as u32).unwrap_or(u32::MAX);
+                e.expires = Some(n);
+            }
+            HeaderName::ContentType => {
+                if e.content_type.is_some() {
+                    return Err(dup());
+                }
+                let (rest, mt) = media_type(v).map_err(|_| bad(v))?;
+                if !whole(rest) {
+                    return Err(bad(rest));
+                }
+                e.content_type = Some(Span::of(b, mt));
+            }
+            HeaderName::Route | HeaderName::RecordRoute => {
+                let max = self.limits.max_routes;
+                let mut n = 0;
+                let res = for_each_element(v, |i| name_addr(i, true), |_| {
+                    n += 1;
+                    Ok(())
+                });
+                let count = if h.name == HeaderName::Route { &mut e.route_count } else { &mut e.record_route_count };
+                *count += n;
+                if *count > max {
+                    return Err(err(ErrorKind::LimitExceeded(Limit::RouteCount), b, v));
+                }
+                res.map_err(bad)?;
+            }
+            HeaderName::Contact => {
+                if v == b"*" {
+                    if e.contact_count > 0 || e.is_contact_star {
+                        return Err(bad(v));
+                    }
+                    e.is_contact_star = true;
+                    return Ok(());
+                }
+                if e.is_contact_star {
+                    return Err(bad(v));
+                }
+                let n = for_each_element(v, |i| name_addr(i, false), |_| Ok(())).map_err(bad)?;
+                e.contact_count += n;
+                if e.contact_count > self.limits.max_headers {
+                    return Err(err(ErrorKind::LimitExceeded(Limit::HeaderCount), b, v));
+                }
+            }
+            HeaderName::Require | HeaderName::ProxyRequire | HeaderName::Supported => {
+                for_each_element(v, option_tag, |_| Ok(())).map_err(bad)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
