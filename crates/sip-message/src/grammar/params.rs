@@ -2,7 +2,7 @@
 //! header parameters (`SEMI generic-param`, with LWS, quoted values).
 
 use super::chars::{is, HEX, PARAM, TOKEN};
-use super::{fail, quoted_string, sep, sws, take_class, GResult};
+use super::{fail, quoted_string, sep, take_class, GResult};
 
 /// Take 1*(class / escaped). `escaped = "%" HEXDIG HEXDIG`.
 pub(crate) fn take_escaped(i: &[u8], class: u16) -> GResult<'_, &[u8]> {
