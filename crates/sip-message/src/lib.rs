@@ -16,6 +16,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 pub mod build;
+pub mod edit;
 pub mod error;
 pub mod grammar;
 pub mod header;
