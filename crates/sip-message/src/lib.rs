@@ -18,6 +18,7 @@
 pub mod build;
 pub mod edit;
 pub mod error;
+pub mod framing;
 pub mod grammar;
 pub mod header;
 pub mod limits;
@@ -25,6 +26,7 @@ pub mod message;
 pub mod method;
 
 pub use error::{ErrorKind, ParseError};
+pub use framing::{Frame, Framer, FramingError};
 pub use grammar::name_addr::NameAddr;
 pub use grammar::params::Params;
 pub use grammar::uri::{HostKind, Scheme, Uri};
