@@ -201,11 +201,7 @@ fn derived_request(invite: &Message, method: &str, to_line: Option<&[u8]>) -> By
 /// number and top Via (same branch), the response's To (with its tag), and
 /// the INVITE's Route headers.
 pub fn ack_for_non2xx(invite: &Message, response: &Message) -> Bytes {
-    let to = response
-        .headers()
-        .iter()
-        .find(|h| h.name == HeaderName::To)
-        .map(|h| response.bytes_at(h.line_span));
+    let to = response.headers().iter().find(|h| h.name == HeaderName::To).map(|h| response.bytes_at(h.line_span));
     derived_request(invite, "ACK", to).freeze()
 }
 
@@ -280,7 +276,10 @@ Content-Length: 0\r\n\r\n";
     #[test]
     fn response_copies_the_dialog_headers_and_adds_a_to_tag() {
         let req = Message::parse_slice(INVITE).unwrap();
-        let r = Message::parse_slice(Response::new(&req, 486, "Busy Here", Some("xyz")).header("Retry-After", "30").finish()).unwrap();
+        let r = Message::parse_slice(
+            Response::new(&req, 486, "Busy Here", Some("xyz")).header("Retry-After", "30").finish(),
+        )
+        .unwrap();
         assert_eq!(r.status(), Some(486));
         assert_eq!(r.via_count(), 2);
         assert_eq!(r.branch(), Some("z9hG4bK776asdhds"));

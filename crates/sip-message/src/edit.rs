@@ -220,9 +220,7 @@ impl<'m> Editor<'m> {
         let msg = self.msg;
         let known = HeaderName::from_bytes(name.as_bytes());
         for h in msg.headers().iter().filter(|h| {
-            h.name == known
-                && (known != HeaderName::Other
-                    || msg.header_name_str(h).eq_ignore_ascii_case(name))
+            h.name == known && (known != HeaderName::Other || msg.header_name_str(h).eq_ignore_ascii_case(name))
         }) {
             let (s, e) = Self::line_with_crlf(h);
             self.push(s, e, &[]);

@@ -61,9 +61,9 @@ impl ParseError {
             ErrorKind::LimitExceeded(Limit::UriLength) => 414,
             ErrorKind::LimitExceeded(Limit::MessageSize | Limit::BodySize) => 413,
             // RFC 3261 §21.5.14: 513 Message Too Large covers headers too.
-            ErrorKind::LimitExceeded(
-                Limit::HeaderCount | Limit::HeaderLine | Limit::ViaCount | Limit::RouteCount,
-            ) => 513,
+            ErrorKind::LimitExceeded(Limit::HeaderCount | Limit::HeaderLine | Limit::ViaCount | Limit::RouteCount) => {
+                513
+            }
             // Without a parseable start line we cannot even tell a request
             // from a response: drop.
             ErrorKind::StartLine | ErrorKind::StatusCode | ErrorKind::Truncated => return None,

@@ -208,9 +208,7 @@ impl Message {
     pub fn top_via(&self) -> Via<'_> {
         // Validated at parse time, so this cannot fail; the fallback keeps
         // the accessor total without a panic path.
-        via_parm(self.bytes_at(self.top_via))
-            .map(|(_, v)| v)
-            .unwrap_or_else(|_| EMPTY_VIA.with(|v| *v))
+        via_parm(self.bytes_at(self.top_via)).map(|(_, v)| v).unwrap_or_else(|_| EMPTY_VIA.with(|v| *v))
     }
     /// The topmost Via's branch parameter.
     pub fn branch(&self) -> Option<&str> {
@@ -283,8 +281,7 @@ impl Message {
     /// Contact values (empty for `Contact: *`, see [`Self::is_contact_star`]).
     pub fn contacts(&self) -> impl Iterator<Item = NameAddr<'_>> + '_ {
         let star = self.is_contact_star;
-        self.list(HeaderName::Contact, |i| name_addr(i, false))
-            .filter(move |_| !star)
+        self.list(HeaderName::Contact, |i| name_addr(i, false)).filter(move |_| !star)
     }
     pub fn contact_count(&self) -> usize {
         self.contact_count.into()
@@ -306,8 +303,7 @@ impl Message {
         self.option_tags(HeaderName::Supported)
     }
     fn option_tags(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
-        self.list(name, option_tag)
-            .map(|t| std::str::from_utf8(t).unwrap_or_default())
+        self.list(name, option_tag).map(|t| std::str::from_utf8(t).unwrap_or_default())
     }
 
     /// The elements of every header named `name`, in order.
@@ -335,10 +331,7 @@ impl Message {
     }
     /// The values of every line of a known header, in order.
     pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        self.headers
-            .iter()
-            .filter(move |h| h.name == name)
-            .map(|h| self.bytes_at(h.value_span))
+        self.headers.iter().filter(move |h| h.name == name).map(|h| self.bytes_at(h.value_span))
     }
     /// The first value of a known header.
     pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
@@ -352,8 +345,7 @@ impl Message {
             .iter()
             .filter(move |h| {
                 h.name == known
-                    && (known != HeaderName::Other
-                        || self.bytes_at(h.name_span).eq_ignore_ascii_case(name.as_bytes()))
+                    && (known != HeaderName::Other || self.bytes_at(h.name_span).eq_ignore_ascii_case(name.as_bytes()))
             })
             .map(|h| self.bytes_at(h.value_span))
     }
@@ -686,11 +678,7 @@ impl Parser<'_> {
                     }
                     if top.is_none() {
                         *top = Some(Span::of(b, via.as_bytes()));
-                        *branch = via
-                            .params()
-                            .get("branch")
-                            .flatten()
-                            .map(|br| Span::of(b, br));
+                        *branch = via.params().get("branch").flatten().map(|br| Span::of(b, br));
                     }
                     Ok(())
                 })
@@ -782,10 +770,14 @@ impl Parser<'_> {
             HeaderName::Route | HeaderName::RecordRoute => {
                 let max = self.limits.max_routes;
                 let mut n = 0;
-                let res = for_each_element(v, |i| name_addr(i, true), |_| {
-                    n += 1;
-                    Ok(())
-                });
+                let res = for_each_element(
+                    v,
+                    |i| name_addr(i, true),
+                    |_| {
+                        n += 1;
+                        Ok(())
+                    },
+                );
                 let count = if h.name == HeaderName::Route { &mut e.route_count } else { &mut e.record_route_count };
                 *count += n;
                 if *count > max {

@@ -81,13 +81,14 @@ const fn build() -> [u16; 256] {
         if c.is_ascii_hexdigit() {
             f |= HEX;
         }
-        if unreserved
-            || matches!(c, b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b',' | b'%')
-        {
+        if unreserved || matches!(c, b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b',' | b'%') {
             f |= URIC;
         }
         if unreserved
-            || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'$' | b'=')
+            || matches!(
+                c,
+                b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'$' | b'='
+            )
         {
             f |= TEL;
         }

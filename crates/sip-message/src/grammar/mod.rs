@@ -6,11 +6,11 @@
 //! whitespace skip below treats SP, HT, CR and LF alike as LWS.
 
 pub(crate) mod chars;
-pub mod params;
-pub mod uri;
 pub mod name_addr;
-pub mod via;
+pub mod params;
 pub mod scalar;
+pub mod uri;
+pub mod via;
 
 use chars::{is, is_ws, TOKEN};
 use nom::{IResult, Parser};
@@ -158,14 +158,10 @@ mod tests {
     #[test]
     fn list_elements_split_on_commas_outside_quotes() {
         let mut seen = Vec::new();
-        let n = for_each_element(
-            b"a , b,,c",
-            token,
-            |t| {
-                seen.push(t.to_vec());
-                Ok(())
-            },
-        )
+        let n = for_each_element(b"a , b,,c", token, |t| {
+            seen.push(t.to_vec());
+            Ok(())
+        })
         .unwrap();
         assert_eq!(n, 3);
         assert_eq!(seen, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);

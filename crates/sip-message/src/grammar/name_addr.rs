@@ -28,9 +28,7 @@ impl<'a> NameAddr<'a> {
     }
     /// A header parameter's value as text.
     pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
-        self.params()
-            .get(name)
-            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
+        self.params().get(name).map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
     }
     /// `tag` parameter (From/To).
     pub fn tag(&self) -> Option<&'a str> {

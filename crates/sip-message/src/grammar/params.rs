@@ -122,9 +122,7 @@ impl<'a> Params<'a> {
     /// Look a parameter up by name (case-insensitive). `Some(None)` means the
     /// parameter is present without a value (`;lr`).
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
     /// Whether a parameter is present, with or without a value.
     pub fn has(&self, name: &str) -> bool {
@@ -187,7 +185,6 @@ impl<'a> Iterator for ParamIter<'a> {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

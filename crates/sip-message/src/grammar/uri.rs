@@ -82,9 +82,7 @@ impl<'a> Uri<'a> {
     }
     /// Shorthand for a parameter's value as text.
     pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
-        self.params()
-            .get(name)
-            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
+        self.params().get(name).map(|v| v.and_then(|v| std::str::from_utf8(v).ok()))
     }
     /// The `?h1=v1&h2=v2` part, `?` included (empty if none).
     pub fn headers(&self) -> &'a [u8] {
@@ -138,9 +136,7 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], scheme: Scheme, ctx: UriContext
     // User characters include `;`, `?` and `/`, so whether there is a
     // userinfo is only known at the `@`.
     let (mut rest, mut user, mut password) = (after, None, None);
-    let scan = after
-        .iter()
-        .position(|&c| !(is(c, USER | PASSWORD) || c == b':' || c == b'%'));
+    let scan = after.iter().position(|&c| !(is(c, USER | PASSWORD) || c == b':' || c == b'%'));
     if let Some(at) = scan {
         if after.get(at) == Some(&b'@') {
             let info = after.get(..at).unwrap_or_default();
@@ -186,9 +182,7 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
             return fail(i);
         };
         let inner = i.get(1..close).unwrap_or_default();
-        let addr = std::str::from_utf8(inner)
-            .ok()
-            .and_then(|s| s.parse::<Ipv6Addr>().ok());
+        let addr = std::str::from_utf8(inner).ok().and_then(|s| s.parse::<Ipv6Addr>().ok());
         let Some(addr) = addr else {
             return fail(i);
         };
@@ -298,10 +292,7 @@ fn tel_uri<'a>(whole: &'a [u8], after: &'a [u8], ctx: UriContext) -> GResult<'a,
 
 /// `absoluteURI = scheme ":" ( hier-part / opaque-part )`, kept opaque.
 fn absolute_uri(i: &[u8], ctx: UriContext) -> GResult<'_, Uri<'_>> {
-    let n = i
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
-        .count();
+    let n = i.iter().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')).count();
     if n == 0 || !i.first().is_some_and(|c| c.is_ascii_alphabetic()) {
         return fail(i);
     }

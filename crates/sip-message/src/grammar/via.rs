@@ -119,10 +119,7 @@ pub fn via_parm(i: &[u8]) -> GResult<'_, Via<'_>> {
     };
     let (r, params) = header_params(r)?;
     let raw = start.get(..start.len() - r.len()).unwrap_or_default();
-    Ok((
-        r,
-        Via { protocol, version, transport, host: h, host_kind, port, params, raw },
-    ))
+    Ok((r, Via { protocol, version, transport, host: h, host_kind, port, params, raw }))
 }
 
 #[cfg(test)]
@@ -131,7 +128,9 @@ mod tests {
 
     #[test]
     fn via_with_lws_everywhere() {
-        let (r, v) = via_parm(b"SIP  /   2.0  /  UDP\r\n  192.0.2.2 : 5060 ; branch = z9hG4bKkdjuw ;rport;received=192.0.2.9").unwrap();
+        let (r, v) =
+            via_parm(b"SIP  /   2.0  /  UDP\r\n  192.0.2.2 : 5060 ; branch = z9hG4bKkdjuw ;rport;received=192.0.2.9")
+                .unwrap();
         assert!(r.is_empty());
         assert_eq!(v.transport(), "UDP");
         assert_eq!(v.host(), "192.0.2.2");

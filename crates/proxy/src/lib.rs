@@ -1,0 +1,18 @@
+//! umproxy: a SIP edge proxy with a built-in Exchange Unified Messaging
+//! (ExUM) routing application.
+//!
+//! Layers, each depending only on the ones above it in this list:
+//! - [`config`]: the TOML configuration, validated before anything starts.
+//! - [`transport`]: UDP, TCP and TLS listeners and connections, framing,
+//!   parsing, limits; hands messages to the core through [`transport::Dispatch`].
+//! - [`dns`]: RFC 3263 next-hop resolution.
+//! - [`core`]: the RFC 3261 §16 stateful proxy on the sans-IO transaction
+//!   layer; asks a [`core::Router`] where requests go.
+//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener.
+
+pub mod admin;
+pub mod config;
+pub mod core;
+pub mod dns;
+pub mod metrics;
+pub mod transport;

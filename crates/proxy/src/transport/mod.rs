@@ -1,0 +1,3 @@
+//! Transports: UDP sockets, TCP and TLS connections.
+mod types;
+pub use types::*;
