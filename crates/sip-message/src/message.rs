@@ -621,7 +621,7 @@ impl Parser<'_> {
             return Err(err(ErrorKind::LimitExceeded(Limit::UriLength), b, uri_text));
         }
         match uri(uri_text, UriContext::Full) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             _ => return Err(err(ErrorKind::RequestUri, b, uri_text)),
         }
         let version = version.get(1..).unwrap_or_default();

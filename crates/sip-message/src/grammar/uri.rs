@@ -45,7 +45,7 @@ impl<'a> Uri<'a> {
     /// Parse a complete URI (nothing may follow it).
     pub fn parse(text: &'a [u8]) -> Option<Uri<'a>> {
         match uri(text, UriContext::Full) {
-            Ok((rest, u)) if rest.is_empty() => Some(u),
+            Ok(([], u)) => Some(u),
             _ => None,
         }
     }
@@ -145,13 +145,13 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], scheme: Scheme, ctx: UriContext
                 None => (info, None),
             };
             match take_escaped(u, USER) {
-                Ok((r, _)) if r.is_empty() => {}
+                Ok(([], _)) => {}
                 _ => return fail(after),
             }
             if let Some(p) = p {
                 if !p.is_empty() {
                     match take_escaped(p, PASSWORD) {
-                        Ok((r, _)) if r.is_empty() => {}
+                        Ok(([], _)) => {}
                         _ => return fail(after),
                     }
                 }

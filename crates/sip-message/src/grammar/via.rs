@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
         let (_, v) = via_parm(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
         assert_eq!(v.received(), Some("2001:db8::9:255"));
-        assert!(v.is_reliable() == false);
+        assert!(!v.is_reliable());
     }
 
     #[test]
