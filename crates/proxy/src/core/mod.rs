@@ -5,4 +5,6 @@
 //! worker shards drive the sans-IO transaction layer from tokio.
 
 pub mod branch;
+pub mod response;
+pub mod route;
 pub mod validate;
