@@ -127,6 +127,15 @@ impl Config {
         raw.validate(&raw::Ctx { file: name, base })
     }
 
+    /// The file at `path`, or the built-in example when there is none (the
+    /// first-contact `cargo run`).
+    pub fn load_or_example(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Config::example(),
+        }
+    }
+
     /// The built-in example configuration.
     pub fn example() -> Result<Config, ConfigError> {
         Config::from_str_with_base(EXAMPLE, EXAMPLE_NAME, Path::new(""))

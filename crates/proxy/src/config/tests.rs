@@ -65,6 +65,15 @@ fn builtin_example_parses() {
 }
 
 #[test]
+fn load_or_example_picks_the_file_when_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("umproxy.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    assert_eq!(Config::load_or_example(Some(&path)).unwrap().source, path.display().to_string());
+    assert_eq!(Config::load_or_example(None).unwrap().source, EXAMPLE_NAME);
+}
+
+#[test]
 fn minimal_config_gets_defaults() {
     let c = Config::from_str_named(MINIMAL, "umproxy.toml").unwrap();
     assert!(c.admin.is_none());

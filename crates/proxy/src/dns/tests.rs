@@ -89,6 +89,8 @@ fn zone() -> Vec<String> {
         "--host-record=b.prio.test,127.0.1.2",
         // Address records only.
         "--host-record=aonly.test,127.0.2.1",
+        // Both address families.
+        "--host-record=dual.test,127.0.4.1,::1",
         // ExUM federation SRV.
         "--srv-host=_sipfederationtls._tcp.fed.test,sipfed.fed.test,5061,0,0",
         "--host-record=sipfed.fed.test,127.0.3.1",
@@ -164,6 +166,16 @@ async fn a_only_falls_back_to_udp_and_default_port() {
     assert_eq!(
         r.resolve("aonly.test", None, Some(Transport::Tls), false).await.unwrap(),
         vec![t(Transport::Tls, "127.0.2.1:5061", "aonly.test")]
+    );
+}
+
+#[tokio::test]
+async fn both_address_families_ipv4_first() {
+    let Some(dns) = Dnsmasq::start(&zone()) else { return };
+    let r = dns.resolver();
+    assert_eq!(
+        r.resolve("dual.test", Some(5060), Some(Transport::Tcp), false).await.unwrap(),
+        vec![t(Transport::Tcp, "127.0.4.1:5060", "dual.test"), t(Transport::Tcp, "[::1]:5060", "dual.test")]
     );
 }
 
