@@ -31,3 +31,21 @@ pub fn init_logging(log: &LogConfig) -> Result<(), LoggingError> {
     };
     result.map_err(|_| LoggingError::AlreadySet)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_filter_is_refused_and_good_one_installs() {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return; // RUST_LOG overrides the configured level.
+        }
+        let bad = LogConfig { format: LogFormat::Json, level: "umproxy=loud".to_owned() };
+        assert!(matches!(init_logging(&bad), Err(LoggingError::Filter(_))));
+        let good = LogConfig { format: LogFormat::Json, level: "warn".to_owned() };
+        // Another test may have installed a subscriber first.
+        assert!(matches!(init_logging(&good), Ok(()) | Err(LoggingError::AlreadySet)));
+        assert!(matches!(init_logging(&good), Err(LoggingError::AlreadySet)));
+    }
+}
