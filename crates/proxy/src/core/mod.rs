@@ -6,5 +6,6 @@
 
 pub mod branch;
 pub mod response;
+pub mod router;
 pub mod route;
 pub mod validate;

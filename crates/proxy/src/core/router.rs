@@ -1,0 +1,231 @@
+//! Where requests go. The core asks a [`Router`] for the targets of an
+//! out-of-dialog request whose route set does not already decide it; the
+//! registrar, the location service and the ExUM application are routers,
+//! and the core names none of them.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use sip_message::{Message, Scheme};
+
+use crate::config::{Route, RouteMatch};
+use crate::core::validate::Rejection;
+use crate::transport::{Destination, Peer, TlsIdentity};
+
+/// One request the router is asked about.
+#[derive(Debug)]
+pub struct RouteRequest<'a> {
+    pub msg: &'a Message,
+    pub source: &'a Peer,
+    pub tls: Option<&'a TlsIdentity>,
+}
+
+/// Where one branch goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    /// A SIP URI resolved per RFC 3263 (numeric hosts need no DNS).
+    Uri(String),
+    /// An exact destination, e.g. the connection a contact registered over
+    /// (RFC 5626).
+    Destination(Destination),
+}
+
+/// One branch of a fork.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The Request-URI of this branch; `None` keeps the request's.
+    pub request_uri: Option<String>,
+    /// Where to send it; `None` sends to the Request-URI (after rewrite).
+    pub next_hop: Option<NextHop>,
+    /// Route values pushed on top of the request's route set, first on top
+    /// (a registered Path, RFC 3327).
+    pub route: Vec<String>,
+}
+
+impl Target {
+    /// Send to `uri` as the Request-URI and the next hop.
+    pub fn to_uri(uri: impl Into<String>) -> Target {
+        Target { request_uri: Some(uri.into()), next_hop: None, route: Vec::new() }
+    }
+    /// Keep the Request-URI and send through `next_hop`.
+    pub fn via(next_hop: impl Into<String>) -> Target {
+        Target { request_uri: None, next_hop: Some(NextHop::Uri(next_hop.into())), route: Vec::new() }
+    }
+}
+
+/// How the branches of a request are tried (RFC 3261 §16.6, forking by q).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ForkPlan {
+    /// Groups tried one after the other (serial forking by descending q);
+    /// the targets of one group are tried at once (parallel, equal q).
+    pub groups: Vec<Vec<Target>>,
+}
+
+impl ForkPlan {
+    pub fn single(t: Target) -> ForkPlan {
+        ForkPlan { groups: vec![vec![t]] }
+    }
+}
+
+/// A router's answer.
+#[derive(Debug)]
+pub enum RouteDecision {
+    Forward(ForkPlan),
+    /// Answer with a status (e.g. 404, 403) built by the core.
+    Reject(Rejection),
+    /// Answer with a complete response the router built (e.g. the
+    /// registrar's 200 listing the bindings).
+    Respond { status: u16, bytes: Bytes },
+}
+
+/// A future that resolves to a decision.
+pub type PendingDecision = Pin<Box<dyn Future<Output = RouteDecision> + Send>>;
+
+/// A router answers at once when it can (static routes, in-memory
+/// location) and with a future when it must wait (Redis, LDAP); the core
+/// then goes on with other requests.
+pub enum Routing {
+    Ready(RouteDecision),
+    Pending(PendingDecision),
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Routing::Ready(d) => f.debug_tuple("Ready").field(d).finish(),
+            Routing::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+pub trait Router: Send + Sync + 'static {
+    fn route(&self, req: &RouteRequest<'_>) -> Routing;
+}
+
+/// Routing by configuration: the proxy's domains, trusted peers and the
+/// `[[route]]` table (first match wins). Requests for a served domain that no
+/// route matches get 404; requests for foreign domains are relayed by RFC
+/// 3263 only for trusted peers, anyone else gets 403 (not an open relay).
+#[derive(Debug, Clone)]
+pub struct StaticRouter {
+    domains: Arc<[String]>,
+    trusted: Arc<[IpNet]>,
+    routes: Arc<[Route]>,
+}
+
+impl StaticRouter {
+    pub fn new(domains: Vec<String>, trusted: Vec<IpNet>, routes: Vec<Route>) -> StaticRouter {
+        let domains: Vec<String> = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
+        StaticRouter { domains: domains.into(), trusted: trusted.into(), routes: routes.into() }
+    }
+
+    pub fn is_local_domain(&self, host: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The decision as a plain function.
+    pub fn decide(&self, req: &RouteRequest<'_>) -> RouteDecision {
+        let Some(ruri) = req.msg.request_uri() else {
+            return RouteDecision::Reject(Rejection::new(416, "Unsupported URI Scheme"));
+        };
+        let host = ruri.host();
+        let user = ruri.user().unwrap_or_default();
+        for r in self.routes.iter() {
+            let hit = match &r.matches {
+                RouteMatch::Any => true,
+                RouteMatch::Domain(d) => d.eq_ignore_ascii_case(host),
+                RouteMatch::UserPrefix(p) => user.starts_with(p.as_str()),
+            };
+            if hit {
+                return RouteDecision::Forward(ForkPlan::single(Target::via(r.next_hop.clone())));
+            }
+        }
+        if matches!(ruri.scheme, Scheme::Tel) || self.is_local_domain(host) {
+            return RouteDecision::Reject(Rejection::new(404, "Not Found"));
+        }
+        if self.is_trusted(req.source.remote.ip()) {
+            return RouteDecision::Forward(ForkPlan::single(Target {
+                request_uri: None,
+                next_hop: None,
+                route: Vec::new(),
+            }));
+        }
+        RouteDecision::Reject(Rejection::new(403, "Forbidden"))
+    }
+}
+
+impl Router for StaticRouter {
+    fn route(&self, req: &RouteRequest<'_>) -> Routing {
+        Routing::Ready(self.decide(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Transport;
+
+    fn req(ruri: &str) -> Message {
+        let text = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\nFrom: <sip:a@example.test>;tag=1\r\n\
+             To: <sip:b@example.test>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse_slice(text.as_bytes()).expect("test message parses")
+    }
+
+    fn peer(ip: &str) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            remote: format!("{ip}:5060").parse().expect("addr"),
+            local: "127.0.0.1:5060".parse().expect("addr"),
+            flow: None,
+        }
+    }
+
+    fn router(routes: Vec<Route>) -> StaticRouter {
+        StaticRouter::new(vec!["Example.test".into()], vec!["10.1.0.0/16".parse().expect("net")], routes)
+    }
+
+    fn decide(r: &StaticRouter, ruri: &str, src: &str) -> RouteDecision {
+        let m = req(ruri);
+        let p = peer(src);
+        r.decide(&RouteRequest { msg: &m, source: &p, tls: None })
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let r = router(vec![
+            Route { matches: RouteMatch::UserPrefix("+4930".into()), next_hop: "sip:10.9.0.1".into() },
+            Route { matches: RouteMatch::Domain("example.test".into()), next_hop: "sip:10.9.0.2".into() },
+            Route { matches: RouteMatch::Any, next_hop: "sip:10.9.0.3".into() },
+        ]);
+        let hop = |d: RouteDecision| match d {
+            RouteDecision::Forward(p) => p.groups[0][0].next_hop.clone(),
+            other => panic!("expected forward, got {other:?}"),
+        };
+        assert_eq!(hop(decide(&r, "sip:+493012345@example.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.1".into())));
+        assert_eq!(hop(decide(&r, "sip:bob@example.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.2".into())));
+        assert_eq!(hop(decide(&r, "sip:bob@elsewhere.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.3".into())));
+    }
+
+    #[test]
+    fn unrouted_local_domain_is_404() {
+        let r = router(vec![]);
+        assert!(matches!(decide(&r, "sip:bob@EXAMPLE.test", "192.0.2.1"), RouteDecision::Reject(x) if x.code == 404));
+    }
+
+    #[test]
+    fn foreign_domain_is_relayed_only_for_trusted_peers() {
+        let r = router(vec![]);
+        assert!(matches!(decide(&r, "sip:bob@foreign.test", "192.0.2.1"), RouteDecision::Reject(x) if x.code == 403));
+        assert!(matches!(decide(&r, "sip:bob@foreign.test", "10.1.2.3"), RouteDecision::Forward(_)));
+    }
+}
