@@ -1,0 +1,373 @@
+//! TCP and TLS: accept loops under the connection limits, outbound connects,
+//! and one task per connection that reads, frames, delivers and writes.
+//!
+//! One task owns each connection's socket: it reads into a bounded buffer,
+//! cuts frames with the `Framer`, and writes the connection's queue in
+//! arrival order, so messages on one flow never overtake each other (an
+//! ACK never passes its INVITE's 200).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use sip_message::build::{error_response, reason_phrase};
+use sip_message::{Frame, Framer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Duration, Instant};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, trace, warn, Instrument};
+
+use super::conn_table::{ConnHandle, Slot};
+use super::hub::{Shared, TlsListener};
+use super::metrics::framing_error_kind;
+use super::tls::{handshake_failure_reason, identity, Direction};
+use super::types::{Outbound, Peer, SendFailure, TlsIdentity, Transport};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Queued messages written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Pause after a failed accept (EMFILE …) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    transport: Transport,
+    listener: TcpListener,
+    local: SocketAddr,
+    tls: Option<Arc<TlsListener>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(%local, error = %e, "accept failed");
+                tokio::select! {
+                    _ = shared.stop_accepting.cancelled() => return,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        let t = transport.param_name();
+        let admitted =
+            shared.conns.admit(transport, remote, true, shared.limits.write_queue, Arc::new(TlsIdentity::default()));
+        let (slot, rx) = match admitted {
+            Ok(a) => a,
+            Err(refused) => {
+                shared.metrics.connections_rejected.with_label_values(&[t, refused.as_str()]).inc();
+                debug!(%remote, %local, reason = refused.as_str(), "connection refused by limit");
+                continue;
+            }
+        };
+        shared.metrics.connections.with_label_values(&[t, "inbound"]).inc();
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%remote, error = %e, "cannot set TCP_NODELAY");
+        }
+        let local = stream.local_addr().unwrap_or(local);
+        let peer = Peer { transport, remote, local, flow: Some(slot.handle.flow) };
+        let span = tracing::debug_span!("conn", flow = slot.handle.flow.0, peer = %remote, %transport);
+        let tls_config = tls.as_ref().map(|l| l.current());
+        let shared = shared.clone();
+        tokio::spawn(
+            async move {
+                let Some(config) = tls_config else {
+                    return drive(shared, stream, slot, rx, peer, None).await;
+                };
+                let handshake = timeout(shared.limits.tls_handshake_timeout, TlsAcceptor::from(config).accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        let id = identity(stream.get_ref().1.peer_certificates());
+                        *slot.handle.names.lock().unwrap_or_else(|p| p.into_inner()) = id.clone();
+                        drive(shared, stream, slot, rx, peer, Some(id)).await;
+                    }
+                    Ok(Err(e)) => {
+                        handshake_failed(&shared, Direction::Inbound, handshake_failure_reason(&e), &e);
+                        fail_queue(&shared, slot, rx, SendFailure::Closed);
+                    }
+                    Err(_) => {
+                        handshake_failed(&shared, Direction::Inbound, "timeout", &"timed out");
+                        fail_queue(&shared, slot, rx, SendFailure::Closed);
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn handshake_failed(shared: &Shared, dir: Direction, reason: &'static str, e: &dyn std::fmt::Display) {
+    shared.metrics.tls_handshake_failures.with_label_values(&[dir.as_str(), reason]).inc();
+    // A peer fault: warn, bounded reason first (the error text is rustls's,
+    // not the peer's).
+    warn!(direction = dir.as_str(), reason, error = %e, "TLS handshake failed");
+}
+
+/// Remove the connection, then fail whatever was still queued on it.
+fn fail_queue(shared: &Shared, slot: Slot, mut rx: mpsc::Receiver<Outbound>, failure: SendFailure) {
+    drop(slot);
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        shared.fail(&out, failure);
+    }
+}
+
+/// Send on a stream transport: the flow named, else an open connection to
+/// the address, else a new connection.
+pub(crate) fn send(shared: &Arc<Shared>, out: Outbound) {
+    let dest = &out.dest;
+    let reuse = dest.flow.and_then(|f| shared.conns.get(f)).filter(|h| h.transport == dest.transport).or_else(|| {
+        shared.conns.by_addr(dest.transport, dest.addr).filter(|h| match (&dest.server_name, dest.transport) {
+            // RFC 5923 §5: reuse a TLS connection only toward a server
+            // whose certificate proved the name.
+            (Some(name), Transport::Tls) => h.proves(name),
+            _ => true,
+        })
+    });
+    match reuse {
+        Some(h) => enqueue(shared, &h, out),
+        None => connect(shared, out),
+    }
+}
+
+fn enqueue(shared: &Arc<Shared>, handle: &ConnHandle, out: Outbound) {
+    match handle.tx.try_send(out) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(out)) => shared.fail(&out, SendFailure::Overloaded),
+        // The connection closed since we looked it up.
+        Err(mpsc::error::TrySendError::Closed(out)) => connect(shared, out),
+    }
+}
+
+fn connect(shared: &Arc<Shared>, out: Outbound) {
+    let dest = out.dest.clone();
+    let (transport, addr) = (dest.transport, dest.addr);
+    let tls = if transport == Transport::Tls {
+        let config =
+            shared.client_tls.read().unwrap_or_else(|p| p.into_inner()).for_server(dest.server_name.as_deref());
+        let name = match &dest.server_name {
+            Some(n) => ServerName::try_from(n.to_string()).ok(),
+            None => Some(ServerName::IpAddress(addr.ip().into())),
+        };
+        match (config, name) {
+            (Some(c), Some(n)) => Some((c, n)),
+            _ => {
+                shared.fail(&out, SendFailure::Tls);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let names = Arc::new(TlsIdentity { names: dest.server_name.iter().map(|n| n.to_ascii_lowercase()).collect() });
+    let (slot, rx) = match shared.conns.admit(transport, addr, false, shared.limits.write_queue, names) {
+        Ok(a) => a,
+        Err(refused) => {
+            debug!(%addr, reason = refused.as_str(), "no room for an outbound connection");
+            shared.fail(&out, SendFailure::Overloaded);
+            return;
+        }
+    };
+    shared.metrics.connections.with_label_values(&[transport.param_name(), "outbound"]).inc();
+    if let Err(e) = slot.handle.tx.try_send(out) {
+        // A fresh queue has room for one; only a zero-sized one could fail.
+        let out = match e {
+            mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+        };
+        shared.fail(&out, SendFailure::Overloaded);
+    }
+    let span = tracing::debug_span!("conn", flow = slot.handle.flow.0, peer = %addr, %transport);
+    let shared = shared.clone();
+    tokio::spawn(
+        async move {
+            let connecting = timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
+            let stream = tokio::select! {
+                _ = shared.closed.cancelled() => Err(io::Error::other("transports closed")),
+                r = connecting => r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+            };
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(%addr, error = %e, "connect failed");
+                    return fail_queue(&shared, slot, rx, SendFailure::Connect);
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(%addr, error = %e, "cannot set TCP_NODELAY");
+            }
+            let local = match stream.local_addr() {
+                Ok(l) => l,
+                Err(_) => return fail_queue(&shared, slot, rx, SendFailure::Connect),
+            };
+            let peer = Peer { transport, remote: addr, local, flow: Some(slot.handle.flow) };
+            let Some((config, name)) = tls else {
+                return drive(shared, stream, slot, rx, peer, None).await;
+            };
+            match handshake_out(&shared, config, name, stream).await {
+                Ok(stream) => {
+                    let id = identity(stream.get_ref().1.peer_certificates());
+                    *slot.handle.names.lock().unwrap_or_else(|p| p.into_inner()) = id.clone();
+                    drive(shared, stream, slot, rx, peer, Some(id)).await;
+                }
+                Err(reason) => {
+                    handshake_failed(&shared, Direction::Outbound, reason, &addr);
+                    fail_queue(&shared, slot, rx, SendFailure::Tls);
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
+async fn handshake_out(
+    shared: &Shared,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, &'static str> {
+    match timeout(shared.limits.tls_handshake_timeout, TlsConnector::from(config).connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(handshake_failure_reason(&e)),
+        Err(_) => Err("timeout"),
+    }
+}
+
+/// Write one message (or a reply) and flush, bounded by the write timeout.
+async fn write_now<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8], limit: Duration) -> io::Result<()> {
+    match timeout(limit, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Why a connection ended, as a bounded metric label.
+type CloseReason = &'static str;
+
+/// Run one connection until it closes.
+async fn drive<S>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    slot: Slot,
+    mut rx: mpsc::Receiver<Outbound>,
+    peer: Peer,
+    tls: Option<Arc<TlsIdentity>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let t = peer.transport.param_name();
+    shared.metrics.connections_open.with_label_values(&[t]).inc();
+    debug!(local = %peer.local, "connection up");
+    let limits = &shared.limits;
+    let mut framer = Framer::new(&limits.sip);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut last_activity = Instant::now();
+    // When the first byte of the message now being received arrived.
+    let mut message_start: Option<Instant> = None;
+    let reason: CloseReason = 'conn: loop {
+        let idle_at = last_activity + limits.idle_timeout;
+        let deadline = message_start.map_or(idle_at, |s| idle_at.min(s + limits.message_timeout));
+        if buf.capacity() - buf.len() < READ_CHUNK {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            _ = shared.closed.cancelled() => break 'conn "shutdown",
+            _ = sleep_until(deadline) => {
+                break 'conn if deadline < idle_at { "message_timeout" } else { "idle" };
+            }
+            read = stream.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) => break 'conn "peer_closed",
+                    Ok(n) => trace!(n, "bytes in"),
+                    Err(e) => {
+                        debug!(error = %e, "read failed");
+                        break 'conn "io_error";
+                    }
+                }
+                let now = Instant::now();
+                last_activity = now;
+                message_start.get_or_insert(now);
+                let mut framed_any = false;
+                loop {
+                    let reply: Bytes = match framer.next_frame(&mut buf) {
+                        Ok(None) => break,
+                        Ok(Some(Frame::Message(raw))) => {
+                            framed_any = true;
+                            match shared.receive(raw, &peer, tls.as_ref(), &limits.sip) {
+                                Some(reply) => reply,
+                                None => continue,
+                            }
+                        }
+                        // RFC 5626 §4.4.1: answer a double-CRLF ping with one CRLF.
+                        Ok(Some(Frame::Ping)) => {
+                            framed_any = true;
+                            shared.metrics.keepalives.with_label_values(&[t]).inc();
+                            Bytes::from_static(b"\r\n")
+                        }
+                        Ok(Some(Frame::Pong)) => {
+                            framed_any = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            // No way to find the next message: answer if we
+                            // can, then close (RFC 3261 §18.3).
+                            shared.metrics.count_parse_error(peer.transport, framing_error_kind(&e));
+                            debug!(error = %e, "framing failed");
+                            let code = e.status();
+                            if let Some(reply) = error_response(&buf, code, reason_phrase(code)) {
+                                let _ = write_now(&mut stream, &reply, limits.write_timeout).await;
+                            }
+                            break 'conn "framing_error";
+                        }
+                    };
+                    if write_now(&mut stream, &reply, limits.write_timeout).await.is_err() {
+                        break 'conn "write_error";
+                    }
+                    shared.metrics.sent.with_label_values(&[t]).inc();
+                }
+                if buf.is_empty() {
+                    message_start = None;
+                } else if framed_any {
+                    message_start = Some(now);
+                }
+            }
+            next = rx.recv() => {
+                let mut next = next;
+                let mut written = 0;
+                while let Some(out) = next {
+                    let write = timeout(limits.write_timeout, stream.write_all(&out.bytes)).await;
+                    if !matches!(write, Ok(Ok(()))) {
+                        shared.fail(&out, SendFailure::Closed);
+                        break 'conn "write_error";
+                    }
+                    trace!(len = out.bytes.len(), "message out");
+                    shared.metrics.sent.with_label_values(&[t]).inc();
+                    written += 1;
+                    next = if written < WRITE_BATCH { rx.try_recv().ok() } else { None };
+                }
+                if !matches!(timeout(limits.write_timeout, stream.flush()).await, Ok(Ok(()))) {
+                    break 'conn "write_error";
+                }
+                last_activity = Instant::now();
+            }
+        }
+    };
+    debug!(reason, "connection closed");
+    shared.metrics.connections_open.with_label_values(&[t]).dec();
+    shared.metrics.connections_closed.with_label_values(&[t, reason]).inc();
+    fail_queue(&shared, slot, rx, SendFailure::Closed);
+    // Best effort: a TLS close_notify, a FIN; never wait long for it.
+    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+}

@@ -1,0 +1,1 @@
+//! Transport tests on loopback sockets.
