@@ -13,6 +13,8 @@ pub enum ErrorKind {
     Version,
     #[error("malformed Request-URI")]
     RequestUri,
+    #[error("Request-URI scheme not supported")]
+    UnsupportedUriScheme,
     #[error("malformed status code")]
     StatusCode,
     #[error("malformed header line")]
@@ -59,6 +61,8 @@ impl ParseError {
             // RFC 3261 §21.5.6: 505 Version Not Supported.
             ErrorKind::Version => 505,
             ErrorKind::LimitExceeded(Limit::UriLength) => 414,
+            // RFC 3261 §21.4.16: 416 Unsupported URI Scheme.
+            ErrorKind::UnsupportedUriScheme => 416,
             ErrorKind::LimitExceeded(Limit::MessageSize | Limit::BodySize) => 413,
             // RFC 3261 §21.5.14: 513 Message Too Large covers headers too.
             ErrorKind::LimitExceeded(Limit::HeaderCount | Limit::HeaderLine | Limit::ViaCount | Limit::RouteCount) => {

@@ -24,9 +24,12 @@ pub mod header;
 pub mod limits;
 pub mod message;
 pub mod method;
+mod on_demand;
 
 pub use error::{ErrorKind, ParseError};
 pub use framing::{Frame, Framer, FramingError};
+pub use grammar::auth::AuthValue;
+pub use grammar::extension::ReasonValue;
 pub use grammar::name_addr::NameAddr;
 pub use grammar::params::Params;
 pub use grammar::uri::{HostKind, Scheme, Uri};

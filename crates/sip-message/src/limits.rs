@@ -21,10 +21,12 @@ pub struct Limits {
     /// One URI (Request-URI or a URI inside a header), in bytes. 2 KiB; a
     /// longer Request-URI is answered 414 (RFC 3261 §21.4.12).
     pub max_uri_len: usize,
-    /// Via values in the whole message. 32: RFC 5393 loop detection catches
-    /// loops well before this; anything deeper is an attack or a loop.
+    /// Via values in the whole message. 70: a request may legitimately
+    /// cross as many proxies as the usual initial Max-Forwards (RFC 3261
+    /// §8.1.1.6), each adding a Via; RFC 4475 §3.1.1.7 (longreq) carries 34.
     pub max_vias: usize,
-    /// Route plus Record-Route values, each counted separately. 32.
+    /// Route values, and separately Record-Route values. 70, for the same
+    /// reason as `max_vias`: each proxy on the path may record-route.
     pub max_routes: usize,
     /// Message body, in bytes. 32 KiB: SDP with many codecs is ~2 KiB,
     /// multipart bodies for emergency calls stay well below this.
@@ -38,8 +40,8 @@ impl Default for Limits {
             max_headers: 256,
             max_header_line: 8 * 1024,
             max_uri_len: 2 * 1024,
-            max_vias: 32,
-            max_routes: 32,
+            max_vias: 70,
+            max_routes: 70,
             max_body: 32 * 1024,
         }
     }

@@ -502,11 +502,16 @@ impl Parser<'_> {
             }
             pos += nl + 1;
         }
-        // Trim trailing white space that folds may have left.
+        // Trim white space that folds may have left on either side: a value
+        // may start on a continuation line (`To :` CRLF SP `sip:…`, RFC 4475
+        // §3.1.1.1).
         for h in &mut headers {
             let v = b.get(h.value_span.range()).unwrap_or_default();
-            let trimmed = v.iter().rev().take_while(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n')).count();
-            h.value_span.end -= trimmed as u32;
+            let is_lws = |c: &&u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+            let lead = v.iter().take_while(is_lws).count();
+            let trail = v.get(lead..).unwrap_or_default().iter().rev().take_while(is_lws).count();
+            h.value_span.start += lead as u32;
+            h.value_span.end -= trail as u32;
         }
 
         // ---- eager header values ----
@@ -621,7 +626,9 @@ impl Parser<'_> {
             return Err(err(ErrorKind::LimitExceeded(Limit::UriLength), b, uri_text));
         }
         match uri(uri_text, UriContext::Full) {
-            Ok(([], _)) => {}
+            // RFC 3261 §19.1.1 (table): headers are not allowed in a
+            // Request-URI; RFC 4475 §3.1.2.11 (escruri) lets us refuse them.
+            Ok(([], u)) if u.headers().is_empty() => {}
             _ => return Err(err(ErrorKind::RequestUri, b, uri_text)),
         }
         let version = version.get(1..).unwrap_or_default();

@@ -5,7 +5,9 @@
 //! splitter guarantees that CR and LF appear only as `CRLF 1*WSP`, so every
 //! whitespace skip below treats SP, HT, CR and LF alike as LWS.
 
+pub mod auth;
 pub(crate) mod chars;
+pub mod extension;
 pub mod name_addr;
 pub mod params;
 pub mod scalar;
