@@ -215,8 +215,7 @@ pub fn cancel(invite: &Message) -> Bytes {
 fn raw_header_name(line: &[u8]) -> Option<HeaderName> {
     let colon = line.iter().position(|&c| c == b':')?;
     let name = line.get(..colon)?;
-    let name = name.strip_suffix(b" ").unwrap_or(name);
-    Some(HeaderName::from_bytes(name))
+    Some(HeaderName::from_bytes(name.trim_ascii_end()))
 }
 
 /// A best-effort error response to a request that failed to parse

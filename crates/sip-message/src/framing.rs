@@ -136,7 +136,8 @@ fn content_length(head: &[u8]) -> Result<usize, FramingError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&c| c == b':') else { continue };
         let name = line.get(..colon).unwrap_or_default();
-        let name = name.strip_suffix(b" ").unwrap_or(name);
+        // `field-name *(SP / HTAB) ":"` (RFC 3261 §7.3.1; RFC 4475 wsinv).
+        let name = name.trim_ascii_end();
         if HeaderName::from_bytes(name) != HeaderName::ContentLength {
             continue;
         }
