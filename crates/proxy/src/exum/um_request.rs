@@ -199,14 +199,13 @@ impl UmTemplates {
 /// %-escape everything but a set that is legal unescaped in a user part and
 /// in a URI parameter value (RFC 3261 §25.1 `unreserved`, plus `+`).
 fn escape_into(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    use std::fmt::Write as _;
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.!~*'()+".contains(&b) {
             out.push(char::from(b));
         } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
         }
     }
 }
