@@ -303,8 +303,8 @@ impl TransportHub {
                     self.shared.fail(&out, SendFailure::NoRoute);
                     return;
                 };
-                if !udp::send_to(&self.shared, socket, out.bytes.clone(), addr) {
-                    self.shared.fail(&out, SendFailure::Overloaded);
+                if let Err(failure) = udp::send_to(&self.shared, socket, out.bytes.clone(), addr) {
+                    self.shared.fail(&out, failure);
                 }
             }
             Transport::Tcp | Transport::Tls => tcp::send(&self.shared, out),

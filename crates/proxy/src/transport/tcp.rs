@@ -186,6 +186,7 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
     }
     let span = tracing::debug_span!("conn", flow = slot.handle.flow.0, peer = %addr, %transport);
     let shared = shared.clone();
+    let requested = dest.server_name;
     tokio::spawn(
         async move {
             let connecting = timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
@@ -213,7 +214,14 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
             };
             match handshake_out(&shared, config, name, stream).await {
                 Ok(stream) => {
-                    let id = identity(stream.get_ref().1.peer_certificates());
+                    let mut id = identity(stream.get_ref().1.peer_certificates());
+                    // The name we asked for was verified (it may have matched
+                    // a wildcard): keep it so later sends to it reuse this flow.
+                    if let Some(n) = &requested {
+                        if !id.names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
+                            Arc::make_mut(&mut id).names.push(n.to_ascii_lowercase());
+                        }
+                    }
                     *slot.handle.names.lock().unwrap_or_else(|p| p.into_inner()) = id.clone();
                     drive(shared, stream, slot, rx, peer, Some(id)).await;
                 }

@@ -617,3 +617,19 @@ async fn bind_errors_name_the_address() {
         .unwrap_err();
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn tcp_idle_connection_is_closed_on_a_paused_clock() {
+    let limits = TransportLimits { idle_timeout: Duration::from_secs(120), ..Default::default() };
+    let h = Harness::plain(Transport::Tcp, limits).await;
+    let started = tokio::time::Instant::now();
+    let mut c = TcpStream::connect(h.addr(Transport::Tcp)).await.unwrap();
+    // No timeout here: with the clock paused, the runtime jumps straight to
+    // the hub's idle deadline once everything waits.
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_secs(120));
+    assert_eq!(h.metric("umproxy_transport_connections_closed_total", &[("reason", "idle")]), 1);
+    assert_eq!(h.hub.connection_count(), 0);
+}

@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
 use super::hub::Shared;
-use super::types::{Peer, Transport};
+use super::types::{Peer, SendFailure, Transport};
 
 /// Spare room kept in the receive buffer: any datagram fits.
 const DATAGRAM_ROOM: usize = 65_536;
@@ -60,23 +60,23 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: Sock
         }
         let peer = Peer { transport: Transport::Udp, remote, local, flow: None };
         if let Some(reply) = shared.receive(data, &peer, None, &limits) {
-            send_to(&shared, &socket, reply, remote);
+            let _ = send_to(&shared, &socket, reply, remote);
         }
     }
 }
 
 /// Send a datagram without waiting: a full socket buffer drops it (UDP
 /// loses packets anyway; the transaction layer retransmits).
-pub(crate) fn send_to(shared: &Shared, socket: &UdpSocket, bytes: Bytes, to: SocketAddr) -> bool {
+pub(crate) fn send_to(shared: &Shared, socket: &UdpSocket, bytes: Bytes, to: SocketAddr) -> Result<(), SendFailure> {
     match socket.try_send_to(&bytes, to) {
         Ok(_) => {
             trace!(%to, len = bytes.len(), "UDP datagram out");
             shared.metrics.sent.with_label_values(&["udp"]).inc();
-            true
+            Ok(())
         }
         Err(e) => {
             debug!(%to, error = %e, "UDP send failed");
-            false
+            Err(if e.kind() == std::io::ErrorKind::WouldBlock { SendFailure::Overloaded } else { SendFailure::Connect })
         }
     }
 }
