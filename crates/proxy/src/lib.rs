@@ -15,4 +15,5 @@ pub mod config;
 pub mod core;
 pub mod dns;
 pub mod metrics;
+pub mod server;
 pub mod transport;

@@ -1,1 +1,105 @@
-fn main() {}
+//! The umproxy command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use umproxy::config::{init_logging, Config};
+use umproxy::server::Server;
+
+#[derive(Parser)]
+#[command(name = "umproxy", version, about = "SIP edge proxy with Exchange UM routing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (on the built-in example configuration without CONFIG).
+    Run {
+        config: Option<PathBuf>,
+        /// Seconds to let transactions finish on SIGTERM / Ctrl-C.
+        #[arg(long, default_value_t = 5)]
+        grace_s: u64,
+    },
+    /// Validate a configuration file and exit (0 when valid).
+    CheckConfig { config: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { config: None, grace_s: 5 }) {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, grace_s } => run(config, Duration::from_secs(grace_s)),
+    }
+}
+
+fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
+    let config = match Config::load_or_example(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&config.log) {
+        eprintln!("logging: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("umproxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(config = %path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in example".into()), "umproxy started");
+        wait_for_signals(&server).await;
+        tracing::info!("shutting down");
+        server.shutdown(grace).await;
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(server: &Server) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                let n = server.reload_tls();
+                tracing::info!(listeners = n, "SIGHUP: reloaded");
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_server: &Server) {
+    let _ = tokio::signal::ctrl_c().await;
+}

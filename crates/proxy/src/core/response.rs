@@ -6,6 +6,9 @@ use sip_message::{HeaderName, Message};
 
 /// A final response a branch ended with: real (from downstream) or
 /// synthesised by the proxy (timeout 408, transport failure 503, §16.9).
+// Unboxed on purpose: one per response context, and boxing would cost an
+// allocation per final response.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Final {
     Received(Message),

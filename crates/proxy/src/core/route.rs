@@ -52,12 +52,21 @@ pub fn preprocess(msg: &Message, is_me: impl Fn(&Uri<'_>) -> bool) -> RouteEdits
     edits
 }
 
-/// Apply route edits to an editor.
-pub fn apply<'m>(mut ed: sip_message::edit::Editor<'m>, edits: &RouteEdits) -> sip_message::edit::Editor<'m> {
-    if let Some(uri) = &edits.restore_request_uri {
+/// Apply route edits to an editor. The Request-URI becomes `request_uri`
+/// when given (a router's rewrite), else the restored one of a strict-router
+/// hop, else stays; it is set here only, since one span takes one edit.
+pub fn apply<'m>(
+    mut ed: sip_message::edit::Editor<'m>,
+    edits: &RouteEdits,
+    request_uri: Option<&str>,
+) -> sip_message::edit::Editor<'m> {
+    if let Some(uri) = request_uri.or(edits.restore_request_uri.as_deref()) {
+        ed = ed.set_request_uri(uri);
+    }
+    if edits.restore_request_uri.is_some() {
         // Rewriting the Route set is the only way to drop its last value with
         // span edits: remove all Route lines and write back what remains.
-        ed = ed.set_request_uri(uri).remove_header(sip_message::HeaderName::Route);
+        ed = ed.remove_header(sip_message::HeaderName::Route);
         for r in &edits.remaining {
             ed = ed.push_route(&format!("<{r}>"));
         }
@@ -92,7 +101,7 @@ mod tests {
         let e = preprocess(&m, me);
         assert_eq!(e.pop, 1);
         assert_eq!(e.next_route(), Some("sip:192.0.2.60;lr"));
-        let out = Message::parse(apply(m.edit(), &e).finish(), &Default::default()).expect("reparses");
+        let out = Message::parse(apply(m.edit(), &e, None).finish(), &Default::default()).expect("reparses");
         let left: Vec<_> = out.routes().map(|r| r.uri.as_str().to_string()).collect();
         assert_eq!(left, vec!["sip:192.0.2.60;lr"]);
     }
@@ -103,7 +112,7 @@ mod tests {
         let e = preprocess(&m, me);
         assert_eq!(e.pop, 2);
         assert_eq!(e.next_route(), None);
-        let out = Message::parse(apply(m.edit(), &e).finish(), &Default::default()).expect("reparses");
+        let out = Message::parse(apply(m.edit(), &e, None).finish(), &Default::default()).expect("reparses");
         assert_eq!(out.route_count(), 0);
     }
 
@@ -113,7 +122,7 @@ mod tests {
         let e = preprocess(&m, me);
         assert_eq!(e.restore_request_uri.as_deref(), Some("sip:b@192.0.2.5"));
         assert_eq!(e.next_route(), Some("sip:192.0.2.60;lr"));
-        let out = Message::parse(apply(m.edit(), &e).finish(), &Default::default()).expect("reparses");
+        let out = Message::parse(apply(m.edit(), &e, None).finish(), &Default::default()).expect("reparses");
         assert_eq!(out.request_uri_str(), Some("sip:b@192.0.2.5"));
         let left: Vec<_> = out.routes().map(|r| r.uri.as_str().to_string()).collect();
         assert_eq!(left, vec!["sip:192.0.2.60;lr"]);

@@ -79,7 +79,10 @@ pub enum RouteDecision {
     Reject(Rejection),
     /// Answer with a complete response the router built (e.g. the
     /// registrar's 200 listing the bindings).
-    Respond { status: u16, bytes: Bytes },
+    Respond {
+        status: u16,
+        bytes: Bytes,
+    },
 }
 
 /// A future that resolves to a decision.
@@ -211,7 +214,10 @@ mod tests {
             RouteDecision::Forward(p) => p.groups[0][0].next_hop.clone(),
             other => panic!("expected forward, got {other:?}"),
         };
-        assert_eq!(hop(decide(&r, "sip:+493012345@example.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.1".into())));
+        assert_eq!(
+            hop(decide(&r, "sip:+493012345@example.test", "192.0.2.1")),
+            Some(NextHop::Uri("sip:10.9.0.1".into()))
+        );
         assert_eq!(hop(decide(&r, "sip:bob@example.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.2".into())));
         assert_eq!(hop(decide(&r, "sip:bob@elsewhere.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.3".into())));
     }

@@ -1,0 +1,1100 @@
+//! One worker of the stateful proxy: it owns a sans-IO transaction layer and
+//! the response contexts of the calls hashed to it (by Call-ID), and drives
+//! them from one tokio task. Every message of a call lands on the same
+//! shard, and a shard handles its input in order, so an ACK can never
+//! overtake its INVITE's 200 on the way through.
+//!
+//! The shard talks to the world through two traits, [`Wire`] (sending, and
+//! the proxy's own addresses) and [`Resolve`] (RFC 3263), so it can be
+//! driven in tests without sockets and on tokio's paused clock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_message::build::{self, Response};
+use sip_message::{HeaderName, HostKind, Limits, Message, Method, Scheme, Uri, Via};
+use sip_transaction::{ClientId, Event, Rejected, ServerId, TransactionLayer, TxId};
+use tokio::sync::mpsc;
+use tracing::{debug, info, trace, warn};
+
+use super::branch::{check_loop, BranchMinter, LoopCheck};
+use super::response::{upstream_code, BestResponse, Final};
+use super::route::{self, RouteEdits};
+use super::router::{ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target};
+use super::validate::{validate_request, Rejection};
+use super::CoreConfig;
+use crate::metrics::{Direction, Metrics};
+use crate::transport::{
+    Destination, Inbound, ListenerInfo, Outbound, Peer, SendFailure, SendToken, TlsIdentity, Transport,
+};
+
+/// Sending, and the proxy's own addresses.
+pub trait Wire: Send + Sync + 'static {
+    fn send(&self, out: Outbound);
+    /// The listener to send from towards `remote` over `transport`.
+    fn listener_for(&self, transport: Transport, remote: &SocketAddr) -> Option<ListenerInfo>;
+    /// Whether `host[:port]` names this proxy.
+    fn is_local(&self, host: &str, port: Option<u16>) -> bool;
+}
+
+/// A future resolving a next-hop URI to the destinations to try in order.
+pub type Resolving = Pin<Box<dyn Future<Output = Result<Vec<Destination>, String>> + Send>>;
+
+/// RFC 3263 next-hop resolution.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve(&self, uri: String) -> Resolving;
+}
+
+/// What reaches a shard. Almost every input is an `Inbound` message, so
+/// the channel's slots are that size anyway; boxing it would add an
+/// allocation per message.
+#[allow(clippy::large_enum_variant)]
+pub enum ShardInput {
+    Inbound(Inbound),
+    SendFailed(SendToken, SendFailure),
+    Routed { server: ServerId, decision: RouteDecision },
+    Resolved { server: ServerId, branch: usize, result: Result<Vec<Destination>, String> },
+}
+
+/// A send token's id says which transaction sent it: the raw id shifted
+/// left, low bit set for a client transaction.
+fn token_id(tx: TxId) -> u64 {
+    match tx {
+        TxId::Server(ServerId(n)) => n << 1,
+        TxId::Client(ClientId(n)) => (n << 1) | 1,
+    }
+}
+
+fn token_tx(id: u64) -> TxId {
+    if id & 1 == 1 {
+        TxId::Client(ClientId(id >> 1))
+    } else {
+        TxId::Server(ServerId(id >> 1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    /// Waiting for DNS.
+    Resolving,
+    /// Client transaction started, no provisional yet.
+    Calling,
+    /// A provisional arrived.
+    Proceeding,
+    /// Final response (or failure) recorded.
+    Done,
+}
+
+#[derive(Debug)]
+struct Branch {
+    target: Target,
+    state: BranchState,
+    client: Option<ClientId>,
+    /// Destinations not tried yet (RFC 3263 failover).
+    dests: VecDeque<Destination>,
+    /// Where the current attempt went.
+    current: Option<Destination>,
+    timer_c: Option<(Instant, u64)>,
+}
+
+impl Branch {
+    fn is_active(&self) -> bool {
+        self.state != BranchState::Done
+    }
+}
+
+/// The response context of one server transaction (RFC 3261 §16).
+struct ProxyTx {
+    request: Message,
+    peer: Peer,
+    tls: Option<Arc<TlsIdentity>>,
+    method: Method,
+    loop_hash: u64,
+    route_edits: RouteEdits,
+    record_route: bool,
+    /// The new value of the incoming top Via (RFC 3581 received/rport),
+    /// when it needs one.
+    via_fix: Option<String>,
+    groups: VecDeque<Vec<Target>>,
+    branches: Vec<Branch>,
+    best: BestResponse,
+    /// A 2xx went upstream (INVITE): no new branches, the others cancelled.
+    answered: bool,
+    /// The caller cancelled.
+    cancelled: bool,
+    /// A final response went upstream.
+    finished: bool,
+    /// Routing or resolution still pending.
+    routing: bool,
+    started: Instant,
+    first_response: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TimerKind {
+    /// RFC 3261 §16.6 step 11 / §16.8: no provisional for a while.
+    TimerC { server: ServerId, branch: usize },
+}
+
+/// One worker.
+pub struct Shard {
+    index: u16,
+    cfg: Arc<CoreConfig>,
+    layer: TransactionLayer<Destination>,
+    wire: Arc<dyn Wire>,
+    router: Arc<dyn Router>,
+    resolver: Arc<dyn Resolve>,
+    minter: Arc<BranchMinter>,
+    metrics: Arc<Metrics>,
+    /// To post results of async work back to this shard.
+    self_tx: mpsc::WeakSender<ShardInput>,
+    contexts: HashMap<ServerId, ProxyTx>,
+    clients: HashMap<ClientId, (ServerId, usize)>,
+    timers: BTreeMap<(Instant, u64), TimerKind>,
+    timer_seq: u64,
+    /// The peer of the message being handled, for the events it raises.
+    current: Option<(Peer, Option<Arc<TlsIdentity>>)>,
+    limits: Limits,
+}
+
+/// The current time on tokio's clock (virtual under a paused test clock),
+/// as the `std` instant the transaction layer takes.
+pub fn clock_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        index: u16,
+        cfg: Arc<CoreConfig>,
+        wire: Arc<dyn Wire>,
+        router: Arc<dyn Router>,
+        resolver: Arc<dyn Resolve>,
+        minter: Arc<BranchMinter>,
+        metrics: Arc<Metrics>,
+        self_tx: mpsc::WeakSender<ShardInput>,
+    ) -> Shard {
+        Shard {
+            index,
+            layer: TransactionLayer::new(cfg.transactions.clone()),
+            limits: cfg.limits.clone(),
+            cfg,
+            wire,
+            router,
+            resolver,
+            minter,
+            metrics,
+            self_tx,
+            contexts: HashMap::new(),
+            clients: HashMap::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            current: None,
+        }
+    }
+
+    /// Run until every sender of `rx` is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<ShardInput>) {
+        loop {
+            let deadline = self.next_deadline();
+            let input = match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        biased;
+                        i = rx.recv() => match i { Some(i) => Some(i), None => break },
+                        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => None,
+                    }
+                }
+                None => match rx.recv().await {
+                    Some(i) => Some(i),
+                    None => break,
+                },
+            };
+            let now = clock_now();
+            match input {
+                Some(i) => {
+                    self.handle_input(i, now);
+                    // Take what else is queued before yielding: one wake-up
+                    // per burst, not per message.
+                    for _ in 0..64 {
+                        match rx.try_recv() {
+                            Ok(i) => self.handle_input(i, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => self.handle_timeout(now),
+            }
+        }
+        debug!(shard = self.index, "shard stopped");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let ours = self.timers.keys().next().map(|k| k.0);
+        match (self.layer.poll_timeout(), ours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Feed one input and drain everything it caused.
+    pub fn handle_input(&mut self, input: ShardInput, now: Instant) {
+        match input {
+            ShardInput::Inbound(inb) => self.handle_inbound(inb, now),
+            ShardInput::SendFailed(token, failure) => {
+                debug!(shard = self.index, failure = failure.as_str(), "send failed");
+                self.layer.handle_transport_error(now, token_tx(token.id));
+            }
+            ShardInput::Routed { server, decision } => self.apply_decision(server, decision, now),
+            ShardInput::Resolved { server, branch, result } => self.on_resolved(server, branch, result, now),
+        }
+        self.drain(now);
+    }
+
+    /// Timers fired (ours and the layer's).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.layer.handle_timeout(now);
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let kind = entry.remove();
+            match kind {
+                TimerKind::TimerC { server, branch } => self.on_timer_c(server, branch, now),
+            }
+        }
+        self.drain(now);
+    }
+
+    fn handle_inbound(&mut self, inb: Inbound, now: Instant) {
+        let Inbound { msg, peer, tls } = inb;
+        let reliable = peer.transport.is_reliable();
+        if msg.is_request() {
+            if let Some(m) = msg.method() {
+                self.metrics.request(m, Direction::In);
+            }
+            let reply = reply_destination(&msg, &peer);
+            self.current = Some((peer, tls));
+            if let Err(e) = self.layer.handle_request(now, msg.clone(), reply.clone(), reliable) {
+                if e == Rejected::Overloaded && msg.method() != Some(Method::Ack) {
+                    // RFC 3261 §21.5.4: statelessly, with a hint of when to retry.
+                    let bytes =
+                        Response::new(&msg, 503, "Service Unavailable", None).header("Retry-After", "5").finish();
+                    self.metrics.dropped(crate::metrics::DropReason::Overload);
+                    self.wire.send(Outbound { dest: reply, bytes, token: None });
+                }
+            }
+            // The layer reports what the request caused in drain(); `current`
+            // is read there.
+            self.drain(now);
+            self.current = None;
+        } else {
+            if let Some(code) = msg.status() {
+                self.metrics.response(code, Direction::In);
+            }
+            self.layer.handle_response(now, msg);
+        }
+    }
+
+    /// Send what the layer wants sent and act on what it reports, until it
+    /// has nothing left.
+    fn drain(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.layer.poll_transmit() {
+                progressed = true;
+                trace!(shard = self.index, dest = %t.dest.addr, len = t.bytes.len(), "transmit");
+                let token = Some(SendToken { shard: self.index, id: token_id(t.tx) });
+                self.wire.send(Outbound { dest: t.dest, bytes: t.bytes, token });
+            }
+            while let Some(ev) = self.layer.poll_event() {
+                progressed = true;
+                self.handle_event(ev, now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.metrics.transactions_active().set(self.layer.len() as i64);
+    }
+
+    fn handle_event(&mut self, ev: Event<Destination>, now: Instant) {
+        match ev {
+            Event::Request { id, msg, source: _ } => self.on_request(id, msg, now),
+            Event::Ack { msg, source: _ } => self.forward_stateless_ack(msg),
+            Event::Cancel { cancel, invite, msg, source: _ } => self.on_cancel(cancel, invite, &msg, now),
+            Event::Response { id, msg } => self.on_response(id, msg, now),
+            Event::StrayResponse { msg } => self.forward_stray_response(msg),
+            Event::Timeout { id } => self.on_branch_failure(id, 408, now),
+            Event::TransportError { id: TxId::Client(id) } => self.on_branch_failure(id, 503, now),
+            Event::TransportError { id: TxId::Server(id) } => {
+                debug!(shard = self.index, server = id.0, "response could not be sent upstream");
+            }
+            Event::Terminated { id: TxId::Server(id) } => {
+                if let Some(ctx) = self.contexts.remove(&id) {
+                    for b in &ctx.branches {
+                        if let (Some(c), true) = (b.client, b.is_active()) {
+                            let _ = self.layer.cancel(now, c);
+                        }
+                    }
+                }
+            }
+            Event::Terminated { id: TxId::Client(id) } => {
+                self.clients.remove(&id);
+            }
+        }
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    fn respond(
+        &mut self,
+        server: ServerId,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, String)],
+        now: Instant,
+    ) {
+        let tag = (code > 100).then(|| to_tag_for(req));
+        let mut r = Response::new(req, code, reason, tag.as_deref());
+        for (n, v) in headers {
+            r = r.header(n, v);
+        }
+        let bytes = r.finish();
+        self.send_upstream(server, bytes, code, now);
+    }
+
+    fn send_upstream(&mut self, server: ServerId, bytes: Bytes, code: u16, now: Instant) {
+        match self.layer.send_response(now, server, bytes, code) {
+            Ok(()) => self.metrics.response(code, Direction::Out),
+            Err(e) => debug!(shard = self.index, server = server.0, code, error = %e, "response not sent"),
+        }
+        if code >= 200 {
+            if let Some(ctx) = self.contexts.get_mut(&server) {
+                ctx.finished = true;
+            }
+        }
+    }
+
+    fn on_request(&mut self, id: ServerId, msg: Message, now: Instant) {
+        let Some((peer, tls)) = self.current.clone() else {
+            warn!(shard = self.index, "request event without a current peer");
+            return;
+        };
+        let method = msg.method().unwrap_or(Method::Other);
+        if let Err(r) = validate_request(&msg) {
+            self.respond(id, &msg, r.code, r.reason, &r.headers, now);
+            return;
+        }
+        if method == Method::Invite {
+            // RFC 3261 §16.2: a 100 at once stops the caller's retransmissions.
+            self.respond(id, &msg, 100, "Trying", &[], now);
+        }
+        let wire = self.wire.clone();
+        let is_me = |host: &str, port: Option<u16>| wire.is_local(host, port);
+        let loop_hash = self.minter.loop_hash(&msg);
+        if check_loop(&self.minter, &msg, loop_hash, is_me) == LoopCheck::Loop {
+            self.respond(id, &msg, 482, "Loop Detected", &[], now);
+            return;
+        }
+        let route_edits = route::preprocess(&msg, |u| is_me(u.host(), u.port()));
+        // A request for this proxy itself (no user part, our address) after
+        // route processing: OPTIONS is answered (keep-alive pings, §11),
+        // anything else has nowhere to go.
+        let ruri_is_me = route_edits.next_route().is_none()
+            && route_edits.restore_request_uri.is_none()
+            && msg.request_uri().is_some_and(|u| u.user().is_none() && is_me(u.host(), u.port()));
+        if ruri_is_me || (method == Method::Options && msg.max_forwards() == Some(0)) {
+            if method == Method::Options {
+                let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE".to_string());
+                self.respond(id, &msg, 200, "OK", &[allow], now);
+            } else {
+                self.respond(id, &msg, 404, "Not Found", &[], now);
+            }
+            return;
+        }
+        let in_dialog = msg.to_tag().is_some();
+        let record_route = self.cfg.record_route
+            && !in_dialog
+            && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
+        let via_fix = fix_top_via(&msg.top_via(), &peer);
+        let ctx = ProxyTx {
+            request: msg,
+            peer,
+            tls,
+            method,
+            loop_hash,
+            route_edits,
+            record_route,
+            via_fix,
+            groups: VecDeque::new(),
+            branches: Vec::new(),
+            best: BestResponse::default(),
+            answered: false,
+            cancelled: false,
+            finished: false,
+            routing: true,
+            started: now,
+            first_response: true,
+        };
+        // §16.6 step 6–7: a remaining Route decides the next hop; an
+        // in-dialog request without one goes to its Request-URI. Only
+        // out-of-dialog requests ask the router.
+        let decision = if ctx.route_edits.next_route().is_some() || in_dialog {
+            Some(RouteDecision::Forward(ForkPlan::single(Target {
+                request_uri: None,
+                next_hop: None,
+                route: Vec::new(),
+            })))
+        } else {
+            match self.router.route(&RouteRequest { msg: &ctx.request, source: &ctx.peer, tls: ctx.tls.as_deref() }) {
+                Routing::Ready(d) => Some(d),
+                Routing::Pending(fut) => {
+                    let tx = self.self_tx.clone();
+                    tokio::spawn(async move {
+                        let decision = fut.await;
+                        if let Some(tx) = tx.upgrade() {
+                            let _ = tx.send(ShardInput::Routed { server: id, decision }).await;
+                        }
+                    });
+                    None
+                }
+            }
+        };
+        self.contexts.insert(id, ctx);
+        if let Some(d) = decision {
+            self.apply_decision(id, d, now);
+        }
+    }
+
+    fn apply_decision(&mut self, server: ServerId, decision: RouteDecision, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        ctx.routing = false;
+        if ctx.cancelled {
+            let req = ctx.request.clone();
+            self.respond(server, &req, 487, "Request Terminated", &[], now);
+            return;
+        }
+        match decision {
+            RouteDecision::Reject(Rejection { code, reason, headers }) => {
+                let req = ctx.request.clone();
+                let hs: Vec<(&str, String)> = headers.into_iter().collect();
+                self.respond(server, &req, code, reason, &hs, now);
+            }
+            RouteDecision::Respond { status, bytes } => self.send_upstream(server, bytes, status, now),
+            RouteDecision::Forward(plan) => {
+                ctx.groups = plan.groups.into_iter().filter(|g| !g.is_empty()).collect();
+                if ctx.groups.is_empty() {
+                    let req = ctx.request.clone();
+                    self.respond(server, &req, 480, "Temporarily Unavailable", &[], now);
+                    return;
+                }
+                self.start_next_group(server, now);
+            }
+        }
+    }
+
+    fn start_next_group(&mut self, server: ServerId, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        let Some(group) = ctx.groups.pop_front() else { return };
+        let first = ctx.branches.len();
+        for target in group {
+            ctx.branches.push(Branch {
+                target,
+                state: BranchState::Resolving,
+                client: None,
+                dests: VecDeque::new(),
+                current: None,
+                timer_c: None,
+            });
+        }
+        let last = ctx.branches.len();
+        for idx in first..last {
+            self.resolve_branch(server, idx, now);
+        }
+        self.check_complete(server, now);
+    }
+
+    /// Find where branch `idx` goes: numeric next hops at once, names by
+    /// RFC 3263 in a task that posts the result back.
+    fn resolve_branch(&mut self, server: ServerId, idx: usize, now: Instant) {
+        let Some(ctx) = self.contexts.get(&server) else { return };
+        let Some(branch) = ctx.branches.get(idx) else { return };
+        let hop_uri = match &branch.target.next_hop {
+            Some(NextHop::Destination(d)) => {
+                let d = d.clone();
+                self.on_resolved(server, idx, Ok(vec![d]), now);
+                return;
+            }
+            Some(NextHop::Uri(u)) => u.clone(),
+            None => match branch.target.route.first() {
+                // A pushed route (Path) decides the next hop.
+                Some(r) => strip_brackets(r).to_string(),
+                None => match ctx.route_edits.next_route() {
+                    Some(r) => r.to_string(),
+                    None => match &branch.target.request_uri {
+                        Some(u) => u.clone(),
+                        None => ctx
+                            .route_edits
+                            .restore_request_uri
+                            .clone()
+                            .or_else(|| ctx.request.request_uri_str().map(str::to_string))
+                            .unwrap_or_default(),
+                    },
+                },
+            },
+        };
+        match Uri::parse(hop_uri.as_bytes()).map(|u| numeric_destination(&u)) {
+            Some(Some(d)) => self.on_resolved(server, idx, Ok(vec![d]), now),
+            Some(None) => {
+                let fut = self.resolver.resolve(hop_uri);
+                let tx = self.self_tx.clone();
+                tokio::spawn(async move {
+                    let result = fut.await;
+                    if let Some(tx) = tx.upgrade() {
+                        let _ = tx.send(ShardInput::Resolved { server, branch: idx, result }).await;
+                    }
+                });
+            }
+            None => self.on_resolved(server, idx, Err(format!("next hop is not a SIP URI: {hop_uri}")), now),
+        }
+    }
+
+    fn on_resolved(&mut self, server: ServerId, idx: usize, result: Result<Vec<Destination>, String>, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        let Some(branch) = ctx.branches.get_mut(idx) else { return };
+        if branch.state != BranchState::Resolving {
+            return;
+        }
+        match result {
+            Ok(dests) if !dests.is_empty() => {
+                branch.dests = dests.into();
+                if ctx.cancelled || ctx.answered {
+                    branch.state = BranchState::Done;
+                    self.check_complete(server, now);
+                } else {
+                    self.try_next_destination(server, idx, now);
+                }
+            }
+            Ok(_) | Err(_) => {
+                if let Err(e) = &result {
+                    info!(shard = self.index, call_id = %ctx.request.call_id(), error = %e, "next hop unresolved");
+                }
+                self.metrics.dns_failure();
+                self.branch_final(server, idx, Final::Synthetic(503), now);
+            }
+        }
+    }
+
+    /// Start a client transaction to the branch's next destination, or end
+    /// the branch when none is left.
+    fn try_next_destination(&mut self, server: ServerId, idx: usize, now: Instant) {
+        loop {
+            let Some(ctx) = self.contexts.get_mut(&server) else { return };
+            let Some(dest) = ctx.branches.get_mut(idx).and_then(|b| b.dests.pop_front()) else {
+                self.branch_final(server, idx, Final::Synthetic(503), now);
+                return;
+            };
+            let Some(out_listener) = self.wire.listener_for(dest.transport, &dest.addr) else {
+                debug!(shard = self.index, dest = %dest.addr, transport = %dest.transport, "no listener to send from");
+                continue;
+            };
+            let ctx = &*ctx;
+            let Some(branch) = ctx.branches.get(idx) else { return };
+            let in_listener = self.wire.listener_for(ctx.peer.transport, &ctx.peer.remote);
+            let branch_id = self.minter.mint(ctx.loop_hash);
+            let bytes = build_forward(ctx, &branch.target, &dest, &out_listener, in_listener.as_ref(), &branch_id);
+            let is_invite = ctx.method == Method::Invite;
+            let msg = match Message::parse(bytes, &self.limits) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Our own edit produced something we cannot parse: a bug
+                    // of ours, or a peer header we copied that the limits
+                    // refuse after growth (e.g. one Via too many).
+                    warn!(shard = self.index, error = %e, "forwarded request does not reparse");
+                    self.branch_final(server, idx, Final::Synthetic(500), now);
+                    return;
+                }
+            };
+            if let Some(m) = msg.method() {
+                self.metrics.request(m, Direction::Out);
+            }
+            let reliable = dest.transport.is_reliable();
+            match self.layer.send_request(now, msg, dest.clone(), reliable) {
+                Ok(cid) => {
+                    let Some(branch) = self.contexts.get_mut(&server).and_then(|c| c.branches.get_mut(idx)) else {
+                        return;
+                    };
+                    branch.client = Some(cid);
+                    branch.current = Some(dest);
+                    branch.state = BranchState::Calling;
+                    self.clients.insert(cid, (server, idx));
+                    if is_invite {
+                        self.arm_timer_c(server, idx, now);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    debug!(shard = self.index, error = %e, "client transaction refused");
+                    self.branch_final(server, idx, Final::Synthetic(503), now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn arm_timer_c(&mut self, server: ServerId, idx: usize, now: Instant) {
+        let at = now + self.cfg.timer_c;
+        self.timer_seq += 1;
+        let key = (at, self.timer_seq);
+        let Some(b) = self.contexts.get_mut(&server).and_then(|c| c.branches.get_mut(idx)) else { return };
+        if let Some(old) = b.timer_c.replace(key) {
+            self.timers.remove(&old);
+        }
+        self.timers.insert(key, TimerKind::TimerC { server, branch: idx });
+    }
+
+    fn on_timer_c(&mut self, server: ServerId, idx: usize, now: Instant) {
+        let Some(b) = self.contexts.get_mut(&server).and_then(|c| c.branches.get_mut(idx)) else { return };
+        b.timer_c = None;
+        if !b.is_active() {
+            return;
+        }
+        // §16.8: CANCEL the branch and treat it as if it answered 408.
+        if let Some(c) = b.client {
+            let _ = self.layer.cancel(now, c);
+        }
+        self.branch_final(server, idx, Final::Synthetic(408), now);
+    }
+
+    // ---- responses ------------------------------------------------------
+
+    fn on_response(&mut self, cid: ClientId, msg: Message, now: Instant) {
+        let Some(&(server, idx)) = self.clients.get(&cid) else { return };
+        let Some(code) = msg.status() else { return };
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        if ctx.first_response && code > 100 {
+            ctx.first_response = false;
+            self.metrics
+                .request_latency(crate::metrics::LatencyKind::First, now.saturating_duration_since(ctx.started));
+        }
+        let Some(branch) = ctx.branches.get_mut(idx) else { return };
+        if branch.client != Some(cid) {
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                if branch.state == BranchState::Calling {
+                    branch.state = BranchState::Proceeding;
+                }
+                if ctx.method == Method::Invite && branch.is_active() {
+                    self.arm_timer_c(server, idx, now);
+                }
+                let Some(ctx) = self.contexts.get(&server) else { return };
+                if !ctx.finished && !ctx.cancelled {
+                    // §16.7 step 5: provisionals other than 100 go upstream.
+                    let bytes = msg.edit().remove_top_via().finish();
+                    self.send_upstream(server, bytes, code, now);
+                }
+            }
+            200..=299 => {
+                if let Some(k) = branch.timer_c.take() {
+                    self.timers.remove(&k);
+                }
+                branch.state = BranchState::Done;
+                let is_invite = ctx.method == Method::Invite;
+                let first_2xx = !ctx.answered;
+                ctx.answered = true;
+                // §16.7 step 5: every 2xx goes upstream, also from other
+                // branches and retransmitted ones (RFC 6026).
+                let bytes = msg.edit().remove_top_via().finish();
+                let code_sent = code;
+                if first_2xx {
+                    self.metrics.request_latency(
+                        crate::metrics::LatencyKind::Final,
+                        now.saturating_duration_since(ctx.started),
+                    );
+                }
+                self.send_upstream(server, bytes, code_sent, now);
+                if is_invite && first_2xx {
+                    // §16.7 step 10: cancel the branches still pending.
+                    self.cancel_pending(server, now);
+                }
+                self.check_complete(server, now);
+            }
+            _ => {
+                // RFC 3263 §4.3 / DESIGN: a 503 moves to the next destination
+                // of the same branch.
+                if code == 503 && !branch.dests.is_empty() && !ctx.cancelled {
+                    if let Some(k) = branch.timer_c.take() {
+                        self.timers.remove(&k);
+                    }
+                    self.try_next_destination(server, idx, now);
+                    return;
+                }
+                self.branch_final(server, idx, Final::Received(msg), now);
+            }
+        }
+    }
+
+    /// A client transaction failed without a response: timeout (408) or
+    /// transport error (503, §16.9). The next destination is tried first.
+    fn on_branch_failure(&mut self, cid: ClientId, code: u16, now: Instant) {
+        let Some(&(server, idx)) = self.clients.get(&cid) else { return };
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        let Some(branch) = ctx.branches.get_mut(idx) else { return };
+        if branch.client != Some(cid) || !branch.is_active() {
+            return;
+        }
+        if let Some(k) = branch.timer_c.take() {
+            self.timers.remove(&k);
+        }
+        if !branch.dests.is_empty() && !ctx.cancelled && !ctx.answered {
+            self.try_next_destination(server, idx, now);
+        } else {
+            self.branch_final(server, idx, Final::Synthetic(code), now);
+        }
+    }
+
+    fn branch_final(&mut self, server: ServerId, idx: usize, f: Final, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        let Some(branch) = ctx.branches.get_mut(idx) else { return };
+        if !branch.is_active() {
+            return;
+        }
+        branch.state = BranchState::Done;
+        if let Some(k) = branch.timer_c.take() {
+            self.timers.remove(&k);
+        }
+        ctx.best.offer(f);
+        if ctx.best.has_global_failure() {
+            // §16.7 step 5: a 6xx ends the search.
+            ctx.groups.clear();
+            self.cancel_pending(server, now);
+        }
+        self.check_complete(server, now);
+    }
+
+    fn cancel_pending(&mut self, server: ServerId, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        ctx.groups.clear();
+        for b in ctx.branches.iter_mut().filter(|b| b.is_active()) {
+            match (b.state, b.client) {
+                (BranchState::Resolving, _) | (_, None) => b.state = BranchState::Done,
+                (_, Some(c)) => {
+                    let _ = self.layer.cancel(now, c);
+                }
+            }
+        }
+    }
+
+    /// When no branch is active: start the next serial group, or send the
+    /// best final response upstream (§16.7 step 6).
+    fn check_complete(&mut self, server: ServerId, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        if ctx.finished || ctx.routing || ctx.branches.iter().any(Branch::is_active) {
+            return;
+        }
+        if ctx.answered {
+            ctx.finished = true;
+            return;
+        }
+        if !ctx.cancelled && !ctx.groups.is_empty() {
+            self.start_next_group(server, now);
+            return;
+        }
+        let best = std::mem::take(&mut ctx.best);
+        let (chosen, challenges) = best.take();
+        let req = ctx.request.clone();
+        let is_invite = ctx.method == Method::Invite;
+        let cancelled = ctx.cancelled;
+        self.metrics.request_latency(crate::metrics::LatencyKind::Final, now.saturating_duration_since(ctx.started));
+        match chosen {
+            Some(Final::Received(m)) => {
+                let code = m.status().unwrap_or(500);
+                let up = upstream_code(code);
+                if up == code {
+                    let mut ed = m.edit().remove_top_via();
+                    // §16.7 step 7: the challenges of every branch.
+                    let own: Vec<Vec<u8>> = m
+                        .header_values(HeaderName::WwwAuthenticate)
+                        .chain(m.header_values(HeaderName::ProxyAuthenticate))
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    for (name, v) in &challenges {
+                        if !own.contains(v) {
+                            ed = ed.add_header(name.as_str(), std::str::from_utf8(v).unwrap_or_default());
+                        }
+                    }
+                    self.send_upstream(server, ed.finish(), code, now);
+                } else {
+                    self.respond(server, &req, up, build::reason_phrase(up), &[], now);
+                }
+            }
+            Some(Final::Synthetic(code)) => {
+                if code == 408 && !is_invite {
+                    // RFC 4320 §4.1: never a 408 to a non-INVITE; the
+                    // caller's own transaction times out.
+                    let _ = self.layer.send_response(now, server, Bytes::new(), 408);
+                    if let Some(ctx) = self.contexts.get_mut(&server) {
+                        ctx.finished = true;
+                    }
+                } else {
+                    let up = if cancelled { 487 } else { code };
+                    self.respond(server, &req, up, build::reason_phrase(up), &[], now);
+                }
+            }
+            None => {
+                let code = if cancelled { 487 } else { 408 };
+                self.respond(server, &req, code, build::reason_phrase(code), &[], now);
+            }
+        }
+    }
+
+    // ---- CANCEL, ACK, stray responses -------------------------------------
+
+    fn on_cancel(&mut self, cancel: ServerId, invite: Option<ServerId>, msg: &Message, now: Instant) {
+        let Some(invite) = invite.filter(|i| self.contexts.contains_key(i)) else {
+            // §16.10 lets a proxy without the INVITE's context forward the
+            // CANCEL statelessly; we answer 481 instead: the INVITE never
+            // passed through this proxy, so nothing downstream has it.
+            self.respond(cancel, msg, 481, "Call/Transaction Does Not Exist", &[], now);
+            return;
+        };
+        self.respond(cancel, msg, 200, "OK", &[], now);
+        let Some(ctx) = self.contexts.get_mut(&invite) else { return };
+        if ctx.finished {
+            return;
+        }
+        ctx.cancelled = true;
+        self.cancel_pending(invite, now);
+        self.check_complete(invite, now);
+    }
+
+    /// ACK for a 2xx: forwarded statelessly along the route set (§16.11).
+    fn forward_stateless_ack(&mut self, msg: Message) {
+        let wire = self.wire.clone();
+        let edits = route::preprocess(&msg, |u| wire.is_local(u.host(), u.port()));
+        let hop = edits
+            .next_route()
+            .map(str::to_string)
+            .or_else(|| edits.restore_request_uri.clone().or_else(|| msg.request_uri_str().map(str::to_string)));
+        let Some(hop) = hop else { return };
+        let Some(dest) = Uri::parse(hop.as_bytes()).and_then(|u| numeric_destination(&u)) else {
+            // Rare: a dialog's next hop by name. Resolve off the shard.
+            let resolver = self.resolver.clone();
+            let minter = self.minter.clone();
+            tokio::spawn(async move {
+                if let Ok(dests) = resolver.resolve(hop).await {
+                    if let Some(d) = dests.into_iter().next() {
+                        send_stateless(&*wire, &minter, &msg, &edits, d);
+                    }
+                }
+            });
+            return;
+        };
+        send_stateless(&*self.wire, &self.minter, &msg, &edits, dest);
+    }
+
+    /// §16.7 step 1: a response with no transaction is forwarded statelessly
+    /// by its next Via (e.g. a 2xx retransmission after the transaction
+    /// ended).
+    fn forward_stray_response(&mut self, msg: Message) {
+        let mut vias = msg.vias();
+        let Some(top) = vias.next() else { return };
+        if !self.wire.is_local(top.host(), top.port()) {
+            return;
+        }
+        let Some(next) = vias.next() else { return };
+        let Some(dest) = via_destination(&next, None) else { return };
+        let bytes = msg.edit().remove_top_via().finish();
+        self.wire.send(Outbound { dest, bytes, token: None });
+    }
+}
+
+fn send_stateless(wire: &dyn Wire, minter: &BranchMinter, msg: &Message, edits: &RouteEdits, dest: Destination) {
+    let Some(listener) = wire.listener_for(dest.transport, &dest.addr) else { return };
+    let branch = minter.stateless(msg.branch().unwrap_or_default());
+    let via = format!("SIP/2.0/{} {}:{};branch={}", dest.transport.via_name(), listener.host, listener.port, branch);
+    let ed = route::apply(msg.edit(), edits, None).decrement_max_forwards().push_via(&via);
+    wire.send(Outbound { dest, bytes: ed.finish(), token: None });
+}
+
+/// The forwarded copy of a request for one branch (RFC 3261 §16.6).
+fn build_forward(
+    ctx: &ProxyTx,
+    target: &Target,
+    dest: &Destination,
+    out: &ListenerInfo,
+    inbound: Option<&ListenerInfo>,
+    branch: &str,
+) -> Bytes {
+    let msg = &ctx.request;
+    let mut ed = route::apply(msg.edit(), &ctx.route_edits, target.request_uri.as_deref());
+    // Step 7: pushed routes (Path) go on top of the route set, first on top.
+    for r in &target.route {
+        ed = ed.push_route(r);
+    }
+    // Step 3.
+    ed = ed.decrement_max_forwards();
+    // Step 4 (RFC 5658 double Record-Route when the transport or interface
+    // changes): the entry facing the callee on top.
+    if ctx.record_route {
+        ed = ed.push_record_route(&record_route_uri(out));
+        if let Some(inb) = inbound {
+            if inb.transport != out.transport || inb.local != out.local {
+                ed = ed.push_record_route(&record_route_uri(inb));
+            }
+        }
+    }
+    // Step 8: our Via on top; the caller's top Via below it gains
+    // received/rport (RFC 3581).
+    let via = format!("SIP/2.0/{} {}:{};branch={}", dest.transport.via_name(), out.host, out.port, branch);
+    ed = ed.push_via(&via);
+    if let Some(fixed) = &ctx.via_fix {
+        ed = ed.push_via(fixed).remove_top_via();
+    }
+    ed.finish()
+}
+
+fn record_route_uri(l: &ListenerInfo) -> String {
+    let host =
+        if l.host.contains(':') && !l.host.starts_with('[') { format!("[{}]", l.host) } else { l.host.to_string() };
+    format!("<sip:{}:{};transport={};lr>", host, l.port, l.transport.param_name())
+}
+
+fn strip_brackets(v: &str) -> &str {
+    let v = v.trim();
+    match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => v.get(a + 1..b).unwrap_or(v),
+        _ => v,
+    }
+}
+
+/// A numeric next hop needs no DNS (RFC 3263 §4.1/§4.2 short-cut).
+pub fn numeric_destination(uri: &Uri<'_>) -> Option<Destination> {
+    let ip: IpAddr = match uri.param("maddr").flatten() {
+        Some(m) => m.trim_start_matches('[').trim_end_matches(']').parse().ok()?,
+        None => match uri.host_kind() {
+            HostKind::Ipv4(a) => IpAddr::V4(a),
+            HostKind::Ipv6(a) => IpAddr::V6(a),
+            HostKind::Domain => return None,
+        },
+    };
+    let transport = match uri.transport() {
+        Some(t) => Transport::from_name(t)?,
+        None if uri.scheme == Scheme::Sips => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let transport = if uri.scheme == Scheme::Sips { Transport::Tls } else { transport };
+    let port = uri.port().unwrap_or(transport.default_port());
+    Some(Destination { transport, addr: SocketAddr::new(ip, port), flow: None, server_name: None })
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): back
+/// on its connection for TCP/TLS; for UDP to the source address, at the
+/// source port when the Via asked for rport, else at the Via port.
+pub fn reply_destination(msg: &Message, peer: &Peer) -> Destination {
+    if peer.transport.is_reliable() {
+        return Destination::reply_to(peer);
+    }
+    let via = msg.top_via();
+    let port = match via.rport() {
+        Some(_) => peer.remote.port(),
+        None => via.port().unwrap_or(5060),
+    };
+    Destination {
+        transport: peer.transport,
+        addr: SocketAddr::new(peer.remote.ip(), port),
+        flow: None,
+        server_name: None,
+    }
+}
+
+/// Where a response goes by a Via (for stateless forwarding).
+fn via_destination(via: &Via<'_>, _peer: Option<&Peer>) -> Option<Destination> {
+    let transport = Transport::from_name(via.transport())?;
+    let ip: IpAddr = match via.received() {
+        Some(r) => r.parse().ok()?,
+        None => match via.host_kind() {
+            HostKind::Ipv4(a) => IpAddr::V4(a),
+            HostKind::Ipv6(a) => IpAddr::V6(a),
+            HostKind::Domain => return None,
+        },
+    };
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port().unwrap_or(transport.default_port()),
+    };
+    Some(Destination { transport, addr: SocketAddr::new(ip, port), flow: None, server_name: None })
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gains
+/// `received` when its host is not the source address, and `rport` gets
+/// the source port when the client asked for it. `None` when nothing
+/// changes, which is the common case and costs no allocation.
+pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
+    let src_ip = peer.remote.ip();
+    let host_ip = match via.host_kind() {
+        HostKind::Ipv4(a) => Some(IpAddr::V4(a)),
+        HostKind::Ipv6(a) => Some(IpAddr::V6(a)),
+        HostKind::Domain => None,
+    };
+    let needs_received = host_ip != Some(src_ip);
+    let needs_rport = matches!(via.rport(), Some(None));
+    if !needs_received && !needs_rport {
+        return None;
+    }
+    let mut out = String::with_capacity(via.as_str().len() + 40);
+    out.push_str(&format!("SIP/2.0/{} {}", via.transport(), via.host()));
+    if let Some(p) = via.port() {
+        out.push_str(&format!(":{p}"));
+    }
+    for (name, value) in via.params().iter() {
+        let name = std::str::from_utf8(name).unwrap_or_default();
+        if name.eq_ignore_ascii_case("received") && needs_received {
+            continue;
+        }
+        out.push(';');
+        out.push_str(name);
+        if name.eq_ignore_ascii_case("rport") && needs_rport {
+            out.push_str(&format!("={}", peer.remote.port()));
+        } else if let Some(v) = value {
+            out.push('=');
+            out.push_str(std::str::from_utf8(v).unwrap_or_default());
+        }
+    }
+    if needs_received {
+        out.push_str(&format!(";received={src_ip}"));
+    }
+    Some(out)
+}
+
+/// The To tag for responses the proxy itself sends to a request: a pure
+/// function of the request, so a retransmitted request gets the same tag.
+fn to_tag_for(req: &Message) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.call_id().hash(&mut h);
+    req.from_tag().hash(&mut h);
+    req.branch().hash(&mut h);
+    format!("um{:x}", h.finish())
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Shard>();
+}
+
+/// How long a proxy may wait for a final response after a provisional
+/// (RFC 3261 §16.6 step 11: more than 3 minutes).
+pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(180);

@@ -1,0 +1,443 @@
+//! The proxy core driven without sockets: a recording [`Wire`], messages fed
+//! straight into a shard, and a virtual clock (instants passed in).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_message::Message;
+use tokio::sync::mpsc;
+
+use super::router::{ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target};
+use super::shard::{Resolve, Resolving, Shard, ShardInput, Wire};
+use super::validate::Rejection;
+use super::CoreConfig;
+use crate::metrics::Metrics;
+use crate::transport::{Destination, Inbound, ListenerInfo, Outbound, Peer, SendFailure, SendToken, Transport};
+
+const PROXY: &str = "10.0.0.1";
+
+#[derive(Default)]
+struct RecordingWire {
+    sent: Mutex<Vec<Outbound>>,
+}
+
+impl Wire for RecordingWire {
+    fn send(&self, out: Outbound) {
+        self.sent.lock().expect("lock").push(out);
+    }
+    fn listener_for(&self, transport: Transport, _remote: &SocketAddr) -> Option<ListenerInfo> {
+        let port = if transport == Transport::Tls { 5061 } else { 5060 };
+        Some(ListenerInfo { transport, local: format!("{PROXY}:{port}").parse().ok()?, host: PROXY.into(), port })
+    }
+    fn is_local(&self, host: &str, port: Option<u16>) -> bool {
+        host == PROXY && matches!(port, None | Some(5060) | Some(5061))
+    }
+}
+
+struct NoDns;
+impl Resolve for NoDns {
+    fn resolve(&self, uri: String) -> Resolving {
+        Box::pin(async move { Err(format!("no DNS in this test: {uri}")) })
+    }
+}
+
+/// Routes by the Request-URI user: `fork` → two parallel branches,
+/// `serial` → two serial groups, `nobody` → 404, else the R-URI itself.
+struct TestRouter;
+impl Router for TestRouter {
+    fn route(&self, req: &RouteRequest<'_>) -> Routing {
+        let user = req.msg.request_uri().and_then(|u| u.user()).unwrap_or_default().to_string();
+        let d = match user.as_str() {
+            "fork" => RouteDecision::Forward(ForkPlan {
+                groups: vec![vec![Target::to_uri("sip:b1@192.0.2.21"), Target::to_uri("sip:b2@192.0.2.22")]],
+            }),
+            "serial" => RouteDecision::Forward(ForkPlan {
+                groups: vec![vec![Target::to_uri("sip:s1@192.0.2.31")], vec![Target::to_uri("sip:s2@192.0.2.32")]],
+            }),
+            "failover" => RouteDecision::Forward(ForkPlan::single(Target {
+                request_uri: None,
+                next_hop: Some(NextHop::Destination(dest("192.0.2.41:5060"))),
+                route: vec![],
+            })),
+            "nobody" => RouteDecision::Reject(Rejection::new(404, "Not Found")),
+            _ => RouteDecision::Forward(ForkPlan::single(Target { request_uri: None, next_hop: None, route: vec![] })),
+        };
+        Routing::Ready(d)
+    }
+}
+
+fn dest(addr: &str) -> Destination {
+    Destination { transport: Transport::Udp, addr: addr.parse().expect("addr"), flow: None, server_name: None }
+}
+
+struct Harness {
+    shard: Shard,
+    wire: Arc<RecordingWire>,
+    now: Instant,
+    _tx: mpsc::Sender<ShardInput>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let wire = Arc::new(RecordingWire::default());
+        let (tx, _rx) = mpsc::channel(16);
+        let cfg = CoreConfig { workers: 1, ..CoreConfig::default() };
+        let shard = Shard::new(
+            0,
+            Arc::new(cfg),
+            wire.clone(),
+            Arc::new(TestRouter),
+            Arc::new(NoDns),
+            Arc::new(super::branch::BranchMinter::default()),
+            Arc::new(Metrics::new()),
+            tx.downgrade(),
+        );
+        Harness { shard, wire, now: Instant::now(), _tx: tx }
+    }
+
+    fn feed(&mut self, text: &str, from: &str) {
+        let msg = Message::parse_slice(text.as_bytes()).expect("test message parses");
+        let peer = Peer {
+            transport: Transport::Udp,
+            remote: from.parse().expect("addr"),
+            local: format!("{PROXY}:5060").parse().expect("addr"),
+            flow: None,
+        };
+        self.shard.handle_input(ShardInput::Inbound(Inbound { msg, peer, tls: None }), self.now);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        // Step in 100 ms slices so that every timer fires at its time.
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(100);
+            self.shard.handle_timeout(self.now);
+        }
+    }
+
+    /// Everything sent since the last call, parsed.
+    fn take(&self) -> Vec<(SocketAddr, Message)> {
+        let mut sent = self.wire.sent.lock().expect("lock");
+        sent.drain(..)
+            .map(|o| (o.dest.addr, Message::parse(o.bytes, &Default::default()).expect("proxy output parses")))
+            .collect()
+    }
+
+    fn fail_send(&mut self, token: SendToken) {
+        self.shard.handle_input(ShardInput::SendFailed(token, SendFailure::Connect), self.now);
+    }
+}
+
+const CALLER: &str = "192.0.2.10:5060";
+
+fn invite(ruri: &str, branch: &str) -> String {
+    format!(
+        "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={branch};rport\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\nCall-ID: call-{branch}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.10>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response to a forwarded request, as the next hop would send it.
+fn answer(fwd: &Message, code: u16, to_tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for v in fwd.vias() {
+        out.push_str(&format!("Via: {}\r\n", v.as_str()));
+    }
+    for rr in fwd.record_routes() {
+        out.push_str(&format!("Record-Route: {}\r\n", rr.as_str()));
+    }
+    out.push_str(&format!(
+        "From: {}\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nContact: <sip:callee@192.0.2.99>\r\n\
+         Content-Length: 0\r\n\r\n",
+        fwd.from().as_str(),
+        fwd.to().as_str(),
+        fwd.call_id(),
+        fwd.cseq().0,
+        fwd.cseq_method_str()
+    ));
+    out
+}
+
+fn statuses(out: &[(SocketAddr, Message)]) -> Vec<u16> {
+    out.iter().filter_map(|(_, m)| m.status()).collect()
+}
+
+fn requests<'a>(out: &'a [(SocketAddr, Message)], method: &str) -> Vec<&'a (SocketAddr, Message)> {
+    out.iter().filter(|(_, m)| m.method_str() == Some(method)).collect()
+}
+
+#[test]
+fn basic_call_is_forwarded_with_via_record_route_and_max_forwards() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20:5070", "z9hG4bKc1"), CALLER);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![100], "100 Trying goes upstream at once");
+    let fwd = requests(&out, "INVITE");
+    assert_eq!(fwd.len(), 1);
+    let (to, f) = fwd[0];
+    assert_eq!(to.to_string(), "192.0.2.20:5070");
+    assert_eq!(f.via_count(), 2);
+    let top = f.top_via();
+    assert_eq!(top.host(), PROXY);
+    assert!(top.branch().is_some_and(|b| b.starts_with("z9hG4bK-um-")));
+    let second = f.vias().nth(1).expect("caller's via");
+    assert_eq!(second.rport(), Some(Some(5060)), "RFC 3581 rport filled in");
+    assert_eq!(f.max_forwards(), Some(69));
+    let rr: Vec<_> = f.record_routes().map(|r| r.as_str().to_string()).collect();
+    assert_eq!(rr, vec!["<sip:10.0.0.1:5060;transport=udp;lr>"]);
+
+    h.feed(&answer(f, 180, "b1"), "192.0.2.20:5070");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![180]);
+    assert_eq!(out[0].0.to_string(), CALLER);
+    assert_eq!(out[0].1.via_count(), 1, "our Via is removed from the response");
+
+    h.feed(&answer(f, 200, "b1"), "192.0.2.20:5070");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![200]);
+
+    // The ACK for the 2xx follows the route set statelessly.
+    h.feed(
+        "ACK sip:callee@192.0.2.99 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKack1\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:alice@example.test>;tag=a1\r\n\
+         To: <sip:bob@example.test>;tag=b1\r\nCall-ID: call-z9hG4bKc1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    let out = h.take();
+    let acks = requests(&out, "ACK");
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].0.to_string(), "192.0.2.99:5060");
+    assert_eq!(acks[0].1.route_count(), 0, "our Route entry is popped");
+}
+
+#[test]
+fn invite_retransmission_is_absorbed() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKr1"), CALLER);
+    let first = h.take();
+    assert_eq!(requests(&first, "INVITE").len(), 1);
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKr1"), CALLER);
+    let again = h.take();
+    assert!(requests(&again, "INVITE").is_empty(), "not forwarded twice");
+    assert_eq!(statuses(&again), vec![100], "the last response is resent");
+}
+
+#[test]
+fn parallel_fork_forwards_the_2xx_and_cancels_the_other_branch() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:fork@example.test", "z9hG4bKf1"), CALLER);
+    let out = h.take();
+    let fwd = requests(&out, "INVITE");
+    assert_eq!(fwd.len(), 2);
+    let (b1, b2) = (fwd[0].1.clone(), fwd[1].1.clone());
+    assert_ne!(b1.branch(), b2.branch());
+    h.feed(&answer(&b1, 180, "t1"), "192.0.2.21:5060");
+    h.feed(&answer(&b2, 180, "t2"), "192.0.2.22:5060");
+    h.take();
+    h.feed(&answer(&b2, 200, "t2"), "192.0.2.22:5060");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![200]);
+    let cancels = requests(&out, "CANCEL");
+    assert_eq!(cancels.len(), 1, "the ringing branch is cancelled");
+    assert_eq!(cancels[0].0.to_string(), "192.0.2.21:5060");
+    assert_eq!(cancels[0].1.branch(), b1.branch(), "CANCEL matches its INVITE's branch");
+    // The cancelled branch's 487 is not forwarded.
+    h.feed(&answer(&b1, 487, "t1"), "192.0.2.21:5060");
+    let out = h.take();
+    assert!(statuses(&out).is_empty(), "{:?}", statuses(&out));
+}
+
+#[test]
+fn best_response_is_chosen_when_all_branches_fail() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:fork@example.test", "z9hG4bKf2"), CALLER);
+    let out = h.take();
+    let fwd: Vec<Message> = requests(&out, "INVITE").into_iter().map(|(_, m)| m.clone()).collect();
+    h.feed(&answer(&fwd[0], 486, "t1"), "192.0.2.21:5060");
+    assert!(statuses(&h.take()).is_empty(), "waits for the other branch");
+    h.feed(&answer(&fwd[1], 404, "t2"), "192.0.2.22:5060");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![404], "lowest class wins (4xx), first-ranked within it");
+}
+
+#[test]
+fn six_hundred_ends_the_fork_at_once() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:fork@example.test", "z9hG4bKf3"), CALLER);
+    let out = h.take();
+    let fwd: Vec<Message> = requests(&out, "INVITE").into_iter().map(|(_, m)| m.clone()).collect();
+    h.feed(&answer(&fwd[1], 180, "t2"), "192.0.2.22:5060");
+    h.take();
+    h.feed(&answer(&fwd[0], 603, "t1"), "192.0.2.21:5060");
+    let out = h.take();
+    // §16.7 step 5: the 6xx is held while the other branches are cancelled,
+    // and no new branch starts.
+    assert!(statuses(&out).is_empty());
+    assert_eq!(requests(&out, "CANCEL").len(), 1);
+    h.feed(&answer(&fwd[1], 487, "t2"), "192.0.2.22:5060");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![603], "the 6xx wins over the 487");
+}
+
+#[test]
+fn serial_fork_tries_the_next_group_after_a_failure() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:serial@example.test", "z9hG4bKs1"), CALLER);
+    let out = h.take();
+    let fwd = requests(&out, "INVITE");
+    assert_eq!(fwd.len(), 1);
+    assert_eq!(fwd[0].1.request_uri_str(), Some("sip:s1@192.0.2.31"));
+    let first = fwd[0].1.clone();
+    h.feed(&answer(&first, 480, "t1"), "192.0.2.31:5060");
+    let out = h.take();
+    let fwd = requests(&out, "INVITE");
+    assert_eq!(fwd.len(), 1, "second group starts");
+    assert_eq!(fwd[0].1.request_uri_str(), Some("sip:s2@192.0.2.32"));
+    assert!(statuses(&out).is_empty());
+}
+
+#[test]
+fn caller_cancel_is_answered_and_propagated() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKx1"), CALLER);
+    let out = h.take();
+    let fwd = requests(&out, "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 180, "t"), "192.0.2.20:5060");
+    h.take();
+    h.feed(
+        "CANCEL sip:bob@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx1;rport\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\nCall-ID: call-z9hG4bKx1\r\n\
+         CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![200], "200 to the CANCEL");
+    assert_eq!(out.iter().find(|(_, m)| m.status() == Some(200)).map(|(_, m)| m.cseq_method_str()), Some("CANCEL"));
+    let cancels = requests(&out, "CANCEL");
+    assert_eq!(cancels.len(), 1);
+    h.feed(&answer(&fwd, 487, "t"), "192.0.2.20:5060");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![487], "the 487 goes upstream");
+}
+
+#[test]
+fn cancel_for_an_unknown_invite_is_481() {
+    let mut h = Harness::new();
+    h.feed(
+        "CANCEL sip:bob@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnone\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\nCall-ID: nothing\r\n\
+         CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    assert_eq!(statuses(&h.take()), vec![481]);
+}
+
+#[test]
+fn unanswered_invite_gets_408_after_timer_b() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKt1"), CALLER);
+    let out = h.take();
+    assert_eq!(requests(&out, "INVITE").len(), 1);
+    h.advance(Duration::from_secs(31));
+    let out = h.take();
+    assert!(requests(&out, "INVITE").len() >= 5, "Timer A retransmissions");
+    assert!(statuses(&out).is_empty(), "no final before 64*T1");
+    h.advance(Duration::from_secs(2));
+    let out = h.take();
+    // Over UDP the 408 is retransmitted by Timer G until an ACK comes.
+    let codes = statuses(&out);
+    assert!(!codes.is_empty() && codes.iter().all(|c| *c == 408), "{codes:?}");
+}
+
+#[test]
+fn timer_c_cancels_a_branch_that_rings_too_long() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKc9"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 180, "t"), "192.0.2.20:5060");
+    h.take();
+    h.advance(Duration::from_secs(179));
+    assert!(requests(&h.take(), "CANCEL").is_empty());
+    h.advance(Duration::from_secs(2));
+    let out = h.take();
+    let cancels = requests(&out, "CANCEL");
+    assert!(!cancels.is_empty(), "Timer C fired");
+    assert!(cancels.iter().all(|(_, c)| c.branch() == fwd.branch()));
+    let codes = statuses(&out);
+    assert!(!codes.is_empty() && codes.iter().all(|c| *c == 408), "{codes:?}");
+}
+
+#[test]
+fn transport_failure_moves_to_the_next_destination_then_503s_as_500() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:failover@example.test", "z9hG4bKd1"), CALLER);
+    let sent: Vec<Outbound> = h.wire.sent.lock().expect("lock").drain(..).collect();
+    let inv = sent.iter().find(|o| o.bytes.starts_with(b"INVITE")).expect("forwarded");
+    assert_eq!(inv.dest.addr.to_string(), "192.0.2.41:5060");
+    let token = inv.token.expect("client sends carry a token");
+    h.fail_send(token);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![503], "§16.9: transport error is a 503 at once, not after Timer B");
+}
+
+#[test]
+fn request_that_comes_back_is_a_loop() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKl1"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    // The next hop sends it straight back, unchanged but for its own Via.
+    let mut text = String::from_utf8(fwd.as_bytes().to_vec()).expect("utf8");
+    text = text.replacen("Via: ", "Via: SIP/2.0/UDP 192.0.2.20;branch=z9hG4bKback\r\nVia: ", 1);
+    h.feed(&text, "192.0.2.20:5060");
+    let out = h.take();
+    assert!(statuses(&out).contains(&482), "{:?}", statuses(&out));
+}
+
+#[test]
+fn validation_failures_are_answered() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKv1").replace("Max-Forwards: 70", "Max-Forwards: 0"), CALLER);
+    assert_eq!(statuses(&h.take()), vec![483]);
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKv2").replace("Max-Forwards: 70", "Proxy-Require: x-foo"), CALLER);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![100, 420].into_iter().filter(|c| *c != 100).collect::<Vec<_>>());
+    let unsupported = out[0].1.header_values_named("Unsupported").next().map(|v| v.to_vec());
+    assert_eq!(unsupported.as_deref(), Some(&b"x-foo"[..]));
+    h.feed(&invite("sip:nobody@example.test", "z9hG4bKv3"), CALLER);
+    assert_eq!(statuses(&h.take()), vec![100, 404]);
+}
+
+#[test]
+fn options_to_the_proxy_itself_is_answered() {
+    let mut h = Harness::new();
+    h.feed(
+        "OPTIONS sip:10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKo1\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:10.0.0.1>\r\nCall-ID: ping\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    assert_eq!(statuses(&h.take()), vec![200]);
+}
+
+#[test]
+fn stray_2xx_retransmission_is_forwarded_by_via() {
+    let mut h = Harness::new();
+    h.feed(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-um-0000000000000001-1\r\n\
+         Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKc1;rport=5099;received=192.0.2.11\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>;tag=b\r\nCall-ID: gone\r\n\
+         CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        "192.0.2.20:5060",
+    );
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![200]);
+    assert_eq!(out[0].0.to_string(), "192.0.2.11:5099");
+    assert_eq!(out[0].1.via_count(), 1);
+}
+
+#[allow(dead_code)]
+fn _unused(_: Bytes) {}

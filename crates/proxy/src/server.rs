@@ -1,0 +1,206 @@
+//! Starting and stopping a whole umproxy from a validated [`Config`]:
+//! metrics, the core's shards, the transports, the admin listener; and the
+//! reload of TLS certificates.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sip_message::Uri;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminHandle};
+use crate::config::{Config, ListenTls};
+use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
+use crate::dns::Resolver;
+use crate::metrics::Metrics;
+use crate::transport::{
+    Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec, TlsServerSpec, Transport,
+    TransportHub, TransportLimits,
+};
+
+/// Why umproxy could not start. Each variant names what was being set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{file}: {problem}")]
+    Pem { file: String, problem: String },
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("admin listener {addr}: {source}")]
+    Admin { addr: SocketAddr, source: std::io::Error },
+    #[error("dns: {0}")]
+    Dns(#[from] crate::dns::DnsError),
+}
+
+impl Wire for TransportHub {
+    fn send(&self, out: Outbound) {
+        TransportHub::send(self, out)
+    }
+    fn listener_for(&self, transport: Transport, remote: &SocketAddr) -> Option<ListenerInfo> {
+        TransportHub::listener_for(self, transport, remote).cloned()
+    }
+    fn is_local(&self, host: &str, port: Option<u16>) -> bool {
+        TransportHub::is_local(self, host, port)
+    }
+}
+
+impl Resolve for Resolver {
+    fn resolve(&self, uri: String) -> Resolving {
+        let me = self.clone();
+        Box::pin(async move {
+            let parsed = Uri::parse(uri.as_bytes()).ok_or_else(|| format!("not a SIP URI: {uri}"))?;
+            let targets = me.resolve_uri(&parsed).await.map_err(|e| e.to_string())?;
+            Ok(targets
+                .into_iter()
+                .map(|t| Destination {
+                    transport: t.transport,
+                    addr: t.addr,
+                    flow: None,
+                    server_name: Some(t.server_name.into()),
+                })
+                .collect())
+        })
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
+    let err = |problem: String| StartError::Pem { file: path.display().to_string(), problem };
+    let certs: Result<Vec<_>, _> =
+        CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?.collect::<Result<Vec<_>, _>>();
+    let certs = certs.map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in file".into()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, StartError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| StartError::Pem { file: path.display().to_string(), problem: e.to_string() })
+}
+
+/// The TLS material of a listener, read from its files.
+pub fn server_tls(tls: &ListenTls) -> Result<TlsServerSpec, StartError> {
+    Ok(TlsServerSpec {
+        cert_chain: read_certs(&tls.certificate)?,
+        key: read_key(&tls.private_key)?,
+        client_ca: tls.client_ca.as_deref().map(read_certs).transpose()?,
+    })
+}
+
+fn outbound_tls(cfg: &Config) -> Result<OutboundTls, StartError> {
+    let Some(c) = &cfg.tls_client else { return Ok(OutboundTls::default()) };
+    let identity = match (&c.certificate, &c.private_key) {
+        (Some(cert), Some(key)) => Some((read_certs(cert)?, read_key(key)?)),
+        _ => None,
+    };
+    let roots = c.ca.as_deref().map(read_certs).transpose()?.unwrap_or_default();
+    Ok(OutboundTls { default: Some(TlsClientSpec { identity, roots }), per_server: Vec::new() })
+}
+
+/// A running umproxy.
+pub struct Server {
+    pub hub: Arc<TransportHub>,
+    pub metrics: Arc<Metrics>,
+    core: CoreHandle,
+    admin: Option<AdminHandle>,
+    config: Config,
+}
+
+impl Server {
+    /// Start everything, or nothing: a failure returns before any listener
+    /// serves traffic.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let mut specs = Vec::with_capacity(config.listen.len());
+        for l in &config.listen {
+            specs.push(ListenerSpec {
+                transport: l.transport,
+                bind: l.address,
+                advertise: l.advertise.clone(),
+                tls: l.tls.as_ref().map(server_tls).transpose()?,
+            });
+        }
+        let limits = TransportLimits {
+            sip: config.limits.sip_limits(),
+            max_connections: config.limits.max_connections,
+            max_connections_per_ip: config.limits.max_connections_per_ip,
+            idle_timeout: config.limits.idle_timeout(),
+            ..TransportLimits::default()
+        };
+        let core_cfg = CoreConfig {
+            record_route: config.proxy.record_route,
+            timer_c: config.timers.timer_c(),
+            transactions: sip_transaction::Config {
+                t1: config.timers.t1(),
+                t2: config.timers.t2(),
+                t4: config.timers.t4(),
+                ..sip_transaction::Config::default()
+            },
+            limits: config.limits.sip_limits(),
+            ..CoreConfig::default()
+        };
+        let core = Core::new(core_cfg, metrics.clone());
+        let resolver = Resolver::from_config(&config.dns)?;
+        let router: Arc<dyn Router> = Arc::new(StaticRouter::new(
+            config.proxy.domains.clone(),
+            config.proxy.trusted_peers.clone(),
+            config.routes.clone(),
+        ));
+        let hub =
+            TransportHub::start(specs, limits, outbound_tls(&config)?, core.dispatch(), metrics.registry()).await?;
+        let admin = match &config.admin {
+            Some(a) => Some(
+                admin::serve(a.address, metrics.clone(), || true)
+                    .await
+                    .map_err(|source| StartError::Admin { addr: a.address, source })?,
+            ),
+            None => None,
+        };
+        let core = core.start(hub.clone(), router, Arc::new(resolver));
+        for l in hub.listeners() {
+            info!(transport = %l.transport, address = %l.local, "listening");
+        }
+        Ok(Server { hub, metrics, core, admin, config })
+    }
+
+    /// The admin listener's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// Re-read the certificate files of every TLS listener: new handshakes
+    /// use the new certificate, connections already up keep their session.
+    /// A file that does not load leaves that listener as it was.
+    pub fn reload_tls(&self) -> usize {
+        let mut reloaded = 0;
+        for l in &self.config.listen {
+            let Some(tls) = &l.tls else { continue };
+            match server_tls(tls).and_then(|spec| self.hub.reload_tls(l.address, spec).map_err(StartError::from)) {
+                Ok(()) => {
+                    reloaded += 1;
+                    info!(address = %l.address, "TLS certificate reloaded");
+                }
+                Err(e) => warn!(address = %l.address, error = %e, "TLS certificate not reloaded; keeping the old one"),
+            }
+        }
+        reloaded
+    }
+
+    /// Stop accepting, let transactions drain for up to `grace`, then stop.
+    pub async fn shutdown(self, grace: Duration) {
+        self.hub.shutdown();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.metrics.transactions_active().get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.hub.close();
+        self.core.abort();
+        if let Some(a) = self.admin {
+            a.shutdown().await;
+        }
+    }
+}
