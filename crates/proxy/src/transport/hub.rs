@@ -68,7 +68,7 @@ impl Shared {
                 return error_response(&raw, code, reason_phrase(code));
             }
         };
-        self.metrics.received.with_label_values(&[t]).inc();
+        self.metrics.received(peer.transport).inc();
         let answers_503 = msg.is_request() && msg.method() != Some(Method::Ack);
         match self.dispatch.deliver(Inbound { msg, peer: peer.clone(), tls: tls.cloned() }) {
             Ok(()) => None,

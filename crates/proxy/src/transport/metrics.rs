@@ -2,14 +2,16 @@
 //! label takes its values from a fixed set (transport names, the
 //! `&'static str` kinds below), so peers cannot grow the series count.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use sip_message::{ErrorKind, FramingError, Limit};
 
 use super::types::Transport;
 
 pub(crate) struct TransportMetrics {
-    pub received: IntCounterVec,
-    pub sent: IntCounterVec,
+    /// Per-message counters resolved once: `with_label_values` hashes and
+    /// locks, too dear for every datagram.
+    received: [IntCounter; 3],
+    sent: [IntCounter; 3],
     pub parse_errors: IntCounterVec,
     pub overload: IntCounterVec,
     pub send_failures: IntCounterVec,
@@ -34,19 +36,22 @@ impl TransportMetrics {
             &["transport"],
         )?;
         reg.register(Box::new(connections_open.clone()))?;
+        let received = counter(
+            reg,
+            "umproxy_transport_messages_received_total",
+            "SIP messages received and parsed",
+            &["transport"],
+        )?;
+        let sent = counter(
+            reg,
+            "umproxy_transport_messages_sent_total",
+            "SIP messages written to the network",
+            &["transport"],
+        )?;
+        let per_transport = |c: &IntCounterVec| TRANSPORTS.map(|t| c.with_label_values(&[t.param_name()]));
         Ok(TransportMetrics {
-            received: counter(
-                reg,
-                "umproxy_transport_messages_received_total",
-                "SIP messages received and parsed",
-                &["transport"],
-            )?,
-            sent: counter(
-                reg,
-                "umproxy_transport_messages_sent_total",
-                "SIP messages written to the network",
-                &["transport"],
-            )?,
+            received: per_transport(&received),
+            sent: per_transport(&sent),
             parse_errors: counter(
                 reg,
                 "umproxy_transport_parse_errors_total",
@@ -99,8 +104,26 @@ impl TransportMetrics {
         })
     }
 
+    pub fn received(&self, t: Transport) -> &IntCounter {
+        &self.received[index(t)]
+    }
+
+    pub fn sent(&self, t: Transport) -> &IntCounter {
+        &self.sent[index(t)]
+    }
+
     pub fn count_parse_error(&self, t: Transport, kind: &'static str) {
         self.parse_errors.with_label_values(&[t.param_name(), kind]).inc();
+    }
+}
+
+const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+fn index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
     }
 }
 

@@ -343,7 +343,7 @@ async fn drive<S>(
                     if write_now(&mut stream, &reply, limits.write_timeout).await.is_err() {
                         break 'conn "write_error";
                     }
-                    shared.metrics.sent.with_label_values(&[t]).inc();
+                    shared.metrics.sent(peer.transport).inc();
                 }
                 if buf.is_empty() {
                     message_start = None;
@@ -361,7 +361,7 @@ async fn drive<S>(
                         break 'conn "write_error";
                     }
                     trace!(len = out.bytes.len(), "message out");
-                    shared.metrics.sent.with_label_values(&[t]).inc();
+                    shared.metrics.sent(peer.transport).inc();
                     written += 1;
                     next = if written < WRITE_BATCH { rx.try_recv().ok() } else { None };
                 }

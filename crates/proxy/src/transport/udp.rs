@@ -71,7 +71,7 @@ pub(crate) fn send_to(shared: &Shared, socket: &UdpSocket, bytes: Bytes, to: Soc
     match socket.try_send_to(&bytes, to) {
         Ok(_) => {
             trace!(%to, len = bytes.len(), "UDP datagram out");
-            shared.metrics.sent.with_label_values(&["udp"]).inc();
+            shared.metrics.sent(Transport::Udp).inc();
             Ok(())
         }
         Err(e) => {
