@@ -1,0 +1,66 @@
+//! Prometheus families of the registrar, location stores and auth.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+/// Registered once at start; label values are fixed sets (bounded).
+#[derive(Clone)]
+pub struct LocationMetrics {
+    /// `umproxy_registrations_active`: bindings held (embedded store: exact;
+    /// Redis: not set by the registrar, the store cannot count cheaply).
+    pub registrations_active: IntGauge,
+    /// `umproxy_register_total{result}`, result = [`super::registrar::RegisterResult::label`].
+    pub register_total: IntCounterVec,
+    /// `umproxy_auth_failures_total{reason}`, reason = [`super::auth::AuthFailure::label`] or `locked_out`.
+    pub auth_failures_total: IntCounterVec,
+    /// `umproxy_location_store_errors_total{store}`, store = `embedded` | `redis`.
+    pub store_errors_total: IntCounterVec,
+}
+
+impl LocationMetrics {
+    pub fn register(registry: &Registry) -> Result<LocationMetrics, prometheus::Error> {
+        let registrations_active =
+            IntGauge::new("umproxy_registrations_active", "Registration bindings currently held")?;
+        let register_total = IntCounterVec::new(
+            Opts::new("umproxy_register_total", "REGISTER requests handled by the registrar, by result"),
+            &["result"],
+        )?;
+        let auth_failures_total = IntCounterVec::new(
+            Opts::new("umproxy_auth_failures_total", "Failed digest authentications, by reason"),
+            &["reason"],
+        )?;
+        let store_errors_total = IntCounterVec::new(
+            Opts::new("umproxy_location_store_errors_total", "Location store operations that failed, by store"),
+            &["store"],
+        )?;
+        registry.register(Box::new(registrations_active.clone()))?;
+        registry.register(Box::new(register_total.clone()))?;
+        registry.register(Box::new(auth_failures_total.clone()))?;
+        registry.register(Box::new(store_errors_total.clone()))?;
+        Ok(LocationMetrics { registrations_active, register_total, auth_failures_total, store_errors_total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_register_once_and_are_exposed() {
+        let reg = Registry::new();
+        let m = LocationMetrics::register(&reg).unwrap();
+        m.register_total.with_label_values(&["updated"]).inc();
+        m.auth_failures_total.with_label_values(&["wrong_response"]).inc();
+        m.store_errors_total.with_label_values(&["redis"]).inc();
+        m.registrations_active.set(3);
+        let names: Vec<String> = reg.gather().iter().map(|f| f.name().to_owned()).collect();
+        for n in [
+            "umproxy_registrations_active",
+            "umproxy_register_total",
+            "umproxy_auth_failures_total",
+            "umproxy_location_store_errors_total",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert!(LocationMetrics::register(&reg).is_err(), "second registration must fail, not duplicate");
+    }
+}
