@@ -405,12 +405,13 @@ impl Shard {
             return;
         }
         let route_edits = route::preprocess(&msg, |u| is_me(u.host(), u.port()));
-        // A request for this proxy itself (no user part, our address) after
-        // route processing: OPTIONS is answered (keep-alive pings, §11),
-        // anything else has nowhere to go.
-        let ruri_is_me = route_edits.next_route().is_none()
+        // Whether the Request-URI (after §16.4) names this proxy.
+        let ruri_local = route_edits.next_route().is_none()
             && route_edits.restore_request_uri.is_none()
-            && msg.request_uri().is_some_and(|u| u.user().is_none() && is_me(u.host(), u.port()));
+            && msg.request_uri().is_some_and(|u| is_me(u.host(), u.port()));
+        // A request for this proxy itself (no user part): OPTIONS is
+        // answered (keep-alive pings, §11), anything else has nowhere to go.
+        let ruri_is_me = ruri_local && msg.request_uri().is_some_and(|u| u.user().is_none());
         if ruri_is_me || (method == Method::Options && msg.max_forwards() == Some(0)) {
             if method == Method::Options {
                 let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE".to_string());
@@ -445,9 +446,11 @@ impl Shard {
             first_response: true,
         };
         // §16.6 step 6–7: a remaining Route decides the next hop; an
-        // in-dialog request without one goes to its Request-URI. Only
-        // out-of-dialog requests ask the router.
-        let decision = if ctx.route_edits.next_route().is_some() || in_dialog {
+        // in-dialog request without one goes to its Request-URI, unless that
+        // names this proxy (a UA that ignored Record-Route and sends
+        // everything to its outbound proxy): then, like out-of-dialog
+        // requests, it asks the router.
+        let decision = if ctx.route_edits.next_route().is_some() || (in_dialog && !ruri_local) {
             Some(RouteDecision::Forward(ForkPlan::single(Target {
                 request_uri: None,
                 next_hop: None,
@@ -881,13 +884,45 @@ impl Shard {
 
     /// ACK for a 2xx: forwarded statelessly along the route set (§16.11).
     fn forward_stateless_ack(&mut self, msg: Message) {
+        if msg.max_forwards() == Some(0) {
+            return;
+        }
         let wire = self.wire.clone();
         let edits = route::preprocess(&msg, |u| wire.is_local(u.host(), u.port()));
         let hop = edits
             .next_route()
             .map(str::to_string)
             .or_else(|| edits.restore_request_uri.clone().or_else(|| msg.request_uri_str().map(str::to_string)));
-        let Some(hop) = hop else { return };
+        let Some(mut hop) = hop else { return };
+        if Uri::parse(hop.as_bytes()).is_some_and(|u| wire.is_local(u.host(), u.port())) {
+            // Addressed to us without a route (the UA ignored Record-Route):
+            // the router knows where the dialog's INVITE went. Only a ready
+            // answer is used; an ACK is never worth waiting for.
+            let source = Peer {
+                transport: Transport::Udp,
+                remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+                local: SocketAddr::from(([0, 0, 0, 0], 0)),
+                flow: None,
+            };
+            let source = self.current.as_ref().map(|c| c.0.clone()).unwrap_or(source);
+            let Routing::Ready(RouteDecision::Forward(plan)) =
+                self.router.route(&RouteRequest { msg: &msg, source: &source, tls: None })
+            else {
+                return;
+            };
+            let Some(t) = plan.groups.into_iter().flatten().next() else { return };
+            hop = match (t.next_hop, t.request_uri) {
+                (Some(NextHop::Destination(d)), _) => {
+                    send_stateless(&*self.wire, &self.minter, &msg, &edits, d);
+                    return;
+                }
+                (Some(NextHop::Uri(u)), _) | (None, Some(u)) => u,
+                (None, None) => return,
+            };
+            if Uri::parse(hop.as_bytes()).is_some_and(|u| wire.is_local(u.host(), u.port())) {
+                return;
+            }
+        }
         let Some(dest) = Uri::parse(hop.as_bytes()).and_then(|u| numeric_destination(&u)) else {
             // Rare: a dialog's next hop by name. Resolve off the shard.
             let resolver = self.resolver.clone();
