@@ -32,6 +32,10 @@ use super::types::{Outbound, Peer, SendFailure, TlsIdentity, Transport};
 const READ_CHUNK: usize = 16 * 1024;
 /// Queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
+/// Longest wait for a graceful close.
+const LINGER: Duration = Duration::from_secs(1);
+/// Input read and discarded after an error response, before closing.
+const LINGER_BYTES: usize = 256 * 1024;
 /// Pause after a failed accept (EMFILE …) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -377,5 +381,21 @@ async fn drive<S>(
     shared.metrics.connections_closed.with_label_values(&[t, reason]).inc();
     fail_queue(&shared, slot, rx, SendFailure::Closed);
     // Best effort: a TLS close_notify, a FIN; never wait long for it.
-    let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+    let _ = timeout(LINGER, stream.shutdown()).await;
+    if reason == "framing_error" {
+        // Closing with unread input makes the kernel send a reset, which can
+        // destroy the error response before the peer reads it. Read and
+        // discard a bounded amount for a bounded time first.
+        let _ = timeout(LINGER, async {
+            let mut sink = [0u8; 4096];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
 }

@@ -348,11 +348,12 @@ async fn tcp_stream_without_end_of_headers_is_cut_off_and_hub_keeps_serving() {
         }
     }
     assert!(sent < 10 * 1024 * 1024, "hub kept reading a 10 MB header section");
+    let mut rest = Vec::new();
+    let _ = timeout(WAIT, c.read_to_end(&mut rest)).await;
+    response.push_str(&String::from_utf8_lossy(&rest));
     assert_eq!(h.metric("umproxy_transport_connections_closed_total", &[("reason", "framing_error")]), 1);
     assert_eq!(h.metric("umproxy_transport_parse_errors_total", &[("kind", "limit_message_size")]), 1);
-    if !response.is_empty() {
-        assert!(response.starts_with("SIP/2.0 413 "), "{response}");
-    }
+    assert!(response.starts_with("SIP/2.0 413 "), "{response:?}");
 
     let mut c2 = TcpStream::connect(h.addr(Transport::Tcp)).await.unwrap();
     c2.write_all(options("t5", "TCP").as_bytes()).await.unwrap();
@@ -632,4 +633,79 @@ async fn tcp_idle_connection_is_closed_on_a_paused_clock() {
     assert!(started.elapsed() >= Duration::from_secs(120));
     assert_eq!(h.metric("umproxy_transport_connections_closed_total", &[("reason", "idle")]), 1);
     assert_eq!(h.hub.connection_count(), 0);
+}
+
+#[tokio::test]
+async fn udp_oversize_message_gets_413() {
+    let limits = TransportLimits {
+        sip: sip_message::Limits { max_message_size: 1024, ..Default::default() },
+        ..Default::default()
+    };
+    let h = Harness::plain(Transport::Udp, limits).await;
+    let body = "v=0\r\n".repeat(300);
+    let big = options("u6", "UDP").replace("Content-Length: 0", &format!("Content-Length: {}", body.len())) + &body;
+    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), big.as_bytes()).await;
+    let reply = reply.expect("no 413");
+    assert!(reply.starts_with("SIP/2.0 413 "), "{reply}");
+}
+
+#[tokio::test]
+async fn tcp_overloaded_core_answers_503_on_the_connection() {
+    let h = Harness::plain(Transport::Tcp, TransportLimits::default()).await;
+    h.dispatch.overloaded.store(true, Ordering::Relaxed);
+    let mut c = TcpStream::connect(h.addr(Transport::Tcp)).await.unwrap();
+    c.write_all(options("o1", "TCP").as_bytes()).await.unwrap();
+    let reply = read_head(&mut c).await;
+    assert!(reply.starts_with("SIP/2.0 503 ") && reply.contains("Retry-After: 5\r\n"), "{reply}");
+}
+
+#[tokio::test]
+async fn tcp_missing_content_length_gets_400_and_close() {
+    let h = Harness::plain(Transport::Tcp, TransportLimits::default()).await;
+    let mut c = TcpStream::connect(h.addr(Transport::Tcp)).await.unwrap();
+    c.write_all(options("o2", "TCP").replace("Content-Length: 0\r\n", "").as_bytes()).await.unwrap();
+    let reply = read_head(&mut c).await;
+    assert!(reply.starts_with("SIP/2.0 400 "), "{reply}");
+    expect_closed(&mut c).await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_but_open_connections_keep_working() {
+    let mut h = Harness::plain(Transport::Tcp, TransportLimits::default()).await;
+    let addr = h.addr(Transport::Tcp);
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(options("d1", "TCP").as_bytes()).await.unwrap();
+    h.next().await;
+    h.hub.shutdown();
+    // The listening socket closes once the accept loop sees the shutdown.
+    let mut refused = false;
+    for _ in 0..100 {
+        match TcpStream::connect(addr).await {
+            Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    }
+    assert!(refused, "still accepting after shutdown");
+    c.write_all(options("d2", "TCP").as_bytes()).await.unwrap();
+    assert_eq!(h.next().await.msg.branch(), Some("z9hG4bKd2"));
+}
+
+#[tokio::test]
+async fn outbound_connect_beyond_max_connections_fails_overloaded() {
+    let limits = TransportLimits { max_connections: 1, ..Default::default() };
+    let mut h = Harness::plain(Transport::Tcp, limits).await;
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first =
+        Destination { transport: Transport::Tcp, addr: server.local_addr().unwrap(), flow: None, server_name: None };
+    h.hub.send(Outbound { dest: first, bytes: Bytes::from(options("k1", "TCP")), token: None });
+    let (_s, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second =
+        Destination { transport: Transport::Tcp, addr: other.local_addr().unwrap(), flow: None, server_name: None };
+    let token = SendToken { shard: 1, id: 2 };
+    h.hub.send(Outbound { dest: second.clone(), bytes: Bytes::from(options("k2", "TCP")), token: Some(token) });
+    assert_eq!(h.next_failure().await, (token, second, SendFailure::Overloaded));
 }
