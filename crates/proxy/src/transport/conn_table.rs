@@ -76,6 +76,22 @@ pub(crate) struct Slot {
     per_ip: Option<IpAddr>,
 }
 
+/// What the per-IP limit counts by: the IPv4 address, or the IPv6 /64 (one
+/// host usually holds a whole /64, so counting /128s would limit nothing).
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut s = v6.segments();
+                s.iter_mut().skip(4).for_each(|seg| *seg = 0);
+                IpAddr::V6(s.into())
+            }
+        },
+    }
+}
+
 impl ConnTable {
     pub fn new(max_total: usize, max_per_ip: usize) -> ConnTable {
         ConnTable {
@@ -107,7 +123,7 @@ impl ConnTable {
             return Err(Refused::MaxConnections);
         }
         let per_ip = if inbound {
-            let ip = remote.ip();
+            let ip = limit_key(remote.ip());
             let mut count = self.per_ip.entry(ip).or_insert(0);
             if *count >= self.max_per_ip {
                 drop(count);

@@ -13,8 +13,8 @@ pub struct TransportLimits {
     /// TCP and TLS connections open at once, inbound and outbound (10 000):
     /// each costs a task, a read buffer and a socket.
     pub max_connections: usize,
-    /// Inbound TCP and TLS connections from one IP address (100), so one
-    /// host cannot take all of `max_connections`.
+    /// Inbound TCP and TLS connections from one IPv4 address or IPv6 /64
+    /// (100), so one host cannot take all of `max_connections`.
     pub max_connections_per_ip: usize,
     /// A connection with no bytes read or written for this long is closed
     /// (120 s). Clients keep flows alive with RFC 5626 CRLF pings.

@@ -288,15 +288,21 @@ async fn drive<S>(
     let mut last_activity = Instant::now();
     // When the first byte of the message now being received arrived.
     let mut message_start: Option<Instant> = None;
+    // One timer for the connection's life, moved rather than re-created.
+    let timer = sleep_until(last_activity + limits.idle_timeout);
+    tokio::pin!(timer);
     let reason: CloseReason = 'conn: loop {
         let idle_at = last_activity + limits.idle_timeout;
         let deadline = message_start.map_or(idle_at, |s| idle_at.min(s + limits.message_timeout));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         if buf.capacity() - buf.len() < READ_CHUNK {
             buf.reserve(READ_CHUNK);
         }
         tokio::select! {
             _ = shared.closed.cancelled() => break 'conn "shutdown",
-            _ = sleep_until(deadline) => {
+            _ = &mut timer => {
                 break 'conn if deadline < idle_at { "message_timeout" } else { "idle" };
             }
             read = stream.read_buf(&mut buf) => {

@@ -709,3 +709,38 @@ async fn outbound_connect_beyond_max_connections_fails_overloaded() {
     h.hub.send(Outbound { dest: second.clone(), bytes: Bytes::from(options("k2", "TCP")), token: Some(token) });
     assert_eq!(h.next_failure().await, (token, second, SendFailure::Overloaded));
 }
+
+#[test]
+fn per_ip_limit_counts_ipv6_by_64() {
+    use super::conn_table::limit_key;
+    let a = limit_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+    let b = limit_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+    let c = limit_key("2001:db8:1:3::1".parse().unwrap());
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(limit_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+}
+
+#[tokio::test]
+async fn client_tls_without_server_name_checks_the_ip_address() {
+    let ca = Ca::new("test CA");
+    let with_ip = ca.server_spec(&["server.test", "127.0.0.1"], None);
+    let mut server =
+        Harness::start(vec![listen(Transport::Tls, Some(with_ip))], Default::default(), Default::default()).await;
+    let without_ip = ca.server_spec(&["server.test"], None);
+    let named_only =
+        Harness::start(vec![listen(Transport::Tls, Some(without_ip))], Default::default(), Default::default()).await;
+    let outbound = OutboundTls { default: Some(ca.client_spec(None, &[])), per_server: Vec::new() };
+    let mut client = Harness::start(vec![], Default::default(), outbound).await;
+
+    let to_ip =
+        Destination { transport: Transport::Tls, addr: server.addr(Transport::Tls), flow: None, server_name: None };
+    client.hub.send(Outbound { dest: to_ip, bytes: Bytes::from(options("i1", "TLS")), token: None });
+    assert_eq!(server.next().await.msg.branch(), Some("z9hG4bKi1"));
+
+    let token = SendToken { shard: 0, id: 1 };
+    let to_named =
+        Destination { transport: Transport::Tls, addr: named_only.addr(Transport::Tls), flow: None, server_name: None };
+    client.hub.send(Outbound { dest: to_named.clone(), bytes: Bytes::from(options("i2", "TLS")), token: Some(token) });
+    assert_eq!(client.next_failure().await, (token, to_named, SendFailure::Tls));
+}
