@@ -64,7 +64,28 @@ impl Directory {
     pub fn from_toml(text: &str, file: &str, opts: &LoadOptions) -> Result<Directory, DirectoryError> {
         let raw: DirectoryFile = toml::from_str(text)
             .map_err(|e| DirectoryError::Syntax { file: file.to_owned(), message: e.to_string() })?;
-        let mut b = Builder { problems: Vec::new() };
+        Directory::from_file_shape(raw, file, opts)
+    }
+
+    /// Validate objects gathered elsewhere (the LDAP backend) with the same
+    /// rules as the file; `file` names the source in errors.
+    pub(crate) fn from_file_shape(
+        raw: DirectoryFile,
+        file: &str,
+        opts: &LoadOptions,
+    ) -> Result<Directory, DirectoryError> {
+        Directory::from_file_shape_with(raw, file, opts, Vec::new())
+    }
+
+    /// As [`Directory::from_file_shape`], adding `problems` found while
+    /// gathering the objects.
+    pub(crate) fn from_file_shape_with(
+        raw: DirectoryFile,
+        file: &str,
+        opts: &LoadOptions,
+        problems: Vec<Problem>,
+    ) -> Result<Directory, DirectoryError> {
+        let mut b = Builder { problems };
         let dir = b.build(raw, opts);
         if b.problems.is_empty() {
             Ok(dir)
@@ -589,7 +610,9 @@ impl Builder {
 /// keep using their snapshot for the rest of their call.
 #[derive(Debug)]
 pub struct DirectoryHandle {
-    path: std::path::PathBuf,
+    /// The file re-read by [`DirectoryHandle::reload`]; `None` for a
+    /// directory from LDAP, refreshed with [`DirectoryHandle::install`].
+    path: Option<std::path::PathBuf>,
     opts: LoadOptions,
     current: RwLock<Arc<Directory>>,
 }
@@ -598,7 +621,12 @@ impl DirectoryHandle {
     /// Load `path` for the first time; a bad file is a start-up error.
     pub fn open(path: &Path, opts: LoadOptions) -> Result<DirectoryHandle, DirectoryError> {
         let dir = Directory::load(path, &opts)?;
-        Ok(DirectoryHandle { path: path.to_owned(), opts, current: RwLock::new(Arc::new(dir)) })
+        Ok(DirectoryHandle { path: Some(path.to_owned()), opts, current: RwLock::new(Arc::new(dir)) })
+    }
+
+    /// A handle around a snapshot built elsewhere (the LDAP backend).
+    pub fn from_directory(dir: Directory, opts: LoadOptions) -> DirectoryHandle {
+        DirectoryHandle { path: None, opts, current: RwLock::new(Arc::new(dir)) }
     }
 
     /// The snapshot in use.
@@ -611,10 +639,22 @@ impl DirectoryHandle {
         }
     }
 
+    /// Install a snapshot built elsewhere (the LDAP backend's refresh every
+    /// `cache_ttl_s`); calls in progress keep the one they hold.
+    pub fn install(&self, dir: Directory) {
+        let new = Arc::new(dir);
+        match self.current.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
     /// Re-read the file (SIGHUP or on change). On error the old snapshot
-    /// stays in use and the error is returned for the log line.
+    /// stays in use and the error is returned for the log line. A handle
+    /// without a file has nothing to re-read and returns its snapshot.
     pub fn reload(&self) -> Result<Arc<Directory>, DirectoryError> {
-        let new = Arc::new(Directory::load(&self.path, &self.opts)?);
+        let Some(path) = &self.path else { return Ok(self.snapshot()) };
+        let new = Arc::new(Directory::load(path, &self.opts)?);
         match self.current.write() {
             Ok(mut g) => *g = Arc::clone(&new),
             Err(p) => *p.into_inner() = Arc::clone(&new),

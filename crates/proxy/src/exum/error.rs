@@ -31,6 +31,9 @@ pub enum DirectoryError {
     /// The file is not TOML of the directory's shape (unknown key, wrong type…).
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
+    /// The LDAP server could not be reached, refused the bind or the search.
+    #[error("{url}: LDAP {operation} failed: {message}")]
+    Ldap { url: String, operation: &'static str, message: String },
     /// The file parsed, but objects are inconsistent; every problem found is listed.
     #[error("{}", render_problems(file, problems))]
     Invalid { file: String, problems: Vec<Problem> },

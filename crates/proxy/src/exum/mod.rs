@@ -22,6 +22,7 @@
 pub mod decision;
 pub mod directory;
 pub mod error;
+pub mod ldap;
 pub mod model;
 pub mod plan;
 pub mod um_request;

@@ -693,3 +693,49 @@ fn b13_answer_within_the_escape_window_is_a_voicemail_system() {
     off.handle_branch_sent(1, t0);
     assert!(!off.handle_answer(1, t0));
 }
+
+// -- the same decisions on any backend ----------------------------------------
+
+/// Decisions every backend must reproduce on the reference directory (the
+/// users and contacts of `fixtures/exum/valid.toml`): behaviours 1, 2, 4, 6, 7, 12.
+pub(crate) fn assert_reference_decisions(d: &Directory) {
+    // 1: hosted wins; on-prem binding; none.
+    assert_eq!(target_of(d, "erin").mode(), "hosted");
+    assert_eq!(target_of(d, "alice").mode(), "on_prem");
+    assert_eq!(voicemail_target(d, user(d, "frank")), None);
+    // 2: user > site > global.
+    assert_eq!(hosted_policy(&target_of(d, "bob")), "tag:tenant-a");
+    assert_eq!(hosted_policy(&target_of(d, "carol")), "site:paris");
+    assert_eq!(hosted_policy(&target_of(d, "dave")), "global");
+    // 4: ring plan and forward-immediately.
+    let c = classify_request(d, &invite("tel:+15550100", "sip:bob@contoso.test", ""), Some("bob@contoso.test"), None);
+    assert!(
+        matches!(&c, Classification::LocalUser { aor, ring, .. }
+            if aor == "alice@contoso.test" && ring.ring_time == Some(Duration::from_secs(20))
+               && ring.escape == Some(Duration::from_millis(1500))),
+        "{c:?}"
+    );
+    let c = classify_request(d, &invite("sip:grace@contoso.test", "sip:bob@contoso.test", ""), None, None);
+    assert!(matches!(c, Classification::ForwardImmediately { .. }), "{c:?}");
+    // 6: own voice mail.
+    let req = invite("sip:alice@contoso.test;opaque=app:voicemail", "sip:alice@contoso.test", "");
+    let c = classify_request(d, &req, Some("alice@contoso.test"), None);
+    assert!(matches!(c, Classification::OwnVoicemail { .. }), "{c:?}");
+    // 7: SA by number, AA by SIP URI.
+    let c = classify_request(d, &invite("tel:+15550199", "sip:bob@contoso.test", ""), None, None);
+    assert!(matches!(c, Classification::Contact { kind: ContactKind::SubscriberAccess, .. }), "{c:?}");
+    let c = classify_request(d, &invite("sip:aa-main@contoso.test", "sip:bob@contoso.test", ""), None, None);
+    assert!(matches!(c, Classification::Contact { kind: ContactKind::AutoAttendant, .. }), "{c:?}");
+    // 12: provider-homed user, never back to the provider.
+    let to_heidi = invite("sip:heidi@contoso.test", "sip:alice@contoso.test", "");
+    assert_eq!(
+        classify_request(d, &to_heidi, None, None),
+        Classification::ToProvider { provider: "sfb-online".into() }
+    );
+    assert_eq!(classify_request(d, &to_heidi, None, Some("sfb-online")), Classification::NotFound);
+}
+
+#[test]
+fn file_backend_reproduces_the_reference_decisions() {
+    assert_reference_decisions(&dir());
+}
