@@ -202,9 +202,20 @@ pub enum RouteMatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub matches: RouteMatch,
-    /// A `sip:` or `sips:` URI, validated with `sip_message::Uri::parse`;
-    /// without port and transport, RFC 3263 decides.
-    pub next_hop: String,
+    /// `sip:` or `sips:` URIs, validated with `sip_message::Uri::parse`;
+    /// without port and transport, RFC 3263 decides. One, or several to
+    /// fork to.
+    pub next_hop: Vec<String>,
+    /// How several next hops are tried.
+    pub fork: Fork,
+}
+
+/// `[[route]] fork`: all next hops at once, or one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fork {
+    #[default]
+    Parallel,
+    Serial,
 }
 
 /// `[registrar] store`.

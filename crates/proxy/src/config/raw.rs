@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sip_message::{HostKind, Scheme, Uri};
 
 use super::{
-    AdminConfig, Config, ConfigError, DirectoryBackend, DirectoryConfig, DnsConfig, ExumConfig, LdapConfig,
+    AdminConfig, Config, ConfigError, DirectoryBackend, DirectoryConfig, DnsConfig, ExumConfig, Fork, LdapConfig,
     LimitsConfig, Listen, ListenTls, LogConfig, LogFormat, ProxyConfig, RegistrarConfig, Route, RouteMatch, StoreKind,
     TimersConfig, TlsClientConfig,
 };
@@ -157,7 +157,17 @@ struct RawAdmin {
 struct RawRoute {
     #[serde(rename = "match")]
     matches: String,
-    next_hop: String,
+    next_hop: OneOrMany,
+    #[serde(default)]
+    fork: Option<String>,
+}
+
+/// `next_hop = "sip:…"` or `next_hop = ["sip:…", "sip:…"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,20 +441,40 @@ fn validate_route(i: usize, r: RawRoute, cx: &Ctx<'_>) -> Result<Route, ConfigEr
             cx.err(key("match"), format!("{e} (expected \"*\", a domain or a user prefix like \"+4930\")"))
         })?)
     };
-    let uri = Uri::parse(r.next_hop.as_bytes())
-        .ok_or_else(|| cx.err(key("next_hop"), format!("not a SIP URI: {:?}", r.next_hop)))?;
+    let hops = match r.next_hop {
+        OneOrMany::One(h) => vec![h],
+        OneOrMany::Many(hs) => hs,
+    };
+    if hops.is_empty() {
+        return Err(cx.err(key("next_hop"), "needs at least one SIP URI"));
+    }
+    for hop in &hops {
+        validate_next_hop(hop, cx, &key("next_hop"))?;
+    }
+    let fork = match r.fork.as_deref() {
+        None | Some("parallel") => Fork::Parallel,
+        Some("serial") => Fork::Serial,
+        Some(other) => {
+            return Err(cx.err(key("fork"), format!("unknown fork mode {other:?} (expected parallel or serial)")))
+        }
+    };
+    Ok(Route { matches, next_hop: hops, fork })
+}
+
+fn validate_next_hop(hop: &str, cx: &Ctx<'_>, k: &str) -> Result<(), ConfigError> {
+    let uri = Uri::parse(hop.as_bytes()).ok_or_else(|| cx.err(k.to_owned(), format!("not a SIP URI: {hop:?}")))?;
     if !matches!(uri.scheme, Scheme::Sip | Scheme::Sips) {
-        return Err(cx.err(key("next_hop"), format!("must be a sip: or sips: URI: {:?}", r.next_hop)));
+        return Err(cx.err(k.to_owned(), format!("must be a sip: or sips: URI: {hop:?}")));
     }
     if let Some(t) = uri.transport() {
         let Some(t) = Transport::from_name(t) else {
-            return Err(cx.err(key("next_hop"), format!("unknown transport {t:?} (expected udp, tcp or tls)")));
+            return Err(cx.err(k.to_owned(), format!("unknown transport {t:?} (expected udp, tcp or tls)")));
         };
         if uri.scheme == Scheme::Sips && t == Transport::Udp {
-            return Err(cx.err(key("next_hop"), "a sips: URI cannot use transport=udp"));
+            return Err(cx.err(k.to_owned(), "a sips: URI cannot use transport=udp"));
         }
     }
-    Ok(Route { matches, next_hop: r.next_hop })
+    Ok(())
 }
 
 fn validate_registrar(r: RawRegistrar, cx: &Ctx<'_>) -> Result<RegistrarConfig, ConfigError> {

@@ -54,7 +54,14 @@ fn builtin_example_parses() {
     assert!(c.proxy.record_route);
     assert_eq!(c.proxy.max_forwards, 70);
     assert_eq!(c.admin.map(|a| a.address.to_string()).as_deref(), Some("127.0.0.1:9090"));
-    assert_eq!(c.routes, vec![Route { matches: RouteMatch::Any, next_hop: "sip:127.0.0.1:5070;transport=udp".into() }]);
+    assert_eq!(
+        c.routes,
+        vec![Route {
+            matches: RouteMatch::Any,
+            next_hop: vec!["sip:127.0.0.1:5070;transport=udp".into()],
+            fork: Fork::Parallel
+        }]
+    );
     assert_eq!(c.registrar.store, StoreKind::Embedded);
     assert_eq!(c.exum, ExumConfig::default());
     assert_eq!(c.limits, LimitsConfig::default());
@@ -341,6 +348,25 @@ fn proxy_errors_name_the_key() {
         error_of(&format!("{base}[proxy]\ndomains = [\"a.test\"]\nmax_forwards = 300\n")),
         "umproxy.toml: proxy.max_forwards: must be 1 to 255, not 300"
     );
+}
+
+#[test]
+fn a_route_may_fork_to_several_next_hops() {
+    let ok = format!(
+        "{MINIMAL}[[route]]\nmatch = \"*\"\nnext_hop = [\"sip:10.0.0.1\", \"sip:10.0.0.2\"]\nfork = \"serial\"\n"
+    );
+    let c = Config::from_str_named(&ok, "umproxy.toml").expect("valid");
+    assert_eq!(c.routes[0].next_hop.len(), 2);
+    assert_eq!(c.routes[0].fork, Fork::Serial);
+    let bad_mode = format!("{MINIMAL}[[route]]\nmatch = \"*\"\nnext_hop = [\"sip:10.0.0.1\"]\nfork = \"random\"\n");
+    assert_eq!(
+        error_of(&bad_mode),
+        "umproxy.toml: route[0].fork: unknown fork mode \"random\" (expected parallel or serial)"
+    );
+    let bad_hop = format!("{MINIMAL}[[route]]\nmatch = \"*\"\nnext_hop = [\"sip:10.0.0.1\", \"x\"]\n");
+    assert_eq!(error_of(&bad_hop), "umproxy.toml: route[0].next_hop: not a SIP URI: \"x\"");
+    let empty = format!("{MINIMAL}[[route]]\nmatch = \"*\"\nnext_hop = []\n");
+    assert_eq!(error_of(&empty), "umproxy.toml: route[0].next_hop: needs at least one SIP URI");
 }
 
 #[test]

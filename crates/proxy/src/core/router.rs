@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use sip_message::{Message, Scheme};
 
-use crate::config::{Route, RouteMatch};
+use crate::config::{Fork, Route, RouteMatch};
 use crate::core::validate::Rejection;
 use crate::transport::{Destination, Peer, TlsIdentity};
 
@@ -148,7 +148,12 @@ impl StaticRouter {
                 RouteMatch::UserPrefix(p) => user.starts_with(p.as_str()),
             };
             if hit {
-                return RouteDecision::Forward(ForkPlan::single(Target::via(r.next_hop.clone())));
+                let targets = r.next_hop.iter().map(|h| Target::via(h.clone()));
+                let groups = match r.fork {
+                    Fork::Parallel => vec![targets.collect()],
+                    Fork::Serial => targets.map(|t| vec![t]).collect(),
+                };
+                return RouteDecision::Forward(ForkPlan { groups });
             }
         }
         if matches!(ruri.scheme, Scheme::Tel) || self.is_local_domain(host) {
@@ -193,6 +198,25 @@ mod tests {
         }
     }
 
+    fn route(matches: RouteMatch, hop: &str) -> Route {
+        Route { matches, next_hop: vec![hop.into()], fork: Fork::Parallel }
+    }
+
+    #[test]
+    fn a_route_with_several_next_hops_forks() {
+        let hops = vec!["sip:10.9.0.1".to_string(), "sip:10.9.0.2".to_string()];
+        let par = router(vec![Route { matches: RouteMatch::Any, next_hop: hops.clone(), fork: Fork::Parallel }]);
+        match decide(&par, "sip:bob@example.test", "192.0.2.1") {
+            RouteDecision::Forward(p) => assert_eq!((p.groups.len(), p.groups[0].len()), (1, 2)),
+            other => panic!("expected forward, got {other:?}"),
+        }
+        let ser = router(vec![Route { matches: RouteMatch::Any, next_hop: hops, fork: Fork::Serial }]);
+        match decide(&ser, "sip:bob@example.test", "192.0.2.1") {
+            RouteDecision::Forward(p) => assert_eq!((p.groups.len(), p.groups[1].len()), (2, 1)),
+            other => panic!("expected forward, got {other:?}"),
+        }
+    }
+
     fn router(routes: Vec<Route>) -> StaticRouter {
         StaticRouter::new(vec!["Example.test".into()], vec!["10.1.0.0/16".parse().expect("net")], routes)
     }
@@ -206,9 +230,9 @@ mod tests {
     #[test]
     fn first_matching_route_wins() {
         let r = router(vec![
-            Route { matches: RouteMatch::UserPrefix("+4930".into()), next_hop: "sip:10.9.0.1".into() },
-            Route { matches: RouteMatch::Domain("example.test".into()), next_hop: "sip:10.9.0.2".into() },
-            Route { matches: RouteMatch::Any, next_hop: "sip:10.9.0.3".into() },
+            route(RouteMatch::UserPrefix("+4930".into()), "sip:10.9.0.1"),
+            route(RouteMatch::Domain("example.test".into()), "sip:10.9.0.2"),
+            route(RouteMatch::Any, "sip:10.9.0.3"),
         ]);
         let hop = |d: RouteDecision| match d {
             RouteDecision::Forward(p) => p.groups[0][0].next_hop.clone(),

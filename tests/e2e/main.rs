@@ -1,0 +1,1 @@
+//! End-to-end tests: the real umproxy binary on loopback with real peers.
