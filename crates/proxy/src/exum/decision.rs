@@ -293,6 +293,12 @@ pub fn divert_reason(outcome: CallOutcome<'_>) -> Option<DiversionReason> {
     }
 }
 
+/// Default `[exum] verification_header`: the header Lync's Access Edge puts
+/// its trust verdict in (`ms-source-verified-user=verified|unverified`), as
+/// seen in Lync SIP traces. UNCONFIRMED for hosted UM providers
+/// (EXUM.md §2, behaviour 11), hence configurable.
+pub const DEFAULT_VERIFICATION_HEADER: &str = "ms-edge-proxy-message-trust";
+
 /// The decision on a request that arrived from a possible hosting provider
 /// (EXUM.md behaviour 11).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,9 +317,11 @@ pub enum ProviderAcceptance {
 /// (verified by the TLS layer against the provider's CA) carries
 /// `tls_names` (SAN DNS names; empty without mutual TLS).
 ///
-/// `marker_header` is `[exum] verification_header`: under
-/// `use_source_verification` it must be present; its value `unverified`
-/// (any case) marks the request unverified, any other value verified.
+/// `marker_header` is `[exum] verification_header` (default
+/// [`DEFAULT_VERIFICATION_HEADER`]): under `use_source_verification` it must
+/// be present; a value containing `unverified` (any case, e.g.
+/// `ms-source-verified-user=unverified`) marks the request unverified, any
+/// other value verified.
 pub fn accept_from_provider(
     dir: &Directory,
     tls_names: &[&str],
@@ -330,7 +338,7 @@ pub fn accept_from_provider(
         VerificationLevel::UseSourceVerification => match req.header_values_named(marker_header).next() {
             None => ProviderAcceptance::Reject { provider },
             Some(v) => {
-                let is_verified = !v.trim_ascii().eq_ignore_ascii_case(b"unverified");
+                let is_verified = !v.windows(10).any(|w| w.eq_ignore_ascii_case(b"unverified"));
                 ProviderAcceptance::Accept { provider, is_verified }
             }
         },

@@ -61,7 +61,7 @@ const CONTACT_ATTRS: &[&str] = &[
 ];
 
 /// `[directory.ldap]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LdapSettings {
     /// `ldap://host:port` or `ldaps://…`.
     pub url: String,
@@ -74,6 +74,20 @@ pub struct LdapSettings {
     pub timeout: Duration,
     /// Simple paged results (RFC 2696) page size; AD returns at most 1000 per page.
     pub page_size: i32,
+}
+
+impl std::fmt::Debug for LdapSettings {
+    // The password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapSettings")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &self.bind_password.as_ref().map(|_| "<redacted>"))
+            .field("base_dn", &self.base_dn)
+            .field("timeout", &self.timeout)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
 }
 
 /// Load users and contacts from LDAP onto the topology file's policies,
@@ -104,8 +118,8 @@ pub async fn load(
             .and_then(|r| r.success())
             .map_err(|e| err("bind", e))?;
     }
-    let users = search(&mut ldap, settings, USER_FILTER, USER_ATTRS).await.map_err(|e| err("search", e))?;
-    let contacts = search(&mut ldap, settings, CONTACT_FILTER, CONTACT_ATTRS).await.map_err(|e| err("search", e))?;
+    let users = search(&mut ldap, settings, USER_FILTER, USER_ATTRS).await?;
+    let contacts = search(&mut ldap, settings, CONTACT_FILTER, CONTACT_ATTRS).await?;
     // Best effort: the server may already have closed; the data is in hand.
     let _ = ldap.unbind().await;
 
@@ -129,22 +143,24 @@ async fn search(
     settings: &LdapSettings,
     filter: &str,
     attrs: &[&str],
-) -> Result<Vec<SearchEntry>, ldap3::LdapError> {
+) -> Result<Vec<SearchEntry>, DirectoryError> {
+    let err = |message: String| DirectoryError::Ldap { url: settings.url.clone(), operation: "search", message };
     let adapters: Vec<Box<dyn Adapter<'_, &str, Vec<&str>>>> =
         vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(settings.page_size))];
     let mut stream = ldap
         .with_timeout(settings.timeout)
         .streaming_search_with(adapters, &settings.base_dn, Scope::Subtree, filter, attrs.to_vec())
-        .await?;
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let mut out = Vec::new();
-    while let Some(entry) = stream.next().await? {
+    while let Some(entry) = stream.next().await.map_err(|e| err(e.to_string()))? {
         if out.len() >= MAX_ENTRIES {
             let _ = stream.finish().await;
-            return Err(ldap3::LdapError::AdapterInit(format!("more than {MAX_ENTRIES} entries under the base DN")));
+            return Err(err(format!("{filter} matches more than {MAX_ENTRIES} entries under {}", settings.base_dn)));
         }
         out.push(SearchEntry::construct(entry));
     }
-    stream.finish().await.success()?;
+    stream.finish().await.success().map_err(|e| err(e.to_string()))?;
     Ok(out)
 }
 

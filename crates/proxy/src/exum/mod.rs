@@ -32,10 +32,11 @@ mod tests;
 
 pub use decision::{
     accept_from_provider, classify_request, divert_reason, voicemail_target, CallOutcome, Classification,
-    DiversionReason, ProviderAcceptance, RingPlan,
+    DiversionReason, ProviderAcceptance, RingPlan, DEFAULT_VERIFICATION_HEADER,
 };
 pub use directory::{Directory, DirectoryHandle, LoadOptions};
 pub use error::{DirectoryError, Problem, UmRequestError};
+pub use ldap::LdapSettings;
 pub use model::{Mailbox, UmRoute, UmServer, UmTarget};
 pub use plan::{EscapeGuard, HealthTable, UmAttempt, UmAttemptPlan, UmFailure};
 pub use um_request::{build_um_invite, UmInviteContext, UmTemplates};

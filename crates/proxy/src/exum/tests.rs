@@ -609,7 +609,11 @@ fn b11_provider_acceptance_by_tls_name_level_and_marker_header() {
     let marker = "X-Umproxy-Verified";
     let plain = invite("sip:alice@contoso.test", "sip:eve@contoso.test", "");
     let marked = invite("sip:alice@contoso.test", "sip:eve@contoso.test", "x-umproxy-verified: verified\r\n");
-    let unverified = invite("sip:alice@contoso.test", "sip:eve@contoso.test", "X-Umproxy-Verified: Unverified\r\n");
+    let unverified = invite(
+        "sip:alice@contoso.test",
+        "sip:eve@contoso.test",
+        "X-Umproxy-Verified: ms-source-network=federation;ms-source-verified-user=Unverified\r\n",
+    );
     assert_eq!(accept_from_provider(&d, &[], &marked, marker), ProviderAcceptance::NotAProvider);
     assert_eq!(accept_from_provider(&d, &["evil.example.net"], &marked, marker), ProviderAcceptance::NotAProvider);
     let exo = ["EXAP.um.example.net"];
@@ -738,4 +742,19 @@ pub(crate) fn assert_reference_decisions(d: &Directory) {
 #[test]
 fn file_backend_reproduces_the_reference_decisions() {
     assert_reference_decisions(&dir());
+}
+
+#[test]
+fn b5_malformed_or_oversized_history_info_is_left_alone_and_never_panics() {
+    let d = dir();
+    let t = target_of(&d, "alice");
+    let ctx = UmInviteContext { templates: &templates(), reason: Some(DiversionReason::UserBusy), server: None };
+    let many = (1..=70).map(|i| format!("<sip:h{i}@x.test>;index=1.{i}")).collect::<Vec<_>>().join(", ");
+    for hi in ["<sip:a@x.test>", "garbage,,<", "<sip:a@x.test>;index=1.x", many.as_str()] {
+        let req = invite("sip:alice@contoso.test", "sip:bob@contoso.test", &format!("History-Info: {hi}\r\n"));
+        let out = build_um_invite(&req, &t, &ctx).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(header_lines(text, "History-Info"), [hi], "incoming {hi:?} kept as is, nothing added");
+        assert_eq!(header_lines(text, "Diversion").len(), 1);
+    }
 }
