@@ -23,6 +23,9 @@ pub enum TransportError {
     /// A client CA list rustls could not use.
     #[error("TLS client CA for {what}: {problem}")]
     ClientCa { what: String, problem: String },
+    /// A PEM file could not be read or held nothing usable.
+    #[error("{file}: {problem}")]
+    Pem { file: String, problem: String },
     /// `reload_tls` named an address no TLS listener is bound to.
     #[error("no TLS listener on {0}")]
     NoTlsListener(SocketAddr),

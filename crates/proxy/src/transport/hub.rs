@@ -173,16 +173,6 @@ impl TransportHub {
         registry: &Registry,
     ) -> Result<Arc<TransportHub>, TransportError> {
         let client_tls = ClientConfigs::build(outbound_tls)?;
-        let metrics = TransportMetrics::register(registry)?;
-        let shared = Arc::new(Shared {
-            dispatch,
-            conns: Arc::new(ConnTable::new(limits.max_connections, limits.max_connections_per_ip)),
-            limits,
-            metrics,
-            client_tls: RwLock::new(Arc::new(client_tls)),
-            stop_accepting: CancellationToken::new(),
-            closed: CancellationToken::new(),
-        });
         let mut listeners = Vec::new();
         let mut udp_sockets = Vec::new();
         let mut tcp_listeners = Vec::new();
@@ -215,7 +205,7 @@ impl TransportHub {
             };
             let local = match transport {
                 Transport::Udp => {
-                    let socket = udp::bind(addr, shared.limits.udp_recv_buffer).map_err(bind_err)?;
+                    let socket = udp::bind(addr, limits.udp_recv_buffer).map_err(bind_err)?;
                     let local = socket.local_addr().map_err(bind_err)?;
                     udp_sockets.push((local, Arc::new(socket)));
                     local
@@ -232,6 +222,18 @@ impl TransportHub {
             };
             listeners.push(info_for(transport, local, spec.advertise.as_deref()));
         }
+        // Registered only once everything is bound, so that a failed start
+        // can be retried with the same registry.
+        let metrics = TransportMetrics::register(registry)?;
+        let shared = Arc::new(Shared {
+            dispatch,
+            conns: Arc::new(ConnTable::new(limits.max_connections, limits.max_connections_per_ip)),
+            limits,
+            metrics,
+            client_tls: RwLock::new(Arc::new(client_tls)),
+            stop_accepting: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        });
         for (local, socket) in &udp_sockets {
             tokio::spawn(udp::run(shared.clone(), socket.clone(), *local));
         }
@@ -289,8 +291,10 @@ impl TransportHub {
     // ---- commands ----
 
     /// Send one message without waiting. Failures of sends that carry a
-    /// token are reported through [`Dispatch::send_failed`], possibly later
-    /// and from another task.
+    /// token are reported through [`Dispatch::send_failed`]: later from a
+    /// connection's task, or before `send` returns when the failure is
+    /// known at once (no listener, queue full, no TLS settings). Messages
+    /// to one connection are written in the order `send` was called.
     pub fn send(&self, out: Outbound) {
         match out.dest.transport {
             Transport::Udp => {

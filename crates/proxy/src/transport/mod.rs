@@ -17,7 +17,7 @@ mod udp;
 pub use error::TransportError;
 pub use hub::{ListenerSpec, TransportHub};
 pub use limits::TransportLimits;
-pub use tls::{OutboundTls, TlsClientSpec, TlsServerSpec};
+pub use tls::{load_certificates, load_private_key, OutboundTls, TlsClientSpec, TlsServerSpec};
 pub use types::*;
 
 #[cfg(test)]

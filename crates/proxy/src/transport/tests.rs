@@ -744,3 +744,21 @@ async fn client_tls_without_server_name_checks_the_ip_address() {
     client.hub.send(Outbound { dest: to_named.clone(), bytes: Bytes::from(options("i2", "TLS")), token: Some(token) });
     assert_eq!(client.next_failure().await, (token, to_named, SendFailure::Tls));
 }
+
+#[test]
+fn tls_specs_load_from_pem_files_and_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["server.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let (cert_path, key_path, empty) = (dir.path().join("c.pem"), dir.path().join("k.pem"), dir.path().join("e.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&empty, "nothing here\n").unwrap();
+    let spec = TlsServerSpec::from_pem_files(&cert_path, &key_path, Some(&cert_path)).unwrap();
+    assert_eq!(spec.cert_chain, vec![cert.der().clone()]);
+    assert_eq!(spec.client_ca.map(|c| c.len()), Some(1));
+    let err = TlsServerSpec::from_pem_files(&empty, &key_path, None).unwrap_err();
+    assert!(err.to_string().contains("e.pem"), "{err}");
+    let err = load_private_key(&cert_path).unwrap_err();
+    assert!(err.to_string().contains("c.pem"), "{err}");
+}

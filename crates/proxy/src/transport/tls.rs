@@ -13,6 +13,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::error::TransportError;
@@ -35,6 +38,43 @@ impl fmt::Debug for TlsServerSpec {
             .field("cert_chain", &self.cert_chain.len())
             .field("client_ca", &self.client_ca.as_ref().map(Vec::len))
             .finish_non_exhaustive()
+    }
+}
+
+fn pem_error(file: &Path, problem: impl fmt::Display) -> TransportError {
+    TransportError::Pem { file: file.display().to_string(), problem: problem.to_string() }
+}
+
+/// Every certificate in a PEM file; at least one.
+pub fn load_certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| pem_error(file, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(file, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(file, "no CERTIFICATE in the file"));
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_private_key(file: &Path) -> Result<PrivateKeyDer<'static>, TransportError> {
+    PrivateKeyDer::from_pem_file(file).map_err(|e| pem_error(file, e))
+}
+
+impl TlsServerSpec {
+    /// Load a listener's certificate chain, key and optional client CA
+    /// bundle from PEM files.
+    pub fn from_pem_files(
+        certificate: &Path,
+        private_key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<TlsServerSpec, TransportError> {
+        Ok(TlsServerSpec {
+            cert_chain: load_certificates(certificate)?,
+            key: load_private_key(private_key)?,
+            client_ca: client_ca.map(load_certificates).transpose()?,
+        })
     }
 }
 
