@@ -6,7 +6,9 @@
 //! Concepts owned by the core appear here as minimal stand-ins
 //! ([`binding::FlowToken`] for a connection/flow id).
 
+pub mod auth;
 pub mod binding;
 pub mod metrics;
+pub mod policy;
 pub mod registrar;
 pub mod store;

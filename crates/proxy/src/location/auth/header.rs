@@ -1,0 +1,163 @@
+//! A bounded parser for digest credentials (RFC 7616 §3.4, RFC 3261 §25.1):
+//!
+//! ```text
+//! credentials     = "Digest" LWS digest-response
+//! digest-response = dig-resp *(COMMA dig-resp)
+//! dig-resp        = token EQUAL ( token / quoted-string )
+//! quoted-string   = SWS DQUOTE *(qdtext / quoted-pair) DQUOTE
+//! ```
+//!
+//! The header value is peer input: its length, the number of parameters
+//! and each value's length are capped, duplicates are refused, and nothing
+//! here can panic.
+
+/// Longest Authorization value we parse at all.
+pub const MAX_HEADER_LEN: usize = 4096;
+/// Most auth-params in one credentials value.
+pub const MAX_PARAMS: usize = 24;
+/// Longest single parameter value (unescaped).
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// Why credentials could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    TooLong,
+    NotDigest,
+    Syntax,
+    TooManyParams,
+    DuplicateParam,
+    MissingParam(&'static str),
+}
+
+/// The parameters of one `Digest` credentials value, unescaped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestParams {
+    /// (lower-case name, value) in order.
+    params: Vec<(String, String)>,
+}
+
+impl DigestParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn skip_lws(i: &[u8]) -> &[u8] {
+    let n = i.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')).count();
+    i.get(n..).unwrap_or_default()
+}
+
+fn token(i: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = i.iter().take_while(|&&b| is_token_char(b)).count();
+    if n == 0 {
+        return None;
+    }
+    Some((i.get(..n)?, i.get(n..)?))
+}
+
+/// `quoted-string` after its opening quote; returns the unescaped text.
+fn quoted(i: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    let mut k = 0;
+    loop {
+        let b = *i.get(k)?;
+        match b {
+            b'"' => return Some((out, i.get(k + 1..)?)),
+            b'\\' => {
+                // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+                let e = *i.get(k + 1)?;
+                if e == b'\n' || e == b'\r' || e > 0x7f {
+                    return None;
+                }
+                out.push(e);
+                k += 2;
+            }
+            b'\r' | b'\n' => {
+                // Line folding: CRLF (or a bare LF) followed by WSP is one space.
+                let n = if i.get(k..k + 2) == Some(b"\r\n") { 2 } else { 1 };
+                match i.get(k + n) {
+                    Some(b' ' | b'\t') => {
+                        out.push(b' ');
+                        k += n + 1;
+                    }
+                    _ => return None,
+                }
+            }
+            _ => {
+                out.push(b);
+                k += 1;
+            }
+        }
+        if out.len() > MAX_VALUE_LEN {
+            return None;
+        }
+    }
+}
+
+/// Parse a `Digest ...` credentials value.
+pub fn parse_digest(value: &[u8]) -> Result<DigestParams, HeaderError> {
+    if value.len() > MAX_HEADER_LEN {
+        return Err(HeaderError::TooLong);
+    }
+    let i = skip_lws(value);
+    let (scheme, mut i) = token(i).ok_or(HeaderError::NotDigest)?;
+    if !scheme.eq_ignore_ascii_case(b"digest") {
+        return Err(HeaderError::NotDigest);
+    }
+    if !matches!(i.first(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        return Err(HeaderError::Syntax);
+    }
+    let mut out = DigestParams::default();
+    loop {
+        i = skip_lws(i);
+        let (name, rest) = token(i).ok_or(HeaderError::Syntax)?;
+        i = skip_lws(rest);
+        i = match i {
+            [b'=', rest @ ..] => skip_lws(rest),
+            _ => return Err(HeaderError::Syntax),
+        };
+        let (val, rest) = match i {
+            [b'"', rest @ ..] => quoted(rest).ok_or(HeaderError::Syntax)?,
+            _ => {
+                let (t, rest) = token(i).ok_or(HeaderError::Syntax)?;
+                (t.to_vec(), rest)
+            }
+        };
+        if val.len() > MAX_VALUE_LEN {
+            return Err(HeaderError::Syntax);
+        }
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let val = String::from_utf8(val).map_err(|_| HeaderError::Syntax)?;
+        if out.params.iter().any(|(n, _)| *n == name) {
+            return Err(HeaderError::DuplicateParam);
+        }
+        if out.params.len() >= MAX_PARAMS {
+            return Err(HeaderError::TooManyParams);
+        }
+        out.params.push((name, val));
+        i = skip_lws(rest);
+        match i {
+            [] => return Ok(out),
+            [b',', rest @ ..] => i = rest,
+            _ => return Err(HeaderError::Syntax),
+        }
+    }
+}
+
+/// Quote a value for a challenge (`quoted-string`, escaping `"` and `\`).
+pub fn quote(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('"');
+    s
+}

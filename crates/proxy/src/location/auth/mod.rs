@@ -1,0 +1,522 @@
+//! Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): challenges
+//! with stateless, HMAC-signed nonces, verification of credentials against
+//! stored HA1 values, and nonce-count replay protection in bounded memory.
+//!
+//! Nonce = base64url(timestamp(u64 BE) ‖ random(16) ‖ HMAC-SHA256(secret,
+//! timestamp ‖ random ‖ realm)). Any instance holding the same secret can
+//! verify it; no per-challenge state is kept. A nonce with a good MAC that is
+//! older than `nonce_ttl_s` is stale (`stale=true` when the response was
+//! right, RFC 7616 §3.3); a nonce with a bad MAC is refused without stale.
+//!
+//! `qop=auth` is required: without it there is no nonce-count and so no
+//! replay protection (RFC 2069 clients are refused). `-sess` algorithms and
+//! `userhash` are not supported.
+
+pub mod header;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256, Sha512_256};
+use sip_message::build::Response;
+use sip_message::{HeaderName, Message};
+
+use super::binding::unix_secs;
+use header::{parse_digest, quote, DigestParams};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Digest algorithms (RFC 7616 §3.2, RFC 8760 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+    Sha512_256,
+}
+
+impl Algorithm {
+    /// The `algorithm` token.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha512_256 => "SHA-512-256",
+        }
+    }
+    /// Parse an `algorithm` value (case-insensitive); `-sess` is not supported.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        [Algorithm::Md5, Algorithm::Sha256, Algorithm::Sha512_256]
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+    }
+    /// Lower-case hex of H(data).
+    pub fn hex_digest(self, data: &[u8]) -> String {
+        match self {
+            Algorithm::Md5 => hex(&md5::Md5::digest(data)),
+            Algorithm::Sha256 => hex(&Sha256::digest(data)),
+            Algorithm::Sha512_256 => hex(&Sha512_256::digest(data)),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+/// Compare without an early exit, so timing does not reveal how many leading
+/// bytes of a guess were right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// HA1 = H(username ":" realm ":" password) per algorithm, lower-case hex, as
+/// the directory stores it (DESIGN §10 `ha1 = { md5, sha256, sha512_256 }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ha1Set {
+    pub md5: Option<String>,
+    pub sha256: Option<String>,
+    pub sha512_256: Option<String>,
+}
+
+impl Ha1Set {
+    pub fn get(&self, alg: Algorithm) -> Option<&str> {
+        match alg {
+            Algorithm::Md5 => self.md5.as_deref(),
+            Algorithm::Sha256 => self.sha256.as_deref(),
+            Algorithm::Sha512_256 => self.sha512_256.as_deref(),
+        }
+    }
+}
+
+/// Hash a password for the directory (`umproxy hash-password`). The realm is
+/// part of the hash: users must be hashed per realm (domain) they use.
+pub fn hash_password(user: &str, realm: &str, password: &str) -> Ha1Set {
+    let a1 = format!("{user}:{realm}:{password}");
+    Ha1Set {
+        md5: Some(Algorithm::Md5.hex_digest(a1.as_bytes())),
+        sha256: Some(Algorithm::Sha256.hex_digest(a1.as_bytes())),
+        sha512_256: Some(Algorithm::Sha512_256.hex_digest(a1.as_bytes())),
+    }
+}
+
+/// `response` for qop=auth (RFC 7616 §3.4.1): KD(HA1, nonce:nc:cnonce:qop:H(method:uri)).
+pub fn compute_response(
+    alg: Algorithm,
+    ha1: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let ha2 = alg.hex_digest(format!("{method}:{uri}").as_bytes());
+    alg.hex_digest(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}").as_bytes())
+}
+
+/// `[auth]` settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Nonce lifetime in seconds (default 300).
+    pub nonce_ttl_s: u64,
+    /// Algorithms offered, one challenge each, in this order (RFC 7616 §3.7:
+    /// preferred first). Default SHA-256, MD5.
+    pub algorithms: Vec<Algorithm>,
+    /// Nonces whose nonce-count is tracked at most (default 65 536).
+    pub max_tracked_nonces: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { nonce_ttl_s: 300, algorithms: vec![Algorithm::Sha256, Algorithm::Md5], max_tracked_nonces: 65_536 }
+    }
+}
+
+/// 401 + WWW-Authenticate / Authorization (registrar, UAS) or 407 +
+/// Proxy-Authenticate / Proxy-Authorization (proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeKind {
+    Www,
+    Proxy,
+}
+
+impl ChallengeKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ChallengeKind::Www => 401,
+            ChallengeKind::Proxy => 407,
+        }
+    }
+    pub fn challenge_header(self) -> &'static str {
+        match self {
+            ChallengeKind::Www => "WWW-Authenticate",
+            ChallengeKind::Proxy => "Proxy-Authenticate",
+        }
+    }
+    fn credentials_header(self) -> HeaderName {
+        match self {
+            ChallengeKind::Www => HeaderName::Authorization,
+            ChallengeKind::Proxy => HeaderName::ProxyAuthorization,
+        }
+    }
+}
+
+/// Why authentication failed. Labels are the `reason` of
+/// `umproxy_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    #[error("no credentials for the realm")]
+    Missing,
+    #[error("malformed credentials")]
+    Malformed,
+    #[error("unsupported algorithm or qop")]
+    Unsupported,
+    #[error("uri does not match the Request-URI")]
+    UriMismatch,
+    #[error("no such user, or no HA1 for the algorithm")]
+    UnknownUser,
+    #[error("nonce not issued by us")]
+    BadNonce,
+    #[error("nonce expired")]
+    StaleNonce,
+    #[error("nonce-count replayed")]
+    Replay,
+    #[error("wrong response")]
+    WrongResponse,
+}
+
+impl AuthFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unsupported => "unsupported",
+            AuthFailure::UriMismatch => "uri_mismatch",
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::BadNonce => "bad_nonce",
+            AuthFailure::StaleNonce => "stale_nonce",
+            AuthFailure::Replay => "replay",
+            AuthFailure::WrongResponse => "wrong_response",
+        }
+    }
+    /// Whether the new challenge carries `stale=true` (the UA knew the
+    /// password; only the nonce must be renewed).
+    pub fn is_stale(self) -> bool {
+        matches!(self, AuthFailure::StaleNonce)
+    }
+    /// Whether this counts towards brute-force lock-out: a guess was made
+    /// (wrong response, unknown user). Missing credentials and stale nonces
+    /// are ordinary parts of the exchange.
+    pub fn is_guess(self) -> bool {
+        matches!(self, AuthFailure::WrongResponse | AuthFailure::UnknownUser | AuthFailure::Replay)
+    }
+}
+
+/// Parsed digest credentials (owned, unescaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Algorithm,
+    pub cnonce: String,
+    /// nonce-count as sent (8 hex digits) and its value.
+    pub nc_text: String,
+    pub nc: u32,
+    pub opaque: Option<String>,
+}
+
+impl Credentials {
+    fn from_params(p: &DigestParams) -> Result<Credentials, AuthFailure> {
+        let need = |n: &str| p.get(n).map(str::to_owned).ok_or(AuthFailure::Malformed);
+        let algorithm = match p.get("algorithm") {
+            None => Algorithm::Md5,
+            Some(a) => Algorithm::parse(a).ok_or(AuthFailure::Unsupported)?,
+        };
+        if p.get("userhash").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Err(AuthFailure::Unsupported);
+        }
+        match p.get("qop") {
+            Some(q) if q.eq_ignore_ascii_case("auth") => {}
+            _ => return Err(AuthFailure::Unsupported),
+        }
+        let nc_text = need("nc")?;
+        if nc_text.len() != 8 {
+            return Err(AuthFailure::Malformed);
+        }
+        let nc = u32::from_str_radix(&nc_text, 16).map_err(|_| AuthFailure::Malformed)?;
+        Ok(Credentials {
+            username: need("username")?,
+            realm: need("realm")?,
+            nonce: need("nonce")?,
+            uri: need("uri")?,
+            response: need("response")?.to_ascii_lowercase(),
+            algorithm,
+            cnonce: need("cnonce")?,
+            nc_text,
+            nc,
+            opaque: p.get("opaque").map(str::to_owned),
+        })
+    }
+}
+
+/// Parse one credentials header value.
+pub fn parse_credentials(value: &[u8]) -> Result<Credentials, AuthFailure> {
+    let params = parse_digest(value).map_err(|_| AuthFailure::Malformed)?;
+    Credentials::from_params(&params)
+}
+
+const NONCE_RANDOM: usize = 16;
+const NONCE_MAC: usize = 32;
+const NONCE_LEN: usize = 8 + NONCE_RANDOM + NONCE_MAC;
+
+/// Highest nonce-count seen per nonce, in bounded memory.
+///
+/// When full, entries of expired nonces go first; if that is not enough the
+/// oldest-issued eighth is evicted and `watermark` rises to their issue time.
+/// A nonce issued at or before the watermark that is not tracked is treated
+/// as stale, so an evicted nonce can never be replayed: the UA is simply
+/// re-challenged.
+struct NonceCounts {
+    /// nonce → (issued at, highest nc). Keys are nonces we minted (the MAC
+    /// was checked first), so a peer cannot choose them to flood a bucket.
+    seen: HashMap<String, (u64, u32)>,
+    watermark: u64,
+    cap: usize,
+}
+
+impl NonceCounts {
+    /// Record `nc` for `nonce`; `Err` on replay or evicted nonce.
+    fn check_and_record(&mut self, nonce: &str, issued: u64, nc: u32, now: u64, ttl: u64) -> Result<(), AuthFailure> {
+        if let Some((_, last)) = self.seen.get_mut(nonce) {
+            if nc <= *last {
+                return Err(AuthFailure::Replay);
+            }
+            *last = nc;
+            return Ok(());
+        }
+        if issued <= self.watermark {
+            return Err(AuthFailure::StaleNonce);
+        }
+        if self.seen.len() >= self.cap {
+            self.seen.retain(|_, (t, _)| t.saturating_add(ttl) > now);
+        }
+        if self.seen.len() >= self.cap {
+            let mut times: Vec<u64> = self.seen.values().map(|(t, _)| *t).collect();
+            times.sort_unstable();
+            let cut = times.get(times.len() / 8).copied().unwrap_or(u64::MAX);
+            self.seen.retain(|_, (t, _)| *t > cut);
+            self.watermark = self.watermark.max(cut);
+            if issued <= self.watermark {
+                return Err(AuthFailure::StaleNonce);
+            }
+        }
+        self.seen.insert(nonce.to_owned(), (issued, nc));
+        Ok(())
+    }
+}
+
+/// The digest authenticator: mints challenges and verifies credentials.
+pub struct DigestAuth {
+    secret: Vec<u8>,
+    cfg: AuthConfig,
+    counts: Mutex<NonceCounts>,
+}
+
+/// Why a [`DigestAuth`] cannot be built from configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("auth secret must be at least 16 bytes")]
+    SecretTooShort,
+    #[error("auth algorithms must not be empty")]
+    NoAlgorithm,
+}
+
+impl DigestAuth {
+    /// `secret` signs nonces; instances sharing registrations (Redis) should
+    /// share it so a nonce minted by one is accepted by another.
+    pub fn new(secret: &[u8], cfg: AuthConfig) -> Result<DigestAuth, AuthConfigError> {
+        if secret.len() < 16 {
+            return Err(AuthConfigError::SecretTooShort);
+        }
+        if cfg.algorithms.is_empty() {
+            return Err(AuthConfigError::NoAlgorithm);
+        }
+        let cap = cfg.max_tracked_nonces.max(8);
+        Ok(DigestAuth {
+            secret: secret.to_vec(),
+            cfg,
+            counts: Mutex::new(NonceCounts { seen: HashMap::new(), watermark: 0, cap }),
+        })
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length; this cannot fail.
+        HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable_hmac())
+    }
+
+    /// A fresh nonce for `realm` at `now`.
+    pub fn make_nonce(&self, realm: &str, now: SystemTime) -> String {
+        let ts = unix_secs(now).to_be_bytes();
+        let random: [u8; NONCE_RANDOM] = rand::random();
+        let mut mac = self.mac();
+        mac.update(&ts);
+        mac.update(&random);
+        mac.update(realm.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        let mut raw = Vec::with_capacity(NONCE_LEN);
+        raw.extend_from_slice(&ts);
+        raw.extend_from_slice(&random);
+        raw.extend_from_slice(&tag);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Check a nonce's MAC; returns its issue time (Unix seconds).
+    fn verify_nonce(&self, nonce: &str, realm: &str) -> Result<u64, AuthFailure> {
+        if nonce.len() > 128 {
+            return Err(AuthFailure::BadNonce);
+        }
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce).map_err(|_| AuthFailure::BadNonce)?;
+        if raw.len() != NONCE_LEN {
+            return Err(AuthFailure::BadNonce);
+        }
+        let (head, tag) = raw.split_at(8 + NONCE_RANDOM);
+        let mut mac = self.mac();
+        mac.update(head);
+        mac.update(realm.as_bytes());
+        mac.verify_slice(tag).map_err(|_| AuthFailure::BadNonce)?;
+        let ts: [u8; 8] = head.get(..8).and_then(|s| s.try_into().ok()).ok_or(AuthFailure::BadNonce)?;
+        Ok(u64::from_be_bytes(ts))
+    }
+
+    /// The opaque value for `realm`: fixed per secret and realm, echoed by UAs.
+    fn opaque(&self, realm: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(b"opaque\0");
+        mac.update(realm.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        hex(tag.get(..12).unwrap_or_default())
+    }
+
+    /// Challenge header values, one per configured algorithm, preferred first
+    /// (RFC 7616 §3.7, RFC 8760 §2.4).
+    pub fn challenges(&self, realm: &str, stale: bool, now: SystemTime) -> Vec<String> {
+        let nonce = self.make_nonce(realm, now);
+        let opaque = self.opaque(realm);
+        self.cfg
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = format!(
+                    "Digest realm={}, qop=\"auth\", algorithm={}, nonce=\"{nonce}\", opaque=\"{opaque}\"",
+                    quote(realm),
+                    alg.name()
+                );
+                if stale {
+                    v.push_str(", stale=true");
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// The complete 401/407 for `req`.
+    pub fn challenge_response(
+        &self,
+        req: &Message,
+        kind: ChallengeKind,
+        realm: &str,
+        stale: bool,
+        now: SystemTime,
+    ) -> bytes::Bytes {
+        let tag = format!("{:016x}", rand::random::<u64>());
+        let code = kind.status();
+        let mut resp = Response::new(req, code, sip_message::build::reason_phrase(code), Some(&tag));
+        for v in self.challenges(realm, stale, now) {
+            resp = resp.header(kind.challenge_header(), &v);
+        }
+        resp.finish()
+    }
+
+    /// The credentials in `req` for `realm` (RFC 3261 §22.4: a request may
+    /// carry several, one per realm). `Missing` when there are none for it.
+    pub fn credentials(req: &Message, kind: ChallengeKind, realm: &str) -> Result<Credentials, AuthFailure> {
+        let mut malformed = false;
+        for (k, v) in req.header_values(kind.credentials_header()).enumerate() {
+            if k >= 8 {
+                break;
+            }
+            match parse_credentials(v) {
+                Ok(c) if c.realm == realm => return Ok(c),
+                Ok(_) => {}
+                Err(_) => malformed = true,
+            }
+        }
+        Err(if malformed { AuthFailure::Malformed } else { AuthFailure::Missing })
+    }
+
+    /// Verify credentials for a request with `method` and `request_uri`,
+    /// against the user's stored HA1 (`None` = unknown user).
+    pub fn verify(
+        &self,
+        creds: &Credentials,
+        realm: &str,
+        method: &str,
+        request_uri: &str,
+        ha1: Option<&Ha1Set>,
+        now: SystemTime,
+    ) -> Result<(), AuthFailure> {
+        if creds.realm != realm {
+            return Err(AuthFailure::Missing);
+        }
+        let issued = self.verify_nonce(&creds.nonce, realm)?;
+        if let Some(o) = &creds.opaque {
+            if !constant_time_eq(o.as_bytes(), self.opaque(realm).as_bytes()) {
+                return Err(AuthFailure::BadNonce);
+            }
+        }
+        // RFC 7616 §3.4.6 / RFC 3261 §22.4: the digest-uri must be the Request-URI.
+        if creds.uri != request_uri {
+            return Err(AuthFailure::UriMismatch);
+        }
+        let ha1 = ha1.and_then(|h| h.get(creds.algorithm)).ok_or(AuthFailure::UnknownUser)?;
+        let expected =
+            compute_response(creds.algorithm, ha1, &creds.nonce, &creds.nc_text, &creds.cnonce, method, &creds.uri);
+        if !constant_time_eq(expected.as_bytes(), creds.response.as_bytes()) {
+            return Err(AuthFailure::WrongResponse);
+        }
+        let now_s = unix_secs(now);
+        if issued.saturating_add(self.cfg.nonce_ttl_s) <= now_s {
+            return Err(AuthFailure::StaleNonce);
+        }
+        let mut counts = self.counts.lock().map_err(|_| AuthFailure::StaleNonce)?;
+        counts.check_and_record(&creds.nonce, issued, creds.nc, now_s, self.cfg.nonce_ttl_s)
+    }
+
+    /// Nonces whose nonce-count is currently tracked.
+    pub fn tracked_nonces(&self) -> usize {
+        self.counts.lock().map(|c| c.seen.len()).unwrap_or(0)
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_hmac() -> HmacSha256 {
+    panic!("HMAC-SHA256 takes keys of any length")
+}
+
+#[cfg(test)]
+mod tests;
