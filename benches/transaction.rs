@@ -69,7 +69,8 @@ fn pair(
 ) {
     let uas: SocketAddr = ([192, 0, 2, 4], 5060).into();
     let uac: SocketAddr = ([192, 0, 2, 1], 5060).into();
-    let get = |m: &Message| if parse { Message::parse(m.as_bytes().clone(), &Limits::default()).unwrap() } else { m.clone() };
+    let get =
+        |m: &Message| if parse { Message::parse(m.as_bytes().clone(), &Limits::default()).unwrap() } else { m.clone() };
     let cid = client.send_request(now, get(&c.invite), uas, false).unwrap();
     let wire = client.poll_transmit().unwrap();
     server.handle_request(now, get(&c.invite), uac, false).unwrap();
