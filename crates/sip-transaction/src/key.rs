@@ -2,6 +2,7 @@
 //! hasher for the ids we mint.
 
 use sip_message::{Message, Method};
+use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// The method part of a key. ACK is folded into INVITE when matching server
@@ -75,8 +76,9 @@ impl ServerKey {
 
     fn with_method(msg: &Message, method: KeyMethod, to_tag: Option<&str>) -> ServerKey {
         let via = msg.top_via();
-        match via.branch() {
-            Some(branch) if via.is_rfc3261_branch() => {
+        // The eagerly parsed branch: no second scan of the Via parameters.
+        match msg.branch() {
+            Some(branch) if branch.starts_with(sip_message::MAGIC_COOKIE) => {
                 let host = via.host();
                 let mut s = String::with_capacity(branch.len() + host.len() + 8);
                 s.push_str(branch);
@@ -86,7 +88,7 @@ impl ServerKey {
                 // RFC 3261 §18.1.1 default port; sent-by "a.com" and "a.com:5060"
                 // name the same element.
                 let port = via.port().unwrap_or(if via.transport().eq_ignore_ascii_case("TLS") { 5061 } else { 5060 });
-                s.push_str(&port.to_string());
+                let _ = write!(s, "{port}");
                 ServerKey::Branch { branch_sent_by: s.into_boxed_str(), method }
             }
             _ => ServerKey::Rfc2543(Box::new(Rfc2543Key {
