@@ -272,6 +272,7 @@ fn b4_rfc6044_causes() {
         table,
         [("user-busy", 486), ("no-answer", 408), ("unavailable", 404), ("unconditional", 302), ("deflection", 480)]
     );
+    assert_eq!(crate::exum::decision::reason_label(None), "subscriber_access");
 }
 
 #[test]
