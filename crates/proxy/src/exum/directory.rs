@@ -281,6 +281,22 @@ impl Builder {
             });
         }
 
+        // Split domain: unknown users of the shared address space go to *the*
+        // provider that hosts users (EXUM.md behaviour 12); two would be a guess.
+        let hosting: Vec<&str> = dir
+            .providers
+            .iter()
+            .filter(|p| p.enabled && p.enabled_shared_address_space && p.hosts_ocs_users)
+            .map(|p| p.identity.as_str())
+            .collect();
+        if let [_, second, ..] = hosting.as_slice() {
+            let problem = format!(
+                "a second enabled provider hosting users in the shared address space (after {:?}); keep one",
+                hosting.first().copied().unwrap_or_default()
+            );
+            self.problem(&format!("hosting_provider[{second}]"), "hosts_ocs_users", problem);
+        }
+
         // Policies.
         for p in raw.hosted_voicemail_policy {
             let object = format!("hosted_voicemail_policy[{}]", p.identity);

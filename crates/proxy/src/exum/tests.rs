@@ -759,3 +759,11 @@ fn b5_malformed_or_oversized_history_info_is_left_alone_and_never_panics() {
         assert_eq!(header_lines(text, "Diversion").len(), 1);
     }
 }
+
+#[test]
+fn b12_two_providers_hosting_users_in_the_shared_space_are_rejected() {
+    let second = "\n[[hosting_provider]]\nidentity = \"other-online\"\nproxy_fqdn = \"sip.other.example.net\"\n\
+                  enabled = true\nenabled_shared_address_space = true\nhosts_ocs_users = true\n";
+    let e = errors(&format!("{VALID}{second}"), &opts());
+    assert_has(&e, "directory.toml: hosting_provider[other-online].hosts_ocs_users: a second enabled provider hosting users in the shared address space (after \"sfb-online\"); keep one");
+}
