@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     pub metrics: TransportMetrics,
     pub conns: Arc<ConnTable>,
     pub client_tls: RwLock<Arc<ClientConfigs>>,
+    /// The runtime the hub started on: [`TransportHub::send`] may be called
+    /// from threads outside it (core workers) and still spawn connects.
+    pub runtime: tokio::runtime::Handle,
     /// Cancelled by [`TransportHub::shutdown`]: accept loops stop.
     pub stop_accepting: CancellationToken,
     /// Cancelled by [`TransportHub::close`]: every task stops.
@@ -231,6 +234,7 @@ impl TransportHub {
             limits,
             metrics,
             client_tls: RwLock::new(Arc::new(client_tls)),
+            runtime: tokio::runtime::Handle::current(),
             stop_accepting: CancellationToken::new(),
             closed: CancellationToken::new(),
         });

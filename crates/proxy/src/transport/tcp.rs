@@ -80,8 +80,9 @@ pub(crate) async fn accept_loop(
         let peer = Peer { transport, remote, local, flow: Some(slot.handle.flow) };
         let span = tracing::debug_span!("conn", flow = slot.handle.flow.0, peer = %remote, %transport);
         let tls_config = tls.as_ref().map(|l| l.current());
+        let runtime = shared.runtime.clone();
         let shared = shared.clone();
-        tokio::spawn(
+        runtime.spawn(
             async move {
                 let Some(config) = tls_config else {
                     return drive(shared, stream, slot, rx, peer, None).await;
@@ -189,9 +190,10 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
         shared.fail(&out, SendFailure::Overloaded);
     }
     let span = tracing::debug_span!("conn", flow = slot.handle.flow.0, peer = %addr, %transport);
+    let runtime = shared.runtime.clone();
     let shared = shared.clone();
     let requested = dest.server_name;
-    tokio::spawn(
+    runtime.spawn(
         async move {
             let connecting = timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
             let stream = tokio::select! {
@@ -362,6 +364,11 @@ async fn drive<S>(
                 }
             }
             next = rx.recv() => {
+                // The slot holds a sender, so the queue cannot end first;
+                // if it ever did, stop rather than spin.
+                if next.is_none() {
+                    break 'conn "closed";
+                }
                 let mut next = next;
                 let mut written = 0;
                 while let Some(out) = next {
