@@ -73,7 +73,8 @@ pub enum Classification {
     NoVoicemail { aor: String },
     /// A domain of ours, but no such user and nowhere to send it: 404.
     NotFound,
-    /// Not a domain of ours: the core's routes apply.
+    /// Not a domain of ours, or a telephone number (`tel:`, `user=phone`)
+    /// the directory does not know: the core's routes apply.
     NotOurs,
 }
 
@@ -117,9 +118,11 @@ pub fn classify_request(
     let Some(ruri) = req.request_uri() else { return Classification::NotOurs };
     let is_voicemail = ruri.param("opaque").flatten().is_some_and(|v| v.eq_ignore_ascii_case("app:voicemail"));
     let entry = match ruri.scheme {
-        Scheme::Tel => match ruri.user().and_then(normalize_number) {
-            Some(n) => dir.entry_by_number(&n),
-            None => return Classification::NotFound,
+        // A telephone number we do not know is for the core's routes
+        // (a gateway by prefix), not for the shared address space.
+        Scheme::Tel => match ruri.user().and_then(normalize_number).and_then(|n| dir.entry_by_number(&n)) {
+            Some(e) => Some(e),
+            None => return Classification::NotOurs,
         },
         Scheme::Sip | Scheme::Sips => {
             if !dir.is_local_domain(ruri.host()) {
@@ -127,7 +130,11 @@ pub fn classify_request(
             }
             let user = ruri.user().unwrap_or_default();
             let by_number = normalize_number(user).and_then(|n| dir.entry_by_number(&n));
-            by_number.or_else(|| dir.entry_by_aor(user, ruri.host()))
+            let is_phone = ruri.param("user").flatten().is_some_and(|v| v.eq_ignore_ascii_case("phone"));
+            match by_number.or_else(|| dir.entry_by_aor(user, ruri.host())) {
+                None if is_phone => return Classification::NotOurs,
+                e => e,
+            }
         }
         _ => return Classification::NotOurs,
     };

@@ -671,6 +671,13 @@ fn b12_shared_domain_users_go_to_the_hosting_provider_never_back() {
     assert!(matches!(c, Classification::LocalUser { .. }), "{c:?}");
     let foreign = invite("sip:someone@fabrikam.test", "sip:alice@contoso.test", "");
     assert_eq!(classify_request(&d, &foreign, None, None), Classification::NotOurs);
+    // Unknown telephone numbers are PSTN destinations for the core's routes, not shared-domain users.
+    for ruri in ["tel:+4930123456", "sip:+4930123456@contoso.test;user=phone"] {
+        assert_eq!(
+            classify_request(&d, &invite(ruri, "sip:alice@contoso.test", ""), None, None),
+            Classification::NotOurs
+        );
+    }
 }
 
 #[test]
