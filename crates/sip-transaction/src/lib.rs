@@ -69,8 +69,12 @@ pub struct Config {
     pub t4: Duration,
     /// Live transactions (server and client together). Past it a new
     /// request is refused with [`Rejected::Overloaded`] and the core answers
-    /// 503. 200 000 by default: about 30 s of 3 000 calls/s with every
-    /// transaction lingering its full 64·T1, at well under 1 KiB each.
+    /// 503 (a CANCEL for a live INVITE, and the CANCEL the layer sends for
+    /// [`TransactionLayer::cancel`], are still admitted: at most one per
+    /// INVITE). 200 000 by default: a proxied call over UDP keeps four
+    /// transactions (INVITE and BYE, server and client) alive for up to
+    /// 64·T1 = 32 s, so this carries about 1 500 calls/s; at under 1 KiB per
+    /// transaction it is under 200 MiB. Raise it for more.
     pub max_transactions: usize,
 }
 
@@ -251,19 +255,21 @@ impl<A: Clone> TransactionLayer<A> {
             });
             return Ok(());
         }
-        if self.len() >= self.config.max_transactions {
+        let invite = if method == Method::Cancel {
+            // §9.2: the INVITE whose key equals the CANCEL's with method INVITE.
+            self.server_index.get(&ServerKey::cancelled_invite(&msg)).copied()
+        } else {
+            None
+        };
+        // A CANCEL for a live INVITE is admitted past the cap: it sheds load,
+        // and there is at most one per INVITE (a second is a retransmission).
+        if self.len() >= self.config.max_transactions && invite.is_none() {
             return Err(Rejected::Overloaded);
         }
         let id = ServerId(self.mint());
         let state = match method {
             Method::Invite => ServerState::Invite(server::invite::State::start()),
             _ => ServerState::NonInvite(server::non_invite::State::start()),
-        };
-        let invite = if method == Method::Cancel {
-            // §9.2: the INVITE whose key equals the CANCEL's with method INVITE.
-            self.server_index.get(&ServerKey::cancelled_invite(&msg)).copied()
-        } else {
-            None
         };
         self.server_index.insert(key.clone(), id);
         self.servers.insert(

@@ -157,6 +157,16 @@ fn cap_on_live_transactions_answers_overloaded_until_one_is_freed() {
 }
 
 #[test]
+fn cancel_of_a_live_invite_is_admitted_past_the_cap() {
+    let mut h = Harness::with(Config { max_transactions: 1, ..Config::default() });
+    let iid = h.server(request("INVITE", "z9hG4bK1"), false);
+    assert_eq!(h.request_in(request("CANCEL", "z9hG4bKnone"), false), Err(Rejected::Overloaded));
+    assert_eq!(h.request_in(request("CANCEL", "z9hG4bK1"), false), Ok(()));
+    assert!(matches!(&h.take_events()[..], [Event::Cancel { invite: Some(i), .. }] if *i == iid));
+    assert_eq!(h.layer.len(), 2);
+}
+
+#[test]
 fn poll_timeout_is_the_earliest_deadline() {
     let mut h = Harness::new();
     let inv = request("INVITE", "z9hG4bKs");
