@@ -157,7 +157,12 @@ impl ConnTable {
     /// The newest open connection to `addr` (or aliased to it).
     pub fn by_addr(&self, transport: Transport, addr: SocketAddr) -> Option<Arc<ConnHandle>> {
         let flow = *self.by_addr.get(&(transport, addr))?;
-        self.get(flow)
+        let found = self.get(flow);
+        if found.is_none() {
+            // An alias added while its connection was closing: forget it.
+            self.unindex(transport, addr, flow);
+        }
+        found
     }
 
     /// RFC 5923: requests to `addr` may reuse `flow`.

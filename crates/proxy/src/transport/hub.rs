@@ -274,11 +274,18 @@ impl TransportHub {
     /// IP, and the port is that listener's or, absent, the transport's
     /// default port (RFC 3261 §19.1.2).
     pub fn is_local(&self, host: &str, port: Option<u16>) -> bool {
-        let bare = |h: &str| h.trim_start_matches('[').trim_end_matches(']').to_owned();
+        fn bare(h: &str) -> &str {
+            h.trim_start_matches('[').trim_end_matches(']')
+        }
         let want = bare(host);
+        // Compared as addresses, so `::1` and `0:0::1` are the same host.
+        let want_ip = want.parse::<std::net::IpAddr>().ok();
         self.listeners.iter().any(|l| {
-            let host_matches = bare(&l.host).eq_ignore_ascii_case(&want)
-                || (!l.local.ip().is_unspecified() && l.local.ip().to_string().eq_ignore_ascii_case(&want));
+            let advertised = bare(&l.host);
+            let host_matches = advertised.eq_ignore_ascii_case(want)
+                || want_ip.is_some_and(|ip| {
+                    (ip == l.local.ip() && !ip.is_unspecified()) || advertised.parse().ok() == Some(ip)
+                });
             let port_matches = match port {
                 Some(p) => p == l.port || p == l.local.port(),
                 None => l.port == l.transport.default_port(),

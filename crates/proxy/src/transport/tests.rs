@@ -608,6 +608,7 @@ async fn listener_lookup_and_local_checks() {
     assert_eq!((&*tcp.host, tcp.port), ("proxy.example.test", 5070));
 
     assert!(h.hub.is_local("127.0.0.1", Some(udp.port())));
+    assert!(!h.hub.is_local("127.0.0.2", Some(udp.port())));
     assert!(h.hub.is_local("PROXY.example.test", Some(5070)));
     assert!(!h.hub.is_local("proxy.example.test", None));
     assert!(!h.hub.is_local("127.0.0.1", Some(1)));
