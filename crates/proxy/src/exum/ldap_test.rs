@@ -12,10 +12,16 @@ use std::time::{Duration, Instant};
 const SCHEMA: &str = include_str!("../../tests/fixtures/exum/ldap/umproxy-schema.ldif");
 const ENTRIES: &str = include_str!("../../tests/fixtures/exum/ldap/directory.ldif");
 const TOPOLOGY: &str = include_str!("../../tests/fixtures/exum/ldap/topology.toml");
-const SLAPD: &str = "/usr/sbin/slapd";
-const SLAPADD: &str = "/usr/sbin/slapadd";
-const SCHEMA_DIR: &str = "/etc/ldap/schema";
-const MODULE_DIR: &str = "/usr/lib/ldap";
+/// Where Debian's `slapd` package puts things; each can be overridden by
+/// the environment variable named beside it (other distributions).
+const SLAPD: (&str, &str) = ("UMPROXY_TEST_SLAPD", "/usr/sbin/slapd");
+const SLAPADD: (&str, &str) = ("UMPROXY_TEST_SLAPADD", "/usr/sbin/slapadd");
+const SCHEMA_DIR: (&str, &str) = ("UMPROXY_TEST_LDAP_SCHEMA_DIR", "/etc/ldap/schema");
+const MODULE_DIR: (&str, &str) = ("UMPROXY_TEST_LDAP_MODULE_DIR", "/usr/lib/ldap");
+
+fn setting((var, default): (&str, &str)) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
 const BASE: &str = "dc=contoso,dc=test";
 
 /// A slapd child process; killed (by its own pid) and its files removed on drop.
@@ -39,8 +45,10 @@ fn run(cmd: &mut Command) {
 }
 
 fn start_slapd(tag: &str, entries: &str) -> Option<Slapd> {
-    if !Path::new(SLAPD).exists() {
-        eprintln!("SKIPPED: {SLAPD} is not installed (Debian package slapd)");
+    let (slapd_bin, slapadd) = (setting(SLAPD), setting(SLAPADD));
+    let (schema_dir, module_dir) = (setting(SCHEMA_DIR), setting(MODULE_DIR));
+    if !Path::new(&slapd_bin).exists() {
+        eprintln!("SKIPPED: {slapd_bin} is not installed (Debian package slapd; or set {})", SLAPD.0);
         return None;
     }
     let dir = std::env::temp_dir().join(format!("umproxy-exum-slapd-{}-{tag}", std::process::id()));
@@ -51,11 +59,11 @@ fn start_slapd(tag: &str, entries: &str) -> Option<Slapd> {
     let config = format!(
         "dn: cn=config\nobjectClass: olcGlobal\ncn: config\n\n\
          dn: cn=module{{0}},cn=config\nobjectClass: olcModuleList\ncn: module{{0}}\n\
-         olcModulePath: {MODULE_DIR}\nolcModuleLoad: back_mdb\n\n\
+         olcModulePath: {module_dir}\nolcModuleLoad: back_mdb\n\n\
          dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n\n\
-         include: file://{SCHEMA_DIR}/core.ldif\n\n\
-         include: file://{SCHEMA_DIR}/cosine.ldif\n\n\
-         include: file://{SCHEMA_DIR}/inetorgperson.ldif\n\n\
+         include: file://{schema_dir}/core.ldif\n\n\
+         include: file://{schema_dir}/cosine.ldif\n\n\
+         include: file://{schema_dir}/inetorgperson.ldif\n\n\
          {SCHEMA}\n\
          dn: olcDatabase={{1}}mdb,cn=config\nobjectClass: olcDatabaseConfig\nobjectClass: olcMdbConfig\n\
          olcDatabase: {{1}}mdb\nolcDbDirectory: {}\nolcSuffix: {BASE}\nolcRootDN: cn=admin,{BASE}\n\
@@ -64,13 +72,13 @@ fn start_slapd(tag: &str, entries: &str) -> Option<Slapd> {
     );
     std::fs::write(dir.join("config.ldif"), config).unwrap();
     std::fs::write(dir.join("entries.ldif"), entries).unwrap();
-    run(Command::new(SLAPADD).arg("-n0").arg("-F").arg(&conf).arg("-l").arg(dir.join("config.ldif")));
-    run(Command::new(SLAPADD).arg("-F").arg(&conf).arg("-b").arg(BASE).arg("-l").arg(dir.join("entries.ldif")));
+    run(Command::new(&slapadd).arg("-n0").arg("-F").arg(&conf).arg("-l").arg(dir.join("config.ldif")));
+    run(Command::new(&slapadd).arg("-F").arg(&conf).arg("-b").arg(BASE).arg("-l").arg(dir.join("entries.ldif")));
     // A free port: bind 0, read it, release it for slapd.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("ldap://127.0.0.1:{port}");
     // `-d 0` keeps slapd in the foreground, so the child is slapd itself.
-    let child = Command::new(SLAPD)
+    let child = Command::new(&slapd_bin)
         .arg("-d")
         .arg("0")
         .arg("-F")
