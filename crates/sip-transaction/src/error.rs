@@ -3,7 +3,6 @@
 /// A refusal from the transaction layer. Each variant says what the caller
 /// should do; none of them is caused by a bug in the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[non_exhaustive]
 pub enum Rejected {
     /// The cap on live transactions ([`crate::Config::max_transactions`]) is
     /// reached. For a request from the network the core answers 503

@@ -112,15 +112,15 @@ pub struct Transmit<A> {
 }
 
 /// A notification for the proxy core.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Event<A> {
     /// A new request (not ACK, not CANCEL) created server transaction `id`.
     /// The core must answer it.
     Request { id: ServerId, msg: Message, source: A },
     /// An ACK that matched no INVITE server transaction in Completed or
     /// Confirmed (an ACK for a 2xx, or a stray one): the core forwards it
-    /// statelessly. An ACK matching a transaction in Accepted also comes
-    /// here (RFC 6026 §8.7).
+    /// statelessly. An ACK matching a transaction in Accepted (RFC 6026
+    /// §8.7) or in Proceeding also comes here.
     Ack { msg: Message, source: A },
     /// A CANCEL created non-INVITE server transaction `cancel`; `invite` is
     /// the INVITE server transaction it cancels (§9.2), if any. The core

@@ -74,8 +74,13 @@ impl State {
                 fx.notify = Some(Notify::Ack);
                 State::Accepted
             }
-            // Confirmed absorbs ACK retransmissions. An ACK in Proceeding
-            // (before any final) matches nothing meaningful: absorbed.
+            State::Proceeding { last_provisional } => {
+                // Before any final response an ACK acknowledges nothing of
+                // ours: the core gets it as a stray ACK.
+                fx.notify = Some(Notify::Ack);
+                State::Proceeding { last_provisional }
+            }
+            // Confirmed absorbs ACK retransmissions.
             other => other,
         }
     }

@@ -133,6 +133,16 @@ fn invite_2xx_enters_accepted_absorbs_invite_sends_2xx_passes_ack_until_timer_l(
 }
 
 #[test]
+fn ack_before_any_final_response_goes_to_the_core() {
+    let mut h = Harness::new();
+    let inv = request("INVITE", "z9hG4bKs");
+    let id = h.server(inv, false);
+    h.request_in(ack("z9hG4bKs"), false).unwrap();
+    assert!(matches!(&h.take_events()[..], [Event::Ack { .. }]));
+    assert_eq!(h.layer.state_name(TxId::Server(id)), Some("Proceeding"));
+}
+
+#[test]
 fn ack_for_2xx_with_its_own_branch_goes_to_the_core() {
     let mut h = Harness::new();
     let inv = request("INVITE", "z9hG4bKs");
