@@ -772,3 +772,21 @@ fn tls_specs_load_from_pem_files_and_errors_name_the_file() {
     let err = load_private_key(&cert_path).unwrap_err();
     assert!(err.to_string().contains("c.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn messages_to_one_connection_are_written_in_send_order() {
+    let h = Harness::plain(Transport::Tcp, TransportLimits::default()).await;
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest =
+        Destination { transport: Transport::Tcp, addr: server.local_addr().unwrap(), flow: None, server_name: None };
+    let msgs: Vec<String> = (0..200).map(|i| options(&format!("q{i:03}"), "TCP")).collect();
+    for m in &msgs {
+        h.hub.send(Outbound { dest: dest.clone(), bytes: Bytes::from(m.clone()), token: None });
+    }
+    let (mut s, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    let want = msgs.concat().into_bytes();
+    let mut got = vec![0u8; want.len()];
+    timeout(WAIT, s.read_exact(&mut got)).await.unwrap().unwrap();
+    assert!(got == want, "messages reordered or mangled");
+    assert_eq!(h.hub.connection_count(), 1);
+}
