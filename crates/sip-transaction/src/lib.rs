@@ -287,29 +287,26 @@ impl<A: Clone> TransactionLayer<A> {
     /// branch; an ACK for a 2xx is a transaction of its own and goes to the
     /// core.
     fn handle_ack(&mut self, now: Instant, msg: Message, source: A) {
-        let mut found = self.server_index.get(&ServerKey::of_request(&msg, None)).copied();
-        let mut key = None;
-        if found.is_none() && msg.to_tag().is_some() {
+        let key = ServerKey::of_request(&msg, None);
+        let mut found = self.server_index.get(&key).copied();
+        if found.is_none() && key.is_rfc2543() && msg.to_tag().is_some() {
             // RFC 2543 fallback: a re-INVITE carried the dialog's To tag.
-            let k = ServerKey::of_request(&msg, msg.to_tag());
-            found = self.server_index.get(&k).copied();
-            key = Some(k);
+            found = self.server_index.get(&ServerKey::of_request(&msg, msg.to_tag())).copied();
         }
-        if let Some(id) = found {
-            // RFC 2543 fallback: the ACK's To tag must be the response's.
-            let tag_ok = self
-                .servers
-                .get(&id.0)
-                .is_some_and(|t| !t.key.is_rfc2543() || t.response_to_tag.as_deref() == msg.to_tag() || key.is_some());
-            let is_invite = self.servers.get(&id.0).is_some_and(|t| matches!(t.state, ServerState::Invite(_)));
-            if tag_ok && is_invite {
-                let notify = self.step_server(now, id, |state, cx, fx| match state {
-                    ServerState::Invite(s) => ServerState::Invite(s.on_ack(cx, fx)),
-                    other => other,
-                });
-                if notify == Some(Notify::Ack) {
-                    self.events.push_back(Event::Ack { msg, source });
-                }
+        // RFC 2543 fallback: the ACK's To tag must be the response's
+        // (§17.2.3); a branch with the cookie needs no such check.
+        let matched = found.filter(|id| {
+            self.servers.get(&id.0).is_some_and(|t| {
+                matches!(t.state, ServerState::Invite(_))
+                    && (!t.key.is_rfc2543() || t.response_to_tag.as_deref() == msg.to_tag())
+            })
+        });
+        if let Some(id) = matched {
+            let notify = self.step_server(now, id, |state, cx, fx| match state {
+                ServerState::Invite(s) => ServerState::Invite(s.on_ack(cx, fx)),
+                other => other,
+            });
+            if notify != Some(Notify::Ack) {
                 return;
             }
         }

@@ -180,3 +180,14 @@ fn poll_timeout_is_the_earliest_deadline() {
     assert_eq!(h.take_sent().len(), 2, "the OPTIONS and the 486, nothing more");
     assert_eq!(h.layer.poll_timeout(), Some(h.base + ms(500)));
 }
+
+#[test]
+fn rfc2543_fallback_matches_the_ack_of_a_re_invite_inside_a_dialog() {
+    let mut h = Harness::new();
+    let reinvite = rfc2543("INVITE", Some("totag"));
+    let id = h.server(reinvite.clone(), false);
+    h.respond(id, &reinvite, 491).unwrap();
+    h.request_in(rfc2543("ACK", Some("totag")), false).unwrap();
+    assert!(h.take_events().is_empty());
+    assert_eq!(h.layer.state_name(TxId::Server(id)), Some("Confirmed"));
+}
