@@ -14,6 +14,11 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// The built-in example directory's text.
+pub const EXAMPLE_DIRECTORY: &str = include_str!("example-directory.toml");
+/// The name the built-in example has in error messages.
+pub const EXAMPLE_NAME: &str = "<built-in example directory>";
+
 /// Voice-mail escape window bounds (Lync `PSTNVoicemailEscapeTimer`, EXUM.md §5).
 pub const ESCAPE_MS_MAX: u32 = 8000;
 /// Upper bound of a per-user ring time: beyond an hour is a typo, not a policy.
@@ -92,6 +97,12 @@ impl Directory {
         } else {
             Err(DirectoryError::Invalid { file: file.to_owned(), problems: b.problems })
         }
+    }
+
+    /// The built-in example directory (`example-directory.toml` beside this
+    /// file): used when the configuration names no directory file.
+    pub fn example(opts: &LoadOptions) -> Result<Directory, DirectoryError> {
+        Directory::from_toml(EXAMPLE_DIRECTORY, EXAMPLE_NAME, opts)
     }
 
     // -- getters ------------------------------------------------------------

@@ -442,7 +442,7 @@ fn b5_request_uri_templates_and_their_errors() {
         Err(UmRequestError::UnknownPlaceholder {
             key: "on_prem_request_uri",
             name: "destination".into(),
-            allowed: "{user}, {domain}, {extension}, {number}, {target}, {um_fqdn}, {dial_plan}".into()
+            allowed: "{user}, {domain}, {extension}, {number}, {target}, {um_fqdn}, {dial_plan}, {transport}".into()
         })
     );
     assert!(matches!(UmTemplates::new(None, Some("sip:{destination")), Err(UmRequestError::BadTemplate { .. })));
@@ -773,4 +773,23 @@ fn b12_two_providers_hosting_users_in_the_shared_space_are_rejected() {
                   enabled = true\nenabled_shared_address_space = true\nhosts_ocs_users = true\n";
     let e = errors(&format!("{VALID}{second}"), &opts());
     assert_has(&e, "directory.toml: hosting_provider[other-online].hosts_ocs_users: a second enabled provider hosting users in the shared address space (after \"sfb-online\"); keep one");
+}
+
+#[test]
+fn built_in_example_directory_loads_without_tls_and_routes_to_on_prem_um() {
+    let opts = LoadOptions { has_tls_listener: false, domains: vec!["example.test".to_owned()] };
+    let d = match Directory::example(&opts) {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let c = classify_request(&d, &invite("sip:1001@example.test", "sip:bob@example.test", ""), None, None);
+    match c {
+        Classification::LocalUser { aor, voicemail: Some(t), .. } => {
+            assert_eq!(aor, "alice@example.test");
+            assert_eq!(templates().request_uri(&t, None).unwrap(), "sip:um.example.test;transport=tcp");
+        }
+        other => panic!("{other:?}"),
+    }
+    let sa = classify_request(&d, &invite("tel:+15550199", "sip:bob@example.test", ""), None, None);
+    assert!(matches!(sa, Classification::Contact { kind: ContactKind::SubscriberAccess, .. }), "{sa:?}");
 }

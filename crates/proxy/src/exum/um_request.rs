@@ -9,7 +9,7 @@
 
 use crate::exum::decision::{from_aor, DiversionReason};
 use crate::exum::error::UmRequestError;
-use crate::exum::model::{UmRoute, UmServer, UmTarget};
+use crate::exum::model::{Security, UmRoute, UmServer, UmTarget};
 use bytes::Bytes;
 use sip_message::{HeaderName, Message, NameAddr, Scheme, Uri};
 
@@ -29,6 +29,7 @@ enum Var {
     Target,
     UmFqdn,
     DialPlan,
+    Transport,
     Destination,
     Organization,
 }
@@ -43,6 +44,7 @@ impl Var {
             "target" => Var::Target,
             "um_fqdn" => Var::UmFqdn,
             "dial_plan" => Var::DialPlan,
+            "transport" => Var::Transport,
             "destination" => Var::Destination,
             "organization" => Var::Organization,
             _ => return None,
@@ -51,7 +53,7 @@ impl Var {
 }
 
 const COMMON: &[&str] = &["user", "domain", "extension", "number", "target"];
-const ON_PREM_ONLY: &[&str] = &["um_fqdn", "dial_plan"];
+const ON_PREM_ONLY: &[&str] = &["um_fqdn", "dial_plan", "transport"];
 const HOSTED_ONLY: &[&str] = &["destination", "organization"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,15 +122,16 @@ impl UriTemplate {
 /// `on_prem_request_uri` and `hosted_request_uri`).
 ///
 /// Defaults (the real syntax, [MS-EUMR], is unpublished; EXUM.md §5):
-/// - on-premises: `sip:{um_fqdn};transport=tls` — the callee travels in
-///   Diversion and History-Info, as [MS-OCEXUM] §3.1.5 has it;
+/// - on-premises: `sip:{um_fqdn};transport={transport}` — the callee
+///   travels in Diversion and History-Info, as [MS-OCEXUM] §3.1.5 has it;
 /// - hosted: `sip:{destination};opaque=app:voicemail;ms-organization={organization}`.
 ///
 /// Placeholders, all modes: `{user}` `{domain}` (of the mailbox's SIP
 /// address), `{extension}` (UM extension, else the line's `ext=`),
 /// `{number}` (E.164), `{target}` (the mailbox AOR URI, for RFC 4458
 /// `target=`). On-premises only: `{um_fqdn}` (the server of this attempt),
-/// `{dial_plan}`. Hosted only: `{destination}`, `{organization}` (several
+/// `{dial_plan}`, `{transport}` (`tls` for a `secured` or `sip_secured`
+/// dial plan — mutual TLS, EXUM.md §4 — `tcp` for `unsecured`). Hosted only: `{destination}`, `{organization}` (several
 /// joined by an escaped comma, `%2C`). Values other than host names are
 /// %-escaped outside `A-Z a-z 0-9 - _ . ! ~ * ' ( ) +`. Any other
 /// placeholder is a configuration error; a missing value renders empty.
@@ -139,7 +142,7 @@ pub struct UmTemplates {
 }
 
 impl UmTemplates {
-    pub const DEFAULT_ON_PREM: &'static str = "sip:{um_fqdn};transport=tls";
+    pub const DEFAULT_ON_PREM: &'static str = "sip:{um_fqdn};transport={transport}";
     pub const DEFAULT_HOSTED: &'static str = "sip:{destination};opaque=app:voicemail;ms-organization={organization}";
 
     /// Parse the configured templates; `None` takes the default.
@@ -164,11 +167,16 @@ impl UmTemplates {
             _ => {}
         };
         let (template, uri) = match &target.route {
-            UmRoute::OnPrem { dial_plan, servers, .. } => {
+            UmRoute::OnPrem { dial_plan, servers, security } => {
+                let transport = match security {
+                    Security::Unsecured => "tcp",
+                    Security::SipSecured | Security::Secured => "tls",
+                };
                 let fqdn = server.or(servers.first()).map(|s| s.fqdn.as_str()).unwrap_or_default();
                 let uri = self.on_prem.render(|v, out| match v {
                     Var::UmFqdn => out.push_str(fqdn),
                     Var::DialPlan => escape_into(out, dial_plan),
+                    Var::Transport => out.push_str(transport),
                     v => common(v, out),
                 });
                 (&self.on_prem, uri)
