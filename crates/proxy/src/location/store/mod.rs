@@ -80,3 +80,6 @@ pub trait LocationStore: Send + Sync {
     /// store can; a shared Redis store cannot and returns `None`).
     fn binding_count(&self) -> Option<usize>;
 }
+
+#[cfg(test)]
+mod tests;

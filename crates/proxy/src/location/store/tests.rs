@@ -1,0 +1,263 @@
+use super::embedded::{EmbeddedLimits, EmbeddedStore};
+use super::redis::{RedisConfig, RedisStore};
+use super::*;
+use crate::location::binding::{Binding, FlowToken, QValue};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+fn t(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+}
+
+fn binding(aor: &str, n: u32, expires_at: SystemTime) -> Binding {
+    Binding {
+        aor: aor.to_owned(),
+        contact_uri: format!("sip:u{n}@192.0.2.{}:5060", n % 250),
+        q: QValue::DEFAULT,
+        expires_at: crate::location::binding::unix_secs(expires_at),
+        call_id: format!("cid-{n}"),
+        cseq: 1,
+        path: Vec::new(),
+        instance: None,
+        reg_id: None,
+        flow: Some(FlowToken(u64::from(n))),
+        received: Some("192.0.2.1:5060".parse().unwrap()),
+        updated_at: 0,
+    }
+}
+
+const CRASH_ENV: &str = "UMPROXY_LOCATION_CRASH_DB";
+const AORS: u32 = 1000;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Half the AORs lapse at t(100), half live until t(10_000).
+fn write_aors(store: &EmbeddedStore) {
+    rt().block_on(async {
+        for n in 0..AORS {
+            let aor = format!("sip:user{n}@contoso.test");
+            let exp = if n % 2 == 0 { t(100) } else { t(10_000) };
+            store.replace(&aor, 0, vec![binding(&aor, n, exp)], t(0)).await.unwrap();
+        }
+    });
+}
+
+fn check_reopened(store: &EmbeddedStore) {
+    assert_eq!(store.aor_count(), AORS as usize / 2, "lapsed AORs dropped on reload");
+    assert_eq!(store.binding_count(), Some(AORS as usize / 2));
+    rt().block_on(async {
+        for n in 0..AORS {
+            let aor = format!("sip:user{n}@contoso.test");
+            let got = store.get(&aor, t(500)).await.unwrap();
+            if n % 2 == 0 {
+                assert!(got.bindings.is_empty(), "{aor} should have lapsed");
+            } else {
+                assert_eq!(got.bindings, vec![binding(&aor, n, t(10_000))], "{aor}");
+            }
+        }
+    });
+}
+
+/// Child half of the crash test: writes, then dies without running any
+/// destructor (no graceful close of the redb file). A no-op in normal runs.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var(CRASH_ENV) else { return };
+    let store = EmbeddedStore::open(std::path::Path::new(&path), EmbeddedLimits::default(), t(0)).unwrap();
+    write_aors(&store);
+    std::process::abort();
+}
+
+#[test]
+fn embedded_store_keeps_every_committed_binding_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.db");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["location::store::tests::crash_child", "--exact", "--test-threads=1", "--nocapture"])
+        .env(CRASH_ENV, &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must have aborted");
+    let store = EmbeddedStore::open(&path, EmbeddedLimits::default(), t(500)).unwrap();
+    check_reopened(&store);
+}
+
+#[test]
+fn embedded_store_reloads_after_drop_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.db");
+    let store = EmbeddedStore::open(&path, EmbeddedLimits::default(), t(0)).unwrap();
+    write_aors(&store);
+    drop(store);
+    let store = EmbeddedStore::open(&path, EmbeddedLimits::default(), t(500)).unwrap();
+    check_reopened(&store);
+}
+
+#[tokio::test]
+async fn embedded_compare_and_set_expire_and_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits { max_aors: 2 }, t(0)).unwrap();
+    let a = "sip:a@contoso.test";
+    let v1 = store.replace(a, 0, vec![binding(a, 1, t(50)), binding(a, 2, t(500))], t(0)).await.unwrap();
+    assert_eq!(store.replace(a, 0, vec![], t(0)).await, Err(StoreError::Conflict));
+    assert_eq!(store.get(a, t(10)).await.unwrap().version, v1);
+    assert_eq!(store.get(a, t(60)).await.unwrap().bindings.len(), 1, "lapsed binding hidden");
+    assert_eq!(store.expire(t(60)).await.unwrap(), 1);
+    assert_eq!(store.binding_count(), Some(1));
+    store.replace("sip:b@contoso.test", 0, vec![binding("sip:b@contoso.test", 3, t(500))], t(0)).await.unwrap();
+    let full = store.replace("sip:c@contoso.test", 0, vec![binding("sip:c@contoso.test", 4, t(500))], t(0)).await;
+    assert_eq!(full, Err(StoreError::Full { limit: "max_aors" }));
+    store.remove(a).await.unwrap();
+    assert_eq!(store.get(a, t(0)).await.unwrap(), crate::location::binding::AorBindings::default());
+    assert_eq!(store.binding_count(), Some(1));
+}
+
+/// Sequential fsynced REGISTER writes per second (not an assertion; prints a
+/// figure for the durability policy). Run with
+/// `cargo test --release -- --ignored embedded_write_rate --nocapture`.
+#[test]
+#[ignore = "measurement, not a test"]
+fn embedded_write_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits::default(), t(0)).unwrap();
+    let n = 2000u32;
+    let start = Instant::now();
+    rt().block_on(async {
+        for k in 0..n {
+            let aor = format!("sip:user{}@contoso.test", k % 500);
+            let cur = store.get(&aor, t(0)).await.unwrap();
+            store.replace(&aor, cur.version, vec![binding(&aor, k, t(3600))], t(0)).await.unwrap();
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    println!("embedded store: {n} fsynced replace() in {secs:.2} s = {:.0} writes/s", f64::from(n) / secs);
+}
+
+// ---- Redis ------------------------------------------------------------------
+
+/// A real redis-server on a free loopback port, killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// `None` (with a message) when redis-server is not installed, unless CI is set.
+    fn start() -> Option<RedisServer> {
+        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "redis-server is required in CI");
+            eprintln!("skipping: redis-server not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut s = RedisServer { child: None, port, dir: tempfile::tempdir().unwrap() };
+        s.spawn();
+        Some(s)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_store(server: &RedisServer) -> RedisStore {
+    RedisStore::new(RedisConfig { url: server.url(), ..RedisConfig::default() }).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_instances_share_bindings_with_compare_and_set_and_ttl() {
+    let Some(server) = RedisServer::start() else { return };
+    let one: Arc<dyn LocationStore> = Arc::new(redis_store(&server));
+    let two: Arc<dyn LocationStore> = Arc::new(redis_store(&server));
+    let a = "sip:alice@contoso.test";
+    let now = SystemTime::now();
+    let v1 = one.replace(a, 0, vec![binding(a, 1, now + Duration::from_secs(60))], now).await.unwrap();
+    let seen = two.get(a, now).await.unwrap();
+    assert_eq!((seen.version, seen.bindings.len()), (v1, 1));
+    assert_eq!(seen.bindings[0].flow, Some(FlowToken(1)));
+    // Both read v1; the first writer wins, the second gets Conflict.
+    let v2 = two.replace(a, v1, vec![binding(a, 2, now + Duration::from_secs(120))], now).await.unwrap();
+    assert_eq!(one.replace(a, v1, vec![], now).await, Err(StoreError::Conflict));
+    assert_eq!(one.get(a, now).await.unwrap().version, v2);
+    // The key's TTL follows the latest binding expiry.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl: i64 = ::redis::cmd("PTTL").arg(format!("umproxy:loc:{a}")).query_async(&mut c).await.unwrap();
+    assert!((110_000..=120_000).contains(&pttl), "{pttl}");
+    // Lapsed bindings are hidden from a reader with a later clock.
+    assert!(one.get(a, now + Duration::from_secs(121)).await.unwrap().bindings.is_empty());
+    two.remove(a).await.unwrap();
+    assert_eq!(one.get(a, now).await.unwrap().version, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_unavailable_quickly_and_recovers_after_restart() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let store = redis_store(&server);
+    let a = "sip:bob@contoso.test";
+    let now = SystemTime::now();
+    store.replace(a, 0, vec![binding(a, 1, now + Duration::from_secs(60))], now).await.unwrap();
+    server.kill();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let r = store.get(a, now).await;
+        // Bounds the configured timeouts (2 attempts x (500 ms + 500 ms) + pause), not a race.
+        assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+        assert!(matches!(r, Err(StoreError::Unavailable { store: "redis", .. })), "{r:?}");
+        let start = Instant::now();
+        let w = store.replace(a, 1, vec![], now).await;
+        assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+        assert!(matches!(w, Err(StoreError::Unavailable { .. })), "{w:?}");
+    }
+    server.spawn();
+    // The data died with the server (no persistence); the store works again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.get(a, now).await {
+            Ok(rec) => {
+                assert_eq!(rec.version, 0);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "store did not recover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.replace(a, 0, vec![binding(a, 2, now + Duration::from_secs(60))], now).await.unwrap();
+    assert_eq!(store.get(a, now).await.unwrap().bindings.len(), 1);
+}
