@@ -24,7 +24,10 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{DropReason, Metrics};
 use crate::transport::{Destination, Dispatch, Inbound, Overloaded, SendFailure, SendToken};
-pub use router::{ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, StaticRouter, Target};
+pub use router::{
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing,
+    StaticRouter, Target,
+};
 pub use shard::{Resolve, Resolving, ShardInput, Wire};
 
 /// Settings of the core.

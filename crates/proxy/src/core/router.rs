@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -58,17 +59,74 @@ impl Target {
 }
 
 /// How the branches of a request are tried (RFC 3261 §16.6, forking by q).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct ForkPlan {
     /// Groups tried one after the other (serial forking by descending q);
     /// the targets of one group are tried at once (parallel, equal q).
     pub groups: Vec<Vec<Target>>,
+    /// Ring no longer than this: then the pending branches are cancelled
+    /// and the fork ends as "no answer" (the callee's ring time).
+    pub ring_timeout: Option<Duration>,
+    /// Give each branch this long to answer finally, else cancel it and
+    /// count it as 408 (e.g. a per-UM-server attempt timer).
+    pub attempt_timeout: Option<Duration>,
+    /// Follow up to this many 3xx redirects (first Contact) instead of
+    /// treating them as final answers (e.g. a UM call router's redirect).
+    pub follow_redirects: u8,
+    /// Asked when the fork ends without a 2xx and the caller did not
+    /// cancel: it may divert the call to new targets.
+    pub fallback: Option<Arc<dyn Fallback>>,
+}
+
+impl std::fmt::Debug for ForkPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkPlan")
+            .field("groups", &self.groups)
+            .field("ring_timeout", &self.ring_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("follow_redirects", &self.follow_redirects)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
 }
 
 impl ForkPlan {
     pub fn single(t: Target) -> ForkPlan {
-        ForkPlan { groups: vec![vec![t]] }
+        ForkPlan { groups: vec![vec![t]], ..ForkPlan::default() }
     }
+}
+
+/// How a fork ended without a 2xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkOutcome {
+    /// How many times the fallback was asked before for this request (0 the
+    /// first time).
+    pub stage: u8,
+    /// The best final response's code (§16.7), if any branch answered or
+    /// failed.
+    pub best: Option<u16>,
+    /// The ring timeout expired (no answer).
+    pub no_answer: bool,
+    /// Every branch's final code (synthetic ones included: 408 timeout,
+    /// 503 transport failure or unresolvable next hop), in branch order.
+    pub codes: Vec<u16>,
+}
+
+/// What a fallback wants done.
+pub enum FallbackAction {
+    /// Send the best response upstream as usual.
+    Respond,
+    /// Answer with this status instead.
+    Reject(Rejection),
+    /// Go on with new targets. `request`, when given, replaces the request
+    /// the new branches are built from (e.g. with Diversion and
+    /// History-Info); the caller's transaction keeps its own.
+    Divert { plan: ForkPlan, request: Option<Bytes> },
+}
+
+/// A router's hook into the end of a fork (voice mail on no answer, busy …).
+pub trait Fallback: Send + Sync + 'static {
+    fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction;
 }
 
 /// A router's answer.
@@ -153,7 +211,7 @@ impl StaticRouter {
                     Fork::Parallel => vec![targets.collect()],
                     Fork::Serial => targets.map(|t| vec![t]).collect(),
                 };
-                return RouteDecision::Forward(ForkPlan { groups });
+                return RouteDecision::Forward(ForkPlan { groups, ..ForkPlan::default() });
             }
         }
         if matches!(ruri.scheme, Scheme::Tel) || self.is_local_domain(host) {

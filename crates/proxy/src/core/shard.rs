@@ -25,7 +25,9 @@ use tracing::{debug, info, trace, warn};
 use super::branch::{check_loop, BranchMinter, LoopCheck};
 use super::response::{upstream_code, BestResponse, Final};
 use super::route::{self, RouteEdits};
-use super::router::{ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target};
+use super::router::{
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target,
+};
 use super::validate::{validate_request, Rejection};
 use super::CoreConfig;
 use crate::metrics::{Direction, Metrics};
@@ -100,6 +102,8 @@ struct Branch {
     /// Where the current attempt went.
     current: Option<Destination>,
     timer_c: Option<(Instant, u64)>,
+    /// The fork's per-attempt timer.
+    attempt: Option<(Instant, u64)>,
 }
 
 impl Branch {
@@ -133,12 +137,28 @@ struct ProxyTx {
     routing: bool,
     started: Instant,
     first_response: bool,
+    /// After a fallback's divert: the request new branches are built from.
+    forward_base: Option<Message>,
+    ring_timer: Option<(Instant, u64)>,
+    /// The ring timeout expired.
+    no_answer: bool,
+    attempt_timeout: Option<Duration>,
+    redirects_left: u8,
+    fallback: Option<Arc<dyn Fallback>>,
+    /// Times the fallback was asked.
+    stage: u8,
+    /// Final codes of the branches, for the fallback.
+    codes: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum TimerKind {
     /// RFC 3261 §16.6 step 11 / §16.8: no provisional for a while.
     TimerC { server: ServerId, branch: usize },
+    /// A fork plan's per-attempt timer.
+    Attempt { server: ServerId, branch: usize },
+    /// A fork plan's ring timeout.
+    Ring { server: ServerId },
 }
 
 /// One worker.
@@ -266,7 +286,10 @@ impl Shard {
             }
             let kind = entry.remove();
             match kind {
-                TimerKind::TimerC { server, branch } => self.on_timer_c(server, branch, now),
+                TimerKind::TimerC { server, branch } | TimerKind::Attempt { server, branch } => {
+                    self.on_timer_c(server, branch, now)
+                }
+                TimerKind::Ring { server } => self.on_ring_timeout(server, now),
             }
         }
         self.drain(now);
@@ -444,6 +467,14 @@ impl Shard {
             routing: true,
             started: now,
             first_response: true,
+            forward_base: None,
+            ring_timer: None,
+            no_answer: false,
+            attempt_timeout: None,
+            redirects_left: 0,
+            fallback: None,
+            stage: 0,
+            codes: Vec::new(),
         };
         // §16.6 step 6–7: a remaining Route decides the next hop; an
         // in-dialog request without one goes to its Request-URI, unless that
@@ -492,16 +523,48 @@ impl Shard {
                 self.respond(server, &req, code, reason, &hs, now);
             }
             RouteDecision::Respond { status, bytes } => self.send_upstream(server, bytes, status, now),
-            RouteDecision::Forward(plan) => {
-                ctx.groups = plan.groups.into_iter().filter(|g| !g.is_empty()).collect();
-                if ctx.groups.is_empty() {
-                    let req = ctx.request.clone();
-                    self.respond(server, &req, 480, "Temporarily Unavailable", &[], now);
-                    return;
-                }
-                self.start_next_group(server, now);
-            }
+            RouteDecision::Forward(plan) => self.start_plan(server, plan, now),
         }
+    }
+
+    /// Take a fork plan (the router's, or a fallback's divert) and start its
+    /// first group. A plan with no target ends the fork at once, so that a
+    /// fallback still gets its say (e.g. voice mail for an unregistered user).
+    fn start_plan(&mut self, server: ServerId, plan: ForkPlan, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        ctx.groups = plan.groups.into_iter().filter(|g| !g.is_empty()).collect();
+        ctx.attempt_timeout = plan.attempt_timeout;
+        ctx.redirects_left = plan.follow_redirects;
+        ctx.no_answer = false;
+        if plan.fallback.is_some() {
+            ctx.fallback = plan.fallback;
+        }
+        if let Some(old) = ctx.ring_timer.take() {
+            self.timers.remove(&old);
+        }
+        if let Some(ring) = plan.ring_timeout {
+            self.timer_seq += 1;
+            let key = (now + ring, self.timer_seq);
+            ctx.ring_timer = Some(key);
+            self.timers.insert(key, TimerKind::Ring { server });
+        }
+        if ctx.groups.is_empty() {
+            self.check_complete(server, now);
+        } else {
+            self.start_next_group(server, now);
+        }
+    }
+
+    fn on_ring_timeout(&mut self, server: ServerId, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        ctx.ring_timer = None;
+        if ctx.answered || ctx.finished || ctx.cancelled {
+            return;
+        }
+        debug!(shard = self.index, call_id = %ctx.request.call_id(), "ring timeout: cancelling the branches");
+        ctx.no_answer = true;
+        self.cancel_pending(server, now);
+        self.check_complete(server, now);
     }
 
     fn start_next_group(&mut self, server: ServerId, now: Instant) {
@@ -516,6 +579,7 @@ impl Shard {
                 dests: VecDeque::new(),
                 current: None,
                 timer_c: None,
+                attempt: None,
             });
         }
         let last = ctx.branches.len();
@@ -642,6 +706,7 @@ impl Shard {
                     if is_invite {
                         self.arm_timer_c(server, idx, now);
                     }
+                    self.arm_attempt(server, idx, now);
                     return;
                 }
                 Err(e) => {
@@ -664,6 +729,19 @@ impl Shard {
         self.timers.insert(key, TimerKind::TimerC { server, branch: idx });
     }
 
+    fn arm_attempt(&mut self, server: ServerId, idx: usize, now: Instant) {
+        let Some(ctx) = self.contexts.get_mut(&server) else { return };
+        let Some(d) = ctx.attempt_timeout else { return };
+        let Some(b) = ctx.branches.get_mut(idx) else { return };
+        self.timer_seq += 1;
+        let key = (now + d, self.timer_seq);
+        if let Some(old) = b.attempt.replace(key) {
+            self.timers.remove(&old);
+        }
+        self.timers.insert(key, TimerKind::Attempt { server, branch: idx });
+    }
+
+    /// Timer C or the attempt timer: cancel the branch, count it as 408.
     fn on_timer_c(&mut self, server: ServerId, idx: usize, now: Instant) {
         let Some(b) = self.contexts.get_mut(&server).and_then(|c| c.branches.get_mut(idx)) else { return };
         b.timer_c = None;
@@ -736,6 +814,28 @@ impl Shard {
             _ => {
                 // RFC 3263 §4.3 / DESIGN: a 503 moves to the next destination
                 // of the same branch.
+                if (300..400).contains(&code) && ctx.redirects_left > 0 && !ctx.cancelled && !ctx.no_answer {
+                    if let Some(contact) = msg.contacts().next().map(|c| c.uri.as_str().to_string()) {
+                        ctx.redirects_left -= 1;
+                        branch.state = BranchState::Done;
+                        for k in [branch.timer_c.take(), branch.attempt.take()].into_iter().flatten() {
+                            self.timers.remove(&k);
+                        }
+                        debug!(shard = self.index, code, %contact, "following redirect");
+                        ctx.branches.push(Branch {
+                            target: Target::to_uri(contact),
+                            state: BranchState::Resolving,
+                            client: None,
+                            dests: VecDeque::new(),
+                            current: None,
+                            timer_c: None,
+                            attempt: None,
+                        });
+                        let new_idx = ctx.branches.len() - 1;
+                        self.resolve_branch(server, new_idx, now);
+                        return;
+                    }
+                }
                 if code == 503 && !branch.dests.is_empty() && !ctx.cancelled {
                     if let Some(k) = branch.timer_c.take() {
                         self.timers.remove(&k);
@@ -774,9 +874,10 @@ impl Shard {
             return;
         }
         branch.state = BranchState::Done;
-        if let Some(k) = branch.timer_c.take() {
+        for k in [branch.timer_c.take(), branch.attempt.take()].into_iter().flatten() {
             self.timers.remove(&k);
         }
+        ctx.codes.push(f.code());
         ctx.best.offer(f);
         if ctx.best.has_global_failure() {
             // §16.7 step 5: a 6xx ends the search.
@@ -810,9 +911,48 @@ impl Shard {
             ctx.finished = true;
             return;
         }
-        if !ctx.cancelled && !ctx.groups.is_empty() {
+        if !ctx.cancelled && !ctx.no_answer && !ctx.groups.is_empty() {
             self.start_next_group(server, now);
             return;
+        }
+        // The fork failed. A fallback (voice mail …) may take over; the
+        // caller's own CANCEL never diverts.
+        if let (false, Some(fb)) = (ctx.cancelled, ctx.fallback.clone()) {
+            let outcome = ForkOutcome {
+                stage: ctx.stage,
+                best: ctx.best.code(),
+                no_answer: ctx.no_answer,
+                codes: std::mem::take(&mut ctx.codes),
+            };
+            ctx.stage = ctx.stage.saturating_add(1);
+            match fb.on_failure(&ctx.request, &outcome) {
+                FallbackAction::Respond => {}
+                FallbackAction::Reject(r) => {
+                    let req = ctx.request.clone();
+                    let hs: Vec<(&str, String)> = r.headers.into_iter().collect();
+                    self.respond(server, &req, r.code, r.reason, &hs, now);
+                    return;
+                }
+                FallbackAction::Divert { plan, request } => {
+                    if let Some(bytes) = request {
+                        match Message::parse(bytes, &self.limits) {
+                            Ok(m) => ctx.forward_base = Some(m),
+                            Err(e) => {
+                                warn!(shard = self.index, error = %e, "diverted request does not parse");
+                                let req = ctx.request.clone();
+                                self.respond(server, &req, 500, "Server Internal Error", &[], now);
+                                return;
+                            }
+                        }
+                    }
+                    ctx.best = BestResponse::default();
+                    self.start_plan(server, plan, now);
+                    return;
+                }
+            }
+        }
+        if let Some(k) = ctx.ring_timer.take() {
+            self.timers.remove(&k);
         }
         let best = std::mem::take(&mut ctx.best);
         let (chosen, challenges) = best.take();
@@ -856,7 +996,15 @@ impl Shard {
                 }
             }
             None => {
-                let code = if cancelled { 487 } else { 408 };
+                // No branch ever ran: nobody to ring (480); else all timed out.
+                let no_branch = self.contexts.get(&server).is_some_and(|c| c.branches.is_empty());
+                let code = if cancelled {
+                    487
+                } else if no_branch {
+                    480
+                } else {
+                    408
+                };
                 self.respond(server, &req, code, build::reason_phrase(code), &[], now);
             }
         }
@@ -972,7 +1120,7 @@ fn build_forward(
     inbound: Option<&ListenerInfo>,
     branch: &str,
 ) -> Bytes {
-    let msg = &ctx.request;
+    let msg = ctx.forward_base.as_ref().unwrap_or(&ctx.request);
     let mut ed = route::apply(msg.edit(), &ctx.route_edits, target.request_uri.as_deref());
     // Step 7: pushed routes (Path) go on top of the route set, first on top.
     for r in &target.route {

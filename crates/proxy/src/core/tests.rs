@@ -9,7 +9,9 @@ use bytes::Bytes;
 use sip_message::Message;
 use tokio::sync::mpsc;
 
-use super::router::{ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target};
+use super::router::{
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target,
+};
 use super::shard::{Resolve, Resolving, Shard, ShardInput, Wire};
 use super::validate::Rejection;
 use super::CoreConfig;
@@ -44,17 +46,49 @@ impl Resolve for NoDns {
 }
 
 /// Routes by the Request-URI user: `fork` → two parallel branches,
-/// `serial` → two serial groups, `nobody` → 404, else the R-URI itself.
-struct TestRouter;
+/// `serial` → two serial groups, `nobody` → 404, `vm` → one branch with a
+/// ring timeout and a voice-mail fallback, `unreg` → no target but the
+/// fallback, else the R-URI itself.
+struct TestRouter(Arc<VoiceMail>);
+
+/// A fallback like the ExUM one: first failure → two UM servers in turn
+/// with a per-attempt timer and redirects followed, carrying a rewritten
+/// request; second failure → 480.
+#[derive(Default)]
+struct VoiceMail {
+    outcomes: Mutex<Vec<ForkOutcome>>,
+}
+
+impl Fallback for VoiceMail {
+    fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
+        self.outcomes.lock().expect("lock").push(outcome.clone());
+        if outcome.stage > 0 {
+            return FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"));
+        }
+        let request =
+            original.edit().add_header("Diversion", "<sip:vm@example.test>;reason=no-answer;counter=1").finish();
+        FallbackAction::Divert {
+            plan: ForkPlan {
+                groups: vec![vec![Target::to_uri("sip:um@192.0.2.51")], vec![Target::to_uri("sip:um@192.0.2.52")]],
+                attempt_timeout: Some(Duration::from_secs(4)),
+                follow_redirects: 2,
+                ..ForkPlan::default()
+            },
+            request: Some(request),
+        }
+    }
+}
 impl Router for TestRouter {
     fn route(&self, req: &RouteRequest<'_>) -> Routing {
         let user = req.msg.request_uri().and_then(|u| u.user()).unwrap_or_default().to_string();
         let d = match user.as_str() {
             "fork" => RouteDecision::Forward(ForkPlan {
                 groups: vec![vec![Target::to_uri("sip:b1@192.0.2.21"), Target::to_uri("sip:b2@192.0.2.22")]],
+                ..ForkPlan::default()
             }),
             "serial" => RouteDecision::Forward(ForkPlan {
                 groups: vec![vec![Target::to_uri("sip:s1@192.0.2.31")], vec![Target::to_uri("sip:s2@192.0.2.32")]],
+                ..ForkPlan::default()
             }),
             "failover" => RouteDecision::Forward(ForkPlan::single(Target {
                 request_uri: None,
@@ -62,6 +96,13 @@ impl Router for TestRouter {
                 route: vec![],
             })),
             "nobody" => RouteDecision::Reject(Rejection::new(404, "Not Found")),
+            "vm" => RouteDecision::Forward(ForkPlan {
+                groups: vec![vec![Target::to_uri("sip:vm@192.0.2.20")]],
+                ring_timeout: Some(Duration::from_secs(20)),
+                fallback: Some(self.0.clone()),
+                ..ForkPlan::default()
+            }),
+            "unreg" => RouteDecision::Forward(ForkPlan { fallback: Some(self.0.clone()), ..ForkPlan::default() }),
             _ => RouteDecision::Forward(ForkPlan::single(Target { request_uri: None, next_hop: None, route: vec![] })),
         };
         Routing::Ready(d)
@@ -73,6 +114,7 @@ fn dest(addr: &str) -> Destination {
 }
 
 struct Harness {
+    vm: Arc<VoiceMail>,
     shard: Shard,
     wire: Arc<RecordingWire>,
     now: Instant,
@@ -84,17 +126,18 @@ impl Harness {
         let wire = Arc::new(RecordingWire::default());
         let (tx, _rx) = mpsc::channel(16);
         let cfg = CoreConfig { workers: 1, ..CoreConfig::default() };
+        let vm = Arc::new(VoiceMail::default());
         let shard = Shard::new(
             0,
             Arc::new(cfg),
             wire.clone(),
-            Arc::new(TestRouter),
+            Arc::new(TestRouter(vm.clone())),
             Arc::new(NoDns),
             Arc::new(super::branch::BranchMinter::default()),
             Arc::new(Metrics::new()),
             tx.downgrade(),
         );
-        Harness { shard, wire, now: Instant::now(), _tx: tx }
+        Harness { vm, shard, wire, now: Instant::now(), _tx: tx }
     }
 
     fn feed(&mut self, text: &str, from: &str) {
@@ -439,5 +482,117 @@ fn stray_2xx_retransmission_is_forwarded_by_via() {
     assert_eq!(out[0].1.via_count(), 1);
 }
 
-#[allow(dead_code)]
-fn _unused(_: Bytes) {}
+fn outcomes(h: &Harness) -> Vec<ForkOutcome> {
+    h.vm.outcomes.lock().expect("lock").clone()
+}
+
+#[test]
+fn busy_callee_is_diverted_with_the_rewritten_request() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKv1"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 486, "t"), "192.0.2.20:5060");
+    let out = h.take();
+    assert!(statuses(&out).is_empty(), "the 486 is not forwarded: the call diverts");
+    let um = requests(&out, "INVITE");
+    assert_eq!(um.len(), 1);
+    assert_eq!(um[0].0.to_string(), "192.0.2.51:5060");
+    assert_eq!(um[0].1.request_uri_str(), Some("sip:um@192.0.2.51"));
+    let div: Vec<_> = um[0].1.header_values_named("Diversion").map(<[u8]>::to_vec).collect();
+    assert_eq!(div, vec![b"<sip:vm@example.test>;reason=no-answer;counter=1".to_vec()]);
+    assert_eq!(um[0].1.call_id(), fwd.call_id(), "same Call-ID");
+    assert_eq!(outcomes(&h)[0], ForkOutcome { stage: 0, best: Some(486), no_answer: false, codes: vec![486] });
+    let um_inv = um[0].1.clone();
+    h.feed(&answer(&um_inv, 200, "um"), "192.0.2.51:5060");
+    assert_eq!(statuses(&h.take()), vec![200], "voice mail answers the caller");
+}
+
+#[test]
+fn ring_timeout_cancels_and_diverts_as_no_answer() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKv2"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 180, "t"), "192.0.2.20:5060");
+    h.take();
+    h.advance(Duration::from_secs(19));
+    assert!(requests(&h.take(), "CANCEL").is_empty());
+    h.advance(Duration::from_millis(1100));
+    let out = h.take();
+    assert!(!requests(&out, "CANCEL").is_empty(), "branches cancelled at the ring timeout");
+    h.feed(&answer(&fwd, 487, "t"), "192.0.2.20:5060");
+    let out = h.take();
+    assert_eq!(requests(&out, "INVITE").len(), 1, "diverted to voice mail");
+    assert!(outcomes(&h)[0].no_answer);
+}
+
+#[test]
+fn caller_cancel_never_diverts() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKv3"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 180, "t"), "192.0.2.20:5060");
+    h.take();
+    h.feed(
+        "CANCEL sip:vm@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKv3;rport\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\nCall-ID: call-z9hG4bKv3\r\n\
+         CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    h.take();
+    h.feed(&answer(&fwd, 487, "t"), "192.0.2.20:5060");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![487]);
+    assert!(requests(&out, "INVITE").is_empty());
+    assert!(outcomes(&h).is_empty(), "the fallback was not even asked");
+}
+
+#[test]
+fn unresponsive_um_server_times_out_and_the_next_answers_after_a_redirect() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKv4"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 480, "t"), "192.0.2.20:5060");
+    let first_um = requests(&h.take(), "INVITE")[0].1.clone();
+    assert_eq!(first_um.request_uri_str(), Some("sip:um@192.0.2.51"));
+    h.feed(&answer(&first_um, 100, "x"), "192.0.2.51:5060");
+    h.advance(Duration::from_millis(4100));
+    let out = h.take();
+    let next: Vec<_> =
+        requests(&out, "INVITE").into_iter().filter(|(a, _)| a.to_string() == "192.0.2.52:5060").collect();
+    assert_eq!(next.len(), 1, "per-attempt timer moved to the second UM server");
+    let second = next[0].1.clone();
+    let mut redirect = answer(&second, 302, "r");
+    redirect = redirect.replace("Contact: <sip:callee@192.0.2.99>", "Contact: <sip:um-node@192.0.2.53>");
+    h.feed(&redirect, "192.0.2.52:5060");
+    let out = h.take();
+    let third = requests(&out, "INVITE");
+    assert_eq!(third.len(), 1, "the UM call router's redirect is followed");
+    assert_eq!(third[0].0.to_string(), "192.0.2.53:5060");
+    assert!(statuses(&out).iter().all(|c| *c < 200), "{:?}", statuses(&out));
+}
+
+#[test]
+fn all_um_servers_failing_gives_the_fallbacks_answer() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKv5"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 486, "t"), "192.0.2.20:5060");
+    let um1 = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&um1, 500, "a"), "192.0.2.51:5060");
+    let um2 = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&um2, 503, "b"), "192.0.2.52:5060");
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![480]);
+    assert_eq!(outcomes(&h)[1].stage, 1);
+}
+
+#[test]
+fn a_user_with_no_target_goes_straight_to_the_fallback() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:unreg@example.test", "z9hG4bKv6"), CALLER);
+    let out = h.take();
+    let um = requests(&out, "INVITE");
+    assert_eq!(um.len(), 1);
+    assert_eq!(um[0].0.to_string(), "192.0.2.51:5060");
+    assert_eq!(outcomes(&h)[0], ForkOutcome { stage: 0, best: None, no_answer: false, codes: vec![] });
+}
