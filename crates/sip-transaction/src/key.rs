@@ -83,7 +83,12 @@ impl ServerKey {
                 let mut s = String::with_capacity(branch.len() + host.len() + 8);
                 s.push_str(branch);
                 s.push(' ');
-                s.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+                let host_at = s.len();
+                s.push_str(host);
+                // Host names compare case-insensitively (RFC 3261 §19.1.4).
+                if let Some(h) = s.get_mut(host_at..) {
+                    h.make_ascii_lowercase();
+                }
                 s.push(':');
                 // RFC 3261 §18.1.1 default port; sent-by "a.com" and "a.com:5060"
                 // name the same element.
