@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub metrics: TransportMetrics,
     pub conns: Arc<ConnTable>,
     pub client_tls: RwLock<Arc<ClientConfigs>>,
+    /// What the listeners bound, for choosing outbound source addresses.
+    pub listeners: Vec<ListenerInfo>,
     /// The runtime the hub started on: [`TransportHub::send`] may be called
     /// from threads outside it (core workers) and still spawn connects.
     pub runtime: tokio::runtime::Handle,
@@ -165,6 +167,20 @@ fn info_for(transport: Transport, local: SocketAddr, advertise: Option<&str>) ->
     ListenerInfo { transport, local, host: host.into(), port }
 }
 
+pub(crate) fn listener_for<'a>(
+    listeners: &'a [ListenerInfo],
+    transport: Transport,
+    remote: &SocketAddr,
+) -> Option<&'a ListenerInfo> {
+    let same_family = |l: &&ListenerInfo| l.transport == transport && l.local.is_ipv4() == remote.is_ipv4();
+    let loopback = remote.ip().is_loopback();
+    listeners
+        .iter()
+        .filter(same_family)
+        .find(|l| l.local.ip().is_loopback() == loopback)
+        .or_else(|| listeners.iter().find(same_family))
+}
+
 impl TransportHub {
     /// Bind every listener and spawn its task. Nothing is spawned unless
     /// everything binds.
@@ -234,6 +250,7 @@ impl TransportHub {
             limits,
             metrics,
             client_tls: RwLock::new(Arc::new(client_tls)),
+            listeners: listeners.clone(),
             runtime: tokio::runtime::Handle::current(),
             stop_accepting: CancellationToken::new(),
             closed: CancellationToken::new(),
@@ -260,13 +277,7 @@ impl TransportHub {
     /// Record-Route): same transport and address family, a loopback-bound
     /// one for a loopback remote, else a non-loopback one, else any.
     pub fn listener_for(&self, transport: Transport, remote: &SocketAddr) -> Option<&ListenerInfo> {
-        let same_family = |l: &&ListenerInfo| l.transport == transport && l.local.is_ipv4() == remote.is_ipv4();
-        let loopback = remote.ip().is_loopback();
-        self.listeners
-            .iter()
-            .filter(same_family)
-            .find(|l| l.local.ip().is_loopback() == loopback)
-            .or_else(|| self.listeners.iter().find(same_family))
+        listener_for(&self.listeners, transport, remote)
     }
 
     /// Whether `host[:port]` names this proxy (loop detection, Route

@@ -7,7 +7,7 @@
 //! ACK never passes its INVITE's 200).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -16,14 +16,14 @@ use rustls_pki_types::ServerName;
 use sip_message::build::{error_response, reason_phrase};
 use sip_message::{Frame, Framer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Duration, Instant};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, trace, warn, Instrument};
 
 use super::conn_table::{ConnHandle, Slot};
-use super::hub::{Shared, TlsListener};
+use super::hub::{listener_for, Shared, TlsListener};
 use super::metrics::framing_error_kind;
 use super::tls::{handshake_failure_reason, identity, Direction};
 use super::types::{Outbound, Peer, SendFailure, TlsIdentity, Transport};
@@ -195,7 +195,8 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
     let requested = dest.server_name;
     runtime.spawn(
         async move {
-            let connecting = timeout(shared.limits.connect_timeout, TcpStream::connect(addr));
+            let connecting =
+                timeout(shared.limits.connect_timeout, connect_from(source_ip(&shared, transport, addr), addr));
             let stream = tokio::select! {
                 _ = shared.closed.cancelled() => Err(io::Error::other("transports closed")),
                 r = connecting => r.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
@@ -239,6 +240,22 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
         }
         .instrument(span),
     );
+}
+
+/// The address to connect from: the IP of the listener that Via and
+/// Record-Route will name (RFC 3261 §18.1.1: peers that allow-list the
+/// proxy see the address it advertises), when it is a specific address
+/// that can reach `remote`. Otherwise the OS picks.
+fn source_ip(shared: &Shared, transport: Transport, remote: SocketAddr) -> Option<IpAddr> {
+    let ip = listener_for(&shared.listeners, transport, &remote)?.local.ip();
+    (!ip.is_unspecified() && ip.is_loopback() == remote.ip().is_loopback()).then_some(ip)
+}
+
+async fn connect_from(source: Option<IpAddr>, remote: SocketAddr) -> io::Result<TcpStream> {
+    let Some(ip) = source else { return TcpStream::connect(remote).await };
+    let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(remote).await
 }
 
 async fn handshake_out(

@@ -790,3 +790,17 @@ async fn messages_to_one_connection_are_written_in_send_order() {
     assert!(got == want, "messages reordered or mangled");
     assert_eq!(h.hub.connection_count(), 1);
 }
+
+#[tokio::test]
+async fn outbound_connections_leave_from_the_listener_address() {
+    // 127.0.0.2 is loopback on Linux too, and differs from the default
+    // source address the OS would pick toward 127.0.0.1.
+    let spec = ListenerSpec { bind: "127.0.0.2:0".parse().unwrap(), ..listen(Transport::Tcp, None) };
+    let h = Harness::start(vec![spec], Default::default(), Default::default()).await;
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest =
+        Destination { transport: Transport::Tcp, addr: server.local_addr().unwrap(), flow: None, server_name: None };
+    h.hub.send(Outbound { dest, bytes: Bytes::from(options("a1", "TCP")), token: None });
+    let (_s, from) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    assert_eq!(from.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+}
