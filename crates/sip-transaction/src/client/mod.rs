@@ -57,6 +57,7 @@ impl<A> ClientTx<A> {
     /// Heap bytes this transaction owns or keeps alive (the request buffer
     /// and its header index), for the memory report.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.key.heap_bytes() + self.request.as_bytes().len() + std::mem::size_of_val(self.request.headers())
+        // The key lives twice: here and in the layer's index.
+        2 * self.key.heap_bytes() + self.request.as_bytes().len() + std::mem::size_of_val(self.request.headers())
     }
 }

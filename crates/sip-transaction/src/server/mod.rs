@@ -44,7 +44,7 @@ pub(crate) struct ServerTx<A> {
 }
 
 impl<A> ServerTx<A> {
-    /// Heap bytes owned: the key, and the response kept for retransmission
+    /// Heap bytes owned: the key (twice), and the response kept for retransmission
     /// (shared with what was handed to the transport).
     pub(crate) fn heap_bytes(&self) -> usize {
         let kept = match &self.state {
@@ -54,6 +54,7 @@ impl<A> ServerTx<A> {
             | ServerState::NonInvite(non_invite::State::Completed { response: b }) => b.len(),
             _ => 0,
         };
-        self.key.heap_bytes() + kept + self.response_to_tag.as_ref().map_or(0, |t| t.len())
+        // The key lives twice: here and in the layer's index.
+        2 * self.key.heap_bytes() + kept + self.response_to_tag.as_ref().map_or(0, |t| t.len())
     }
 }
