@@ -3,6 +3,7 @@
 
 mod client;
 mod matching;
+mod pair;
 mod props;
 mod server;
 
