@@ -793,3 +793,95 @@ fn built_in_example_directory_loads_without_tls_and_routes_to_on_prem_um() {
     let sa = classify_request(&d, &invite("tel:+15550199", "sip:bob@example.test", ""), None, None);
     assert!(matches!(sa, Classification::Contact { kind: ContactKind::SubscriberAccess, .. }), "{sa:?}");
 }
+
+// -- random inputs never panic and always end ---------------------------------
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Response(u16, bool),
+        Timeout(u64),
+        TransportError,
+        Stale(u16),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (100u16..700, any::<bool>()).prop_map(|(s, c)| Event::Response(s, c)),
+            (0u64..10_000).prop_map(Event::Timeout),
+            Just(Event::TransportError),
+            (100u16..700).prop_map(Event::Stale),
+        ]
+    }
+
+    proptest! {
+        /// Behaviour 8: whatever UM servers answer, the plan ends (answered
+        /// or 480) within servers + MAX_REDIRECTS attempts, and never panics.
+        #[test]
+        fn um_plan_always_ends(n in 1usize..5, events in proptest::collection::vec(event(), 0..64)) {
+            let names: Vec<String> = (0..n).map(|i| format!("um{i}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut plan = UmAttemptPlan::new(&servers(&refs), &HealthTable::new(), Duration::from_secs(4));
+            let mut now = Instant::now();
+            let mut current = plan.start(now);
+            let mut sends = 1usize;
+            for ev in events {
+                let UmAttempt::Send { attempt, .. } = current.clone() else { break };
+                now += Duration::from_millis(10);
+                let next = match ev {
+                    Event::Response(s, with_contact) => {
+                        let contact = with_contact.then_some("<sip:mbx.contoso.test>");
+                        plan.handle_response(attempt, s, contact, now)
+                    }
+                    Event::Timeout(ms) => plan.handle_timeout(now + Duration::from_millis(ms)),
+                    Event::TransportError => plan.handle_transport_error(attempt, now),
+                    Event::Stale(s) => {
+                        prop_assert_eq!(plan.handle_response(attempt.wrapping_sub(1), s, None, now), None);
+                        None
+                    }
+                };
+                if let Some(next) = next {
+                    if matches!(next, UmAttempt::Send { .. }) {
+                        sends += 1;
+                    }
+                    current = next;
+                }
+                // Each server once, plus at most MAX_REDIRECTS redirects per plan.
+                prop_assert!(sends <= n + usize::from(crate::exum::plan::MAX_REDIRECTS));
+            }
+            if let UmAttempt::Failed(f) = &current {
+                prop_assert_eq!(f.status, 480);
+                prop_assert!(!f.tried.is_empty());
+            }
+        }
+
+        /// Peer-controlled Request-URIs, From and History-Info never panic the
+        /// classifier or the UM INVITE builder.
+        #[test]
+        fn classify_and_build_never_panic(
+            user in "[a-zA-Z0-9+.()%-]{0,40}",
+            host in prop_oneof![Just("contoso.test".to_owned()), "[a-z]{1,10}\\.test"],
+            params in "(;[a-z]{1,8}(=[a-zA-Z0-9:._-]{0,12})?){0,3}",
+            hi in "[ -~]{0,120}",
+        ) {
+            let d = dir();
+            let ruri = if user.is_empty() { format!("sip:{host}{params}") } else { format!("sip:{user}@{host}{params}") };
+            let text = format!(
+                "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:{user}@{host}>;tag=1\r\n\
+                 To: <sip:x@contoso.test>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nHistory-Info: {hi}\r\nContent-Length: 0\r\n\r\n"
+            );
+            if let Ok(req) = Message::parse_slice(text.as_bytes()) {
+                let c = classify_request(&d, &req, Some("bob@contoso.test"), None);
+                let t = target_of(&d, "alice");
+                let ctx = UmInviteContext { templates: &templates(), reason: Some(DiversionReason::NoAnswer), server: None };
+                let out = build_um_invite(&req, c.immediate_target().unwrap_or(&t), &ctx);
+                if let Ok(bytes) = out {
+                    prop_assert!(Message::parse_slice(bytes.as_ref()).is_ok());
+                }
+            }
+        }
+    }
+}
