@@ -130,11 +130,14 @@ async fn expect_closed<S: AsyncRead + Unpin>(s: &mut S) {
     }
 }
 
-async fn udp_exchange(hub_addr: SocketAddr, msg: &[u8]) -> (UdpSocket, Option<String>) {
+/// Send one datagram and wait for a reply: up to [`WAIT`] when one is
+/// expected, briefly when none is (a late reply then fails later checks).
+async fn udp_exchange(hub_addr: SocketAddr, msg: &[u8], expect_reply: bool) -> (UdpSocket, Option<String>) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.send_to(msg, hub_addr).await.unwrap();
     let mut buf = vec![0u8; 65536];
-    let reply = match timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+    let wait = if expect_reply { WAIT } else { Duration::from_millis(200) };
+    let reply = match timeout(wait, sock.recv_from(&mut buf)).await {
         Ok(Ok((n, _))) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
         _ => None,
     };
@@ -215,7 +218,7 @@ async fn send_and_expect_delivery<S: AsyncWrite + Unpin>(h: &mut Harness, s: &mu
 async fn udp_request_is_delivered_with_its_peer() {
     let mut h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
     let hub_addr = h.addr(Transport::Udp);
-    let (sock, reply) = udp_exchange(hub_addr, options("u1", "UDP").as_bytes()).await;
+    let (sock, reply) = udp_exchange(hub_addr, options("u1", "UDP").as_bytes(), false).await;
     assert!(reply.is_none());
     let got = h.next().await;
     assert_eq!(got.peer.transport, Transport::Udp);
@@ -234,15 +237,19 @@ async fn udp_request_is_delivered_with_its_peer() {
 
 #[tokio::test]
 async fn udp_malformed_request_gets_400_and_garbage_is_counted() {
-    let h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
+    let mut h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
     let bad = options("u2", "UDP").replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS");
-    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), bad.as_bytes()).await;
+    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), bad.as_bytes(), true).await;
     let reply = reply.expect("no 400");
     assert!(reply.starts_with("SIP/2.0 400 "), "{reply}");
     assert!(reply.contains("branch=z9hG4bKu2"));
 
-    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), b"\x16\x03\x01 not sip at all").await;
+    let (s, reply) = udp_exchange(h.addr(Transport::Udp), b"\x16\x03\x01 not sip at all", false).await;
     assert!(reply.is_none());
+    // One task reads the socket in order: once a later message is
+    // delivered, the garbage has been handled.
+    s.send_to(options("u2b", "UDP").as_bytes(), h.addr(Transport::Udp)).await.unwrap();
+    assert_eq!(h.next().await.msg.branch(), Some("z9hG4bKu2b"));
     assert_eq!(h.metric("umproxy_transport_parse_errors_total", &[("transport", "udp")]), 2);
 }
 
@@ -252,7 +259,7 @@ async fn udp_too_many_headers_gets_513() {
         TransportLimits { sip: sip_message::Limits { max_headers: 12, ..Default::default() }, ..Default::default() };
     let h = Harness::plain(Transport::Udp, limits).await;
     let big = options("u3", "UDP").replace("Max-Forwards", &"X-Pad: 1\r\n".repeat(20).add_suffix("Max-Forwards"));
-    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), big.as_bytes()).await;
+    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), big.as_bytes(), true).await;
     let reply = reply.expect("no 513");
     assert!(reply.starts_with("SIP/2.0 513 "), "{reply}");
     assert_eq!(
@@ -274,16 +281,19 @@ impl AddSuffix for String {
 
 #[tokio::test]
 async fn udp_overloaded_core_answers_503_with_retry_after_but_not_to_ack() {
-    let h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
+    let mut h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
     h.dispatch.overloaded.store(true, Ordering::Relaxed);
-    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), options("u4", "UDP").as_bytes()).await;
+    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), options("u4", "UDP").as_bytes(), true).await;
     let reply = reply.expect("no 503");
     assert!(reply.starts_with("SIP/2.0 503 "), "{reply}");
     assert!(reply.contains("\r\nRetry-After: 5\r\n"), "{reply}");
 
     let ack = options("u5", "UDP").replace("OPTIONS", "ACK");
-    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), ack.as_bytes()).await;
+    let (s, reply) = udp_exchange(h.addr(Transport::Udp), ack.as_bytes(), false).await;
     assert!(reply.is_none());
+    h.dispatch.overloaded.store(false, Ordering::Relaxed);
+    s.send_to(options("u5b", "UDP").as_bytes(), h.addr(Transport::Udp)).await.unwrap();
+    assert_eq!(h.next().await.msg.branch(), Some("z9hG4bKu5b"));
     assert_eq!(h.metric("umproxy_transport_overload_total", &[("kind", "rejected_503")]), 1);
     assert_eq!(h.metric("umproxy_transport_overload_total", &[("kind", "dropped")]), 1);
 }
@@ -654,7 +664,7 @@ async fn udp_oversize_message_gets_413() {
     let h = Harness::plain(Transport::Udp, limits).await;
     let body = "v=0\r\n".repeat(300);
     let big = options("u6", "UDP").replace("Content-Length: 0", &format!("Content-Length: {}", body.len())) + &body;
-    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), big.as_bytes()).await;
+    let (_s, reply) = udp_exchange(h.addr(Transport::Udp), big.as_bytes(), true).await;
     let reply = reply.expect("no 413");
     assert!(reply.starts_with("SIP/2.0 413 "), "{reply}");
 }
@@ -689,7 +699,7 @@ async fn shutdown_stops_accepting_but_open_connections_keep_working() {
     h.hub.shutdown();
     // The listening socket closes once the accept loop sees the shutdown.
     let mut refused = false;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         match TcpStream::connect(addr).await {
             Err(_) => {
                 refused = true;
