@@ -303,14 +303,22 @@ impl Shard {
                 self.metrics.request(m, Direction::In);
             }
             let reply = reply_destination(&msg, &peer);
+            let span = tracing::debug_span!("request", call_id = %escape(msg.call_id()), method = msg.method_str().unwrap_or("?"));
+            let _entered = span.enter();
             self.current = Some((peer, tls));
-            if let Err(e) = self.layer.handle_request(now, msg.clone(), reply.clone(), reliable) {
-                if e == Rejected::Overloaded && msg.method() != Some(Method::Ack) {
-                    // RFC 3261 §21.5.4: statelessly, with a hint of when to retry.
-                    let bytes =
-                        Response::new(&msg, 503, "Service Unavailable", None).header("Retry-After", "5").finish();
+            // The layer takes the message; keep its (refcounted) bytes for the
+            // rare overload answer instead of cloning the parsed header index.
+            let raw = msg.as_bytes().clone();
+            let is_ack = msg.method() == Some(Method::Ack);
+            if let Err(e) = self.layer.handle_request(now, msg, reply.clone(), reliable) {
+                if e == Rejected::Overloaded && !is_ack {
                     self.metrics.dropped(crate::metrics::DropReason::Overload);
-                    self.wire.send(Outbound { dest: reply, bytes, token: None });
+                    if let Ok(msg) = Message::parse(raw, &self.limits) {
+                        // RFC 3261 §21.5.4: statelessly, with a hint of when to retry.
+                        let bytes =
+                            Response::new(&msg, 503, "Service Unavailable", None).header("Retry-After", "5").finish();
+                        self.wire.send(Outbound { dest: reply, bytes, token: None });
+                    }
                 }
             }
             // The layer reports what the request caused in drain(); `current`
@@ -1061,7 +1069,7 @@ impl Shard {
             let Some(t) = plan.groups.into_iter().flatten().next() else { return };
             hop = match (t.next_hop, t.request_uri) {
                 (Some(NextHop::Destination(d)), _) => {
-                    send_stateless(&*self.wire, &self.minter, &msg, &edits, d);
+                    send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, d);
                     return;
                 }
                 (Some(NextHop::Uri(u)), _) | (None, Some(u)) => u,
@@ -1075,16 +1083,17 @@ impl Shard {
             // Rare: a dialog's next hop by name. Resolve off the shard.
             let resolver = self.resolver.clone();
             let minter = self.minter.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 if let Ok(dests) = resolver.resolve(hop).await {
                     if let Some(d) = dests.into_iter().next() {
-                        send_stateless(&*wire, &minter, &msg, &edits, d);
+                        send_stateless(&*wire, &minter, &metrics, &msg, &edits, d);
                     }
                 }
             });
             return;
         };
-        send_stateless(&*self.wire, &self.minter, &msg, &edits, dest);
+        send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, dest);
     }
 
     /// §16.7 step 1: a response with no transaction is forwarded statelessly
@@ -1103,12 +1112,20 @@ impl Shard {
     }
 }
 
-fn send_stateless(wire: &dyn Wire, minter: &BranchMinter, msg: &Message, edits: &RouteEdits, dest: Destination) {
+fn send_stateless(
+    wire: &dyn Wire,
+    minter: &BranchMinter,
+    metrics: &Metrics,
+    msg: &Message,
+    edits: &RouteEdits,
+    dest: Destination,
+) {
     let Some(listener) = wire.listener_for(dest.transport, &dest.addr) else { return };
     let branch = minter.stateless(msg.branch().unwrap_or_default());
     let via = format!("SIP/2.0/{} {}:{};branch={}", dest.transport.via_name(), listener.host, listener.port, branch);
     let ed = route::apply(msg.edit(), edits, None).decrement_max_forwards().push_via(&via);
     wire.send(Outbound { dest, bytes: ed.finish(), token: None });
+    metrics.request(Method::Ack, Direction::Out);
 }
 
 /// The forwarded copy of a request for one branch (RFC 3261 §16.6).
@@ -1259,6 +1276,15 @@ pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
         out.push_str(&format!(";received={src_ip}"));
     }
     Some(out)
+}
+
+/// Peer text made safe for a log line: control characters escaped.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.escape_default().to_string())
+    }
 }
 
 /// The To tag for responses the proxy itself sends to a request: a pure
