@@ -20,7 +20,8 @@ pub enum Frame {
     /// A double-CRLF keep-alive ping (RFC 5626 §4.4.1): answer with a
     /// single CRLF.
     Ping,
-    /// A single-CRLF keep-alive pong.
+    /// A single-CRLF keep-alive pong (reported once the byte after it has
+    /// arrived, see [`Framer::next_frame`]).
     Pong,
 }
 
@@ -82,8 +83,11 @@ impl Framer {
                     buf.advance(4);
                     return Ok(Some(Frame::Ping));
                 }
-                // Could still become a ping.
-                [b'\r'] | [b'\r', b'\n', b'\r'] => return Ok(None),
+                // Could still become a ping. A lone CRLF at the end of the
+                // buffer is held too: reporting it as a pong would split a
+                // ping that arrived in two reads into two pongs. The next
+                // byte decides.
+                [b'\r'] | [b'\r', b'\n'] | [b'\r', b'\n', b'\r'] => return Ok(None),
                 [b'\r', b'\n', ..] => {
                     buf.advance(2);
                     return Ok(Some(Frame::Pong));
@@ -184,8 +188,22 @@ mod tests {
         assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Ping)));
         assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Message(Bytes::from_static(MSG)))));
         assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Message(Bytes::from_static(MSG)))));
-        assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Pong)));
+        // A lone CRLF waits for the next byte: it may be half a ping.
         assert_eq!(f.next_frame(&mut buf), Ok(None));
+        buf.extend_from_slice(MSG);
+        assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Pong)));
+        assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Message(Bytes::from_static(MSG)))));
+        assert_eq!(f.next_frame(&mut buf), Ok(None));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_ping_split_across_reads_is_one_ping() {
+        let mut f = framer();
+        let mut buf = BytesMut::from(&b"\r\n"[..]);
+        assert_eq!(f.next_frame(&mut buf), Ok(None));
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(f.next_frame(&mut buf), Ok(Some(Frame::Ping)));
         assert!(buf.is_empty());
     }
 

@@ -69,43 +69,54 @@ impl HeaderName {
                 _ => Other,
             };
         }
-        // Dispatch on length first so each name costs at most a couple of
-        // case-insensitive compares.
-        let candidates: &[(&[u8], HeaderName)] = match name.len() {
-            2 => &[(b"To", To)],
-            3 => &[(b"Via", Via)],
-            4 => &[(b"From", From), (b"CSeq", CSeq), (b"Path", Path), (b"Date", Date)],
-            5 => &[(b"Route", Route), (b"Allow", Allow), (b"Event", Event)],
-            6 => &[(b"Reason", Reason), (b"Server", Server)],
-            7 => &[
-                (b"Call-ID", CallId),
-                (b"Contact", Contact),
-                (b"Require", Require),
-                (b"Expires", Expires),
-                (b"Privacy", Privacy),
-                (b"Subject", Subject),
-            ],
-            8 => &[(b"Refer-To", ReferTo)],
-            9 => &[(b"Supported", Supported), (b"Diversion", Diversion), (b"Timestamp", Timestamp)],
-            10 => &[(b"User-Agent", UserAgent)],
-            11 => &[(b"Unsupported", Unsupported), (b"Min-Expires", MinExpires), (b"Retry-After", RetryAfter)],
-            12 => &[
-                (b"Max-Forwards", MaxForwards),
-                (b"Record-Route", RecordRoute),
-                (b"Content-Type", ContentType),
-                (b"History-Info", HistoryInfo),
-            ],
-            13 => &[(b"Proxy-Require", ProxyRequire), (b"Authorization", Authorization)],
-            14 => &[(b"Content-Length", ContentLength)],
-            16 => &[(b"WWW-Authenticate", WwwAuthenticate), (b"Content-Encoding", ContentEncoding)],
-            18 => &[(b"Proxy-Authenticate", ProxyAuthenticate)],
-            19 => &[(b"Proxy-Authorization", ProxyAuthorization), (b"Authentication-Info", AuthenticationInfo)],
-            _ => &[],
+        // Dispatch on length and first letter so that each name costs one
+        // case-insensitive compare at most (header names are hot: one per
+        // line of every message).
+        let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
+        let (text, h): (&[u8], HeaderName) = match (name.len(), first) {
+            (2, b't') => (b"To", To),
+            (3, b'v') => (b"Via", Via),
+            (4, b'f') => (b"From", From),
+            (4, b'c') => (b"CSeq", CSeq),
+            (4, b'p') => (b"Path", Path),
+            (4, b'd') => (b"Date", Date),
+            (5, b'r') => (b"Route", Route),
+            (5, b'a') => (b"Allow", Allow),
+            (5, b'e') => (b"Event", Event),
+            (6, b'r') => (b"Reason", Reason),
+            (6, b's') => (b"Server", Server),
+            (7, b'c') => match name.get(2).map(u8::to_ascii_lowercase) {
+                Some(b'l') => (b"Call-ID", CallId),
+                _ => (b"Contact", Contact),
+            },
+            (7, b'r') => (b"Require", Require),
+            (7, b'e') => (b"Expires", Expires),
+            (7, b'p') => (b"Privacy", Privacy),
+            (7, b's') => (b"Subject", Subject),
+            (8, b'r') => (b"Refer-To", ReferTo),
+            (9, b's') => (b"Supported", Supported),
+            (9, b'd') => (b"Diversion", Diversion),
+            (9, b't') => (b"Timestamp", Timestamp),
+            (10, b'u') => (b"User-Agent", UserAgent),
+            (11, b'u') => (b"Unsupported", Unsupported),
+            (11, b'm') => (b"Min-Expires", MinExpires),
+            (11, b'r') => (b"Retry-After", RetryAfter),
+            (12, b'm') => (b"Max-Forwards", MaxForwards),
+            (12, b'r') => (b"Record-Route", RecordRoute),
+            (12, b'c') => (b"Content-Type", ContentType),
+            (12, b'h') => (b"History-Info", HistoryInfo),
+            (13, b'p') => (b"Proxy-Require", ProxyRequire),
+            (13, b'a') => (b"Authorization", Authorization),
+            (14, b'c') => (b"Content-Length", ContentLength),
+            (16, b'w') => (b"WWW-Authenticate", WwwAuthenticate),
+            (16, b'c') => (b"Content-Encoding", ContentEncoding),
+            (18, b'p') => (b"Proxy-Authenticate", ProxyAuthenticate),
+            (19, b'p') => (b"Proxy-Authorization", ProxyAuthorization),
+            (19, b'a') => (b"Authentication-Info", AuthenticationInfo),
+            _ => return Other,
         };
-        for (text, h) in candidates {
-            if name.eq_ignore_ascii_case(text) {
-                return *h;
-            }
+        if name.eq_ignore_ascii_case(text) {
+            return h;
         }
         Other
     }
@@ -191,8 +202,52 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::from_bytes(b"X-Foo"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"k"), HeaderName::Supported);
-        for h in [HeaderName::Via, HeaderName::ProxyAuthorization, HeaderName::HistoryInfo] {
+        use HeaderName::*;
+        let all = [
+            Via,
+            From,
+            To,
+            CallId,
+            CSeq,
+            MaxForwards,
+            Route,
+            RecordRoute,
+            Contact,
+            ContentLength,
+            ContentType,
+            ContentEncoding,
+            Require,
+            ProxyRequire,
+            Supported,
+            Unsupported,
+            Expires,
+            MinExpires,
+            Allow,
+            Authorization,
+            ProxyAuthorization,
+            WwwAuthenticate,
+            ProxyAuthenticate,
+            AuthenticationInfo,
+            Diversion,
+            HistoryInfo,
+            Privacy,
+            Path,
+            Reason,
+            RetryAfter,
+            Event,
+            ReferTo,
+            Subject,
+            UserAgent,
+            Server,
+            Date,
+            Timestamp,
+        ];
+        for h in all {
             assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h);
+            assert_eq!(HeaderName::from_bytes(h.as_str().to_ascii_uppercase().as_bytes()), h);
         }
+        assert_eq!(HeaderName::from_bytes(b"Call-IX"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Contacs"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
     }
 }

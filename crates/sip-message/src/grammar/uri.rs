@@ -189,28 +189,63 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
         let (h, rest) = i.split_at(close + 1);
         return Ok((rest, (h, HostKind::Ipv6(addr))));
     }
-    let n = i.iter().take_while(|&&c| is(c, DOMAIN)).count();
-    let (h, rest) = i.split_at(n);
-    if h.is_empty() {
+    // One pass over `alphanum / "-" / "."`, checking the label rules on
+    // the way: hostname = *( domainlabel "." ) toplabel [ "." ],
+    // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum.
+    // All digits and dots means an IPv4address instead.
+    let mut n = 0;
+    let mut at_label_start = true;
+    let mut prev = 0u8;
+    let mut is_numeric = true;
+    while let Some(&c) = i.get(n) {
+        if !is(c, DOMAIN) {
+            break;
+        }
+        if c == b'.' {
+            if at_label_start || prev == b'-' {
+                return fail(i);
+            }
+            at_label_start = true;
+        } else {
+            if at_label_start && c == b'-' {
+                return fail(i);
+            }
+            at_label_start = false;
+            is_numeric &= c.is_ascii_digit();
+        }
+        prev = c;
+        n += 1;
+    }
+    if n == 0 || prev == b'-' {
         return fail(i);
     }
-    if h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
-        let addr = std::str::from_utf8(h).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
-        return match addr {
+    let (h, rest) = i.split_at(n);
+    if is_numeric {
+        return match ipv4(h) {
             Some(a) => Ok((rest, (h, HostKind::Ipv4(a)))),
             None => fail(i),
         };
     }
-    // hostname = *( domainlabel "." ) toplabel [ "." ]
-    // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum
-    let trimmed = h.strip_suffix(b".").unwrap_or(h);
-    for label in trimmed.split(|&c| c == b'.') {
-        match (label.first(), label.last()) {
-            (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric() => {}
-            _ => return fail(i),
-        }
-    }
     Ok((rest, (h, HostKind::Domain)))
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each
+/// at most 255 and without leading zeros (as `std` parses it).
+fn ipv4(h: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = h.split(|&c| c == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.first() == Some(&b'0')) {
+            return None;
+        }
+        let v = p.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+        *o = u8::try_from(v).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
 }
 
 /// `[ ":" port ]`, port = 1*DIGIT (≤ 65535).
