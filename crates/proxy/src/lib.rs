@@ -14,6 +14,7 @@ pub mod admin;
 pub mod config;
 pub mod core;
 pub mod dns;
+pub mod exum;
 pub mod metrics;
 pub mod server;
 pub mod transport;

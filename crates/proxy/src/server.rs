@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sip_message::Uri;
 use tracing::{info, warn};
@@ -18,15 +17,13 @@ use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, Stat
 use crate::dns::Resolver;
 use crate::metrics::Metrics;
 use crate::transport::{
-    Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec, TlsServerSpec, Transport,
-    TransportHub, TransportLimits,
+    load_certificates, load_private_key, Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec,
+    TlsServerSpec, Transport, TransportHub, TransportLimits,
 };
 
 /// Why umproxy could not start. Each variant names what was being set up.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{file}: {problem}")]
-    Pem { file: String, problem: String },
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
     #[error("admin listener {addr}: {source}")]
@@ -67,19 +64,11 @@ impl Resolve for Resolver {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, StartError> {
-    let err = |problem: String| StartError::Pem { file: path.display().to_string(), problem };
-    let certs: Result<Vec<_>, _> =
-        CertificateDer::pem_file_iter(path).map_err(|e| err(e.to_string()))?.collect::<Result<Vec<_>, _>>();
-    let certs = certs.map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err("no certificate in file".into()));
-    }
-    Ok(certs)
+    Ok(load_certificates(path)?)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, StartError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| StartError::Pem { file: path.display().to_string(), problem: e.to_string() })
+    Ok(load_private_key(path)?)
 }
 
 /// The TLS material of a listener, read from its files.
