@@ -35,8 +35,8 @@ pub enum NextHop {
     Destination(Destination),
 }
 
-/// One branch of a fork.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One branch of a fork. The default keeps the Request-URI and sends to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Target {
     /// The Request-URI of this branch; `None` keeps the request's.
     pub request_uri: Option<String>,
@@ -45,16 +45,20 @@ pub struct Target {
     /// Route values pushed on top of the request's route set, first on top
     /// (a registered Path, RFC 3327).
     pub route: Vec<String>,
+    /// The request this branch is built from, when it is not the caller's
+    /// (e.g. the INVITE to a UM server with its Diversion and
+    /// History-Info). The core adds its Via, Max-Forwards and Record-Route.
+    pub request: Option<Bytes>,
 }
 
 impl Target {
     /// Send to `uri` as the Request-URI and the next hop.
     pub fn to_uri(uri: impl Into<String>) -> Target {
-        Target { request_uri: Some(uri.into()), next_hop: None, route: Vec::new() }
+        Target { request_uri: Some(uri.into()), next_hop: None, route: Vec::new(), request: None }
     }
     /// Keep the Request-URI and send through `next_hop`.
     pub fn via(next_hop: impl Into<String>) -> Target {
-        Target { request_uri: None, next_hop: Some(NextHop::Uri(next_hop.into())), route: Vec::new() }
+        Target { request_uri: None, next_hop: Some(NextHop::Uri(next_hop.into())), route: Vec::new(), request: None }
     }
 }
 
@@ -218,11 +222,7 @@ impl StaticRouter {
             return RouteDecision::Reject(Rejection::new(404, "Not Found"));
         }
         if self.is_trusted(req.source.remote.ip()) {
-            return RouteDecision::Forward(ForkPlan::single(Target {
-                request_uri: None,
-                next_hop: None,
-                route: Vec::new(),
-            }));
+            return RouteDecision::Forward(ForkPlan::single(Target::default()));
         }
         RouteDecision::Reject(Rejection::new(403, "Forbidden"))
     }

@@ -490,11 +490,7 @@ impl Shard {
         // everything to its outbound proxy): then, like out-of-dialog
         // requests, it asks the router.
         let decision = if ctx.route_edits.next_route().is_some() || (in_dialog && !ruri_local) {
-            Some(RouteDecision::Forward(ForkPlan::single(Target {
-                request_uri: None,
-                next_hop: None,
-                route: Vec::new(),
-            })))
+            Some(RouteDecision::Forward(ForkPlan::single(Target::default())))
         } else {
             match self.router.route(&RouteRequest { msg: &ctx.request, source: &ctx.peer, tls: ctx.tls.as_deref() }) {
                 Routing::Ready(d) => Some(d),
@@ -685,7 +681,20 @@ impl Shard {
             let Some(branch) = ctx.branches.get(idx) else { return };
             let in_listener = self.wire.listener_for(ctx.peer.transport, &ctx.peer.remote);
             let branch_id = self.minter.mint(ctx.loop_hash);
-            let bytes = build_forward(ctx, &branch.target, &dest, &out_listener, in_listener.as_ref(), &branch_id);
+            let own = match &branch.target.request {
+                Some(raw) => match Message::parse(raw.clone(), &self.limits) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        warn!(shard = self.index, error = %e, "a router's request for a branch does not parse");
+                        self.branch_final(server, idx, Final::Synthetic(500), now);
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let base = own.as_ref().or(ctx.forward_base.as_ref()).unwrap_or(&ctx.request);
+            let bytes =
+                build_forward(ctx, base, &branch.target, &dest, &out_listener, in_listener.as_ref(), &branch_id);
             let is_invite = ctx.method == Method::Invite;
             let msg = match Message::parse(bytes, &self.limits) {
                 Ok(m) => m,
@@ -1131,13 +1140,13 @@ fn send_stateless(
 /// The forwarded copy of a request for one branch (RFC 3261 §16.6).
 fn build_forward(
     ctx: &ProxyTx,
+    msg: &Message,
     target: &Target,
     dest: &Destination,
     out: &ListenerInfo,
     inbound: Option<&ListenerInfo>,
     branch: &str,
 ) -> Bytes {
-    let msg = ctx.forward_base.as_ref().unwrap_or(&ctx.request);
     let mut ed = route::apply(msg.edit(), &ctx.route_edits, target.request_uri.as_deref());
     // Step 7: pushed routes (Path) go on top of the route set, first on top.
     for r in &target.route {

@@ -68,7 +68,14 @@ impl Fallback for VoiceMail {
             original.edit().add_header("Diversion", "<sip:vm@example.test>;reason=no-answer;counter=1").finish();
         FallbackAction::Divert {
             plan: ForkPlan {
-                groups: vec![vec![Target::to_uri("sip:um@192.0.2.51")], vec![Target::to_uri("sip:um@192.0.2.52")]],
+                groups: vec![
+                    vec![Target::to_uri("sip:um@192.0.2.51")],
+                    // The second server gets a request of its own.
+                    vec![Target {
+                        request: Some(original.edit().add_header("X-Um-Server", "2").finish()),
+                        ..Target::to_uri("sip:um@192.0.2.52")
+                    }],
+                ],
                 attempt_timeout: Some(Duration::from_secs(4)),
                 follow_redirects: 2,
                 ..ForkPlan::default()
@@ -90,9 +97,8 @@ impl Router for TestRouter {
                 ..ForkPlan::default()
             }),
             "failover" => RouteDecision::Forward(ForkPlan::single(Target {
-                request_uri: None,
                 next_hop: Some(NextHop::Destination(dest("192.0.2.41:5060"))),
-                route: vec![],
+                ..Target::default()
             })),
             "nobody" => RouteDecision::Reject(Rejection::new(404, "Not Found")),
             "vm" => RouteDecision::Forward(ForkPlan {
@@ -102,7 +108,7 @@ impl Router for TestRouter {
                 ..ForkPlan::default()
             }),
             "unreg" => RouteDecision::Forward(ForkPlan { fallback: Some(self.0.clone()), ..ForkPlan::default() }),
-            _ => RouteDecision::Forward(ForkPlan::single(Target { request_uri: None, next_hop: None, route: vec![] })),
+            _ => RouteDecision::Forward(ForkPlan::single(Target::default())),
         };
         Routing::Ready(d)
     }
@@ -560,6 +566,8 @@ fn unresponsive_um_server_times_out_and_the_next_answers_after_a_redirect() {
         requests(&out, "INVITE").into_iter().filter(|(a, _)| a.to_string() == "192.0.2.52:5060").collect();
     assert_eq!(next.len(), 1, "per-attempt timer moved to the second UM server");
     let second = next[0].1.clone();
+    assert_eq!(second.header_values_named("X-Um-Server").next(), Some(&b"2"[..]), "its own request");
+    assert_eq!(second.header_values_named("Diversion").count(), 0, "not the plan's shared request");
     let mut redirect = answer(&second, 302, "r");
     redirect = redirect.replace("Contact: <sip:callee@192.0.2.99>", "Contact: <sip:um-node@192.0.2.53>");
     h.feed(&redirect, "192.0.2.52:5060");
