@@ -117,25 +117,70 @@ async fn embedded_compare_and_set_expire_and_cap() {
     assert_eq!(store.binding_count(), Some(1));
 }
 
-/// Sequential fsynced REGISTER writes per second (not an assertion; prints a
-/// figure for the durability policy). Run with
+/// Fsynced REGISTER writes per second, one writer and 64 concurrent ones
+/// (prints figures for the durability policy; asserts nothing). Run with
 /// `cargo test --release -- --ignored embedded_write_rate --nocapture`.
 #[test]
 #[ignore = "measurement, not a test"]
 fn embedded_write_rate() {
+    let dir = tempfile::tempdir_in(std::env::var_os("UMPROXY_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits::default(), t(0)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for writers in [1u32, 64] {
+        let per_writer = 4000 / writers;
+        let start = Instant::now();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for w in 0..writers {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    for k in 0..per_writer {
+                        let aor = format!("sip:user{w}-{}@contoso.test", k % 50);
+                        let cur = store.get(&aor, t(0)).await.unwrap();
+                        store.replace(&aor, cur.version, vec![binding(&aor, k, t(3600))], t(0)).await.unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let n = per_writer * writers;
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "embedded store, {writers} writer(s): {n} fsynced replace() in {secs:.2} s = {:.0} writes/s",
+            f64::from(n) / secs
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_concurrent_writers_to_one_aor_never_lose_an_update() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits::default(), t(0)).unwrap();
-    let n = 2000u32;
-    let start = Instant::now();
-    rt().block_on(async {
-        for k in 0..n {
-            let aor = format!("sip:user{}@contoso.test", k % 500);
-            let cur = store.get(&aor, t(0)).await.unwrap();
-            store.replace(&aor, cur.version, vec![binding(&aor, k, t(3600))], t(0)).await.unwrap();
-        }
-    });
-    let secs = start.elapsed().as_secs_f64();
-    println!("embedded store: {n} fsynced replace() in {secs:.2} s = {:.0} writes/s", f64::from(n) / secs);
+    let aor = "sip:shared@contoso.test";
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..10u32 {
+                loop {
+                    let mut cur = store.get(aor, t(0)).await.unwrap();
+                    cur.bindings.push(binding(aor, w * 100 + k, t(3600)));
+                    match store.replace(aor, cur.version, cur.bindings, t(0)).await {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.get(aor, t(0)).await.unwrap().bindings.len(), 80);
+    assert_eq!(store.binding_count(), Some(80));
 }
 
 // ---- Redis ------------------------------------------------------------------
