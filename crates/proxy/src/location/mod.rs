@@ -5,6 +5,9 @@
 //! address they came from, and `now`; it gets back responses and decisions.
 //! Concepts owned by the core appear here as minimal stand-ins
 //! ([`binding::FlowToken`] for a connection/flow id).
+//!
+//! Peer input reaches no panic path: the lints below hold outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic))]
 
 pub mod auth;
 pub mod binding;

@@ -180,6 +180,9 @@ impl EmbeddedStore {
     }
 }
 
+/// Sends one write's result once the batch's commit result is known.
+type Answer = Box<dyn FnOnce(Result<(), StoreError>)>;
+
 /// The effect of one queued write on an AOR, before commit.
 type Pending = HashMap<String, AorBindings>;
 
@@ -219,7 +222,7 @@ impl Inner {
         let mut pending: Pending = HashMap::new();
         let mut new_aors = 0usize;
         // Results decided before commit; sent only once the commit is durable.
-        let mut replies: Vec<Box<dyn FnOnce(Result<(), StoreError>)>> = Vec::with_capacity(batch.len());
+        let mut replies: Vec<Answer> = Vec::with_capacity(batch.len());
         let mut is_durable_needed = false;
         for op in batch {
             match op {
