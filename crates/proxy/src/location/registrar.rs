@@ -89,6 +89,7 @@ pub enum RegisterResult {
     IntervalTooBrief,
     Forbidden,
     NotFound,
+    BadExtension,
     StoreError,
 }
 
@@ -102,6 +103,7 @@ impl RegisterResult {
             RegisterResult::IntervalTooBrief => "interval_too_brief",
             RegisterResult::Forbidden => "forbidden",
             RegisterResult::NotFound => "not_found",
+            RegisterResult::BadExtension => "bad_extension",
             RegisterResult::StoreError => "store_error",
         }
     }
@@ -118,6 +120,8 @@ pub enum Reject {
     Forbidden(&'static str),
     /// 404: the AOR is not in a domain we serve.
     NotFound,
+    /// 420: the UA requires extensions we do not support (listed in Unsupported).
+    BadExtension(Vec<String>),
 }
 
 impl Reject {
@@ -127,6 +131,7 @@ impl Reject {
             Reject::IntervalTooBrief { .. } => 423,
             Reject::Forbidden(_) => 403,
             Reject::NotFound => 404,
+            Reject::BadExtension(_) => 420,
         }
     }
     fn result(&self) -> RegisterResult {
@@ -135,6 +140,7 @@ impl Reject {
             Reject::IntervalTooBrief { .. } => RegisterResult::IntervalTooBrief,
             Reject::Forbidden(_) => RegisterResult::Forbidden,
             Reject::NotFound => RegisterResult::NotFound,
+            Reject::BadExtension(_) => RegisterResult::BadExtension,
         }
     }
 }
@@ -242,6 +248,9 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
     parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
 }
 
+/// Option tags the registrar implements.
+const SUPPORTED: [&str; 2] = ["path", "outbound"];
+
 /// Decide what a REGISTER does to an AOR whose unexpired bindings are `current`.
 pub fn plan_register(
     req: &Message,
@@ -250,6 +259,16 @@ pub fn plan_register(
     ctx: &RegisterContext,
     now: SystemTime,
 ) -> Result<Plan, Reject> {
+    // §10.3 step 2: Require with an extension we lack → 420.
+    let unsupported: Vec<String> = req
+        .require()
+        .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .take(8)
+        .map(|t| t.chars().filter(|c| c.is_ascii_graphic()).take(64).collect())
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(Reject::BadExtension(unsupported));
+    }
     let to = req.to();
     let aor = canonical_aor(&to.uri).ok_or(Reject::BadRequest("Bad To URI"))?;
     let host = to.uri.host().to_ascii_lowercase();
@@ -518,6 +537,9 @@ fn reject_response(req: &Message, reject: &Reject) -> Bytes {
         Reject::BadRequest(reason) => Response::new(req, 400, reason, Some(&tag)).finish(),
         Reject::Forbidden(reason) => Response::new(req, 403, reason, Some(&tag)).finish(),
         Reject::NotFound => Response::new(req, 404, "Not Found", Some(&tag)).finish(),
+        Reject::BadExtension(tags) => {
+            Response::new(req, 420, "Bad Extension", Some(&tag)).header("Unsupported", &tags.join(", ")).finish()
+        }
         Reject::IntervalTooBrief { min_expires } => Response::new(req, 423, "Interval Too Brief", Some(&tag))
             .header("Min-Expires", &min_expires.to_string())
             .finish(),

@@ -185,6 +185,21 @@ fn foreign_domain_is_404_and_other_users_aor_is_403() {
 }
 
 #[test]
+fn required_unknown_extension_gets_420_and_known_ones_pass() {
+    let r = plan(&register("c1", 1, "Require: path, gruu\r\nContact: <sip:a@192.0.2.1>\r\n"), &[], t(0));
+    assert_eq!(r, Err(Reject::BadExtension(vec!["gruu".into()])));
+    let req = register("c1", 1, "Require: gruu\r\nContact: <sip:a@192.0.2.1>\r\n");
+    let resp = Message::parse(
+        reject_response(&req, &Reject::BadExtension(vec!["gruu".into()])),
+        &sip_message::Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(resp.status(), Some(420));
+    assert_eq!(resp.header_values_named("Unsupported").next(), Some(&b"gruu"[..]));
+    assert!(plan(&register("c1", 1, "Require: path, outbound\r\nContact: <sip:a@192.0.2.1>\r\n"), &[], t(0)).is_ok());
+}
+
+#[test]
 fn forking_order_by_q_and_groups() {
     let req = register("c1", 1, "Contact: <sip:a@192.0.2.1>;q=0.5, <sip:a@192.0.2.2>;q=1, <sip:a@192.0.2.3>;q=0.5\r\n");
     let mut b = plan(&req, &[], t(0)).unwrap().bindings;
