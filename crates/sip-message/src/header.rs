@@ -115,7 +115,10 @@ impl HeaderName {
             (19, b'a') => (b"Authentication-Info", AuthenticationInfo),
             _ => return Other,
         };
-        if name.eq_ignore_ascii_case(text) {
+        // `text` holds only letters and `-`: bytes equal, or equal but for
+        // the ASCII case bit on a letter.
+        let same = |(a, b): (&u8, &u8)| a == b || (a ^ b == 0x20 && a.is_ascii_alphabetic());
+        if name.len() == text.len() && name.iter().zip(text).all(same) {
             return h;
         }
         Other

@@ -193,25 +193,17 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
     // the way: hostname = *( domainlabel "." ) toplabel [ "." ],
     // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum.
     // All digits and dots means an IPv4address instead.
+    // `prev` is 0 at the start of the host and `.` at each label start.
     let mut n = 0;
-    let mut at_label_start = true;
     let mut prev = 0u8;
-    let mut is_numeric = true;
     while let Some(&c) = i.get(n) {
         if !is(c, DOMAIN) {
             break;
         }
-        if c == b'.' {
-            if at_label_start || prev == b'-' {
-                return fail(i);
-            }
-            at_label_start = true;
-        } else {
-            if at_label_start && c == b'-' {
-                return fail(i);
-            }
-            at_label_start = false;
-            is_numeric &= c.is_ascii_digit();
+        match c {
+            b'.' if prev == 0 || prev == b'.' || prev == b'-' => return fail(i),
+            b'-' if prev == 0 || prev == b'.' => return fail(i),
+            _ => {}
         }
         prev = c;
         n += 1;
@@ -219,6 +211,9 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
     if n == 0 || prev == b'-' {
         return fail(i);
     }
+    // Only a host starting with a digit can be all digits and dots.
+    let is_numeric = i.first().is_some_and(u8::is_ascii_digit)
+        && i.get(..n).unwrap_or_default().iter().all(|&c| c.is_ascii_digit() || c == b'.');
     let (h, rest) = i.split_at(n);
     if is_numeric {
         return match ipv4(h) {
