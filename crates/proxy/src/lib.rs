@@ -11,6 +11,7 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener.
 
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod core;
 pub mod dns;

@@ -1,0 +1,567 @@
+//! The application router: where umproxy sends a request, composed from the
+//! ExUM directory, the location service and the static routes. The core
+//! knows it only as a [`Router`]; the ExUM behaviour reaches the core as
+//! fork plans (ring time, per-attempt timer, redirects) and a [`Fallback`]
+//! that diverts to voice mail.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, Opts, Registry};
+use sip_message::{Message, Uri};
+use tracing::{info, warn};
+
+use crate::core::validate::Rejection;
+use crate::core::{
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing,
+    StaticRouter, Target,
+};
+use crate::exum::{
+    build_um_invite, classify_request, divert_reason, reason_label, CallOutcome, Classification, DirectoryHandle,
+    DiversionReason, Security, UmInviteContext, UmRoute, UmServer, UmTarget, UmTemplates,
+};
+use crate::transport::{Destination, FlowId, Transport};
+
+/// A registered contact, as the location service hands it to routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub uri: String,
+    /// q-value in thousandths (RFC 3261 §20.10).
+    pub q: u16,
+    /// Path values to route through, top first (RFC 3327).
+    pub path: Vec<String>,
+    /// The connection it registered over (RFC 5626), with its source.
+    pub flow: Option<(FlowId, SocketAddr)>,
+}
+
+/// A future of a location lookup.
+pub type Lookup = Pin<Box<dyn Future<Output = Result<Vec<Contact>, String>> + Send>>;
+
+/// The location service, as routing sees it.
+pub trait Locations: Send + Sync + 'static {
+    /// The live contacts of `aor` (`sip:user@host`).
+    fn lookup(&self, aor: String) -> Lookup;
+}
+
+/// ExUM settings from `[exum]`.
+#[derive(Debug)]
+pub struct ExumSettings {
+    pub ring_time: Duration,
+    pub attempt_timeout: Duration,
+    pub templates: UmTemplates,
+}
+
+/// `umproxy_exum_*` metrics.
+#[derive(Debug, Clone)]
+pub struct ExumMetrics {
+    routes: IntCounterVec,
+    failures: IntCounterVec,
+}
+
+impl ExumMetrics {
+    pub fn register(reg: &Registry) -> Result<ExumMetrics, prometheus::Error> {
+        let routes = IntCounterVec::new(
+            Opts::new("umproxy_exum_routes_total", "Calls sent to a UM service, by mode and diversion reason"),
+            &["mode", "reason"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new("umproxy_exum_um_failures_total", "Calls no UM server of their target accepted"),
+            &["mode", "reason"],
+        )?;
+        reg.register(Box::new(routes.clone()))?;
+        reg.register(Box::new(failures.clone()))?;
+        Ok(ExumMetrics { routes, failures })
+    }
+}
+
+/// Groups of contacts for forking: descending q, equal q together.
+pub fn fork_groups(mut contacts: Vec<Contact>) -> Vec<Vec<Target>> {
+    contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
+    let mut groups: Vec<(u16, Vec<Target>)> = Vec::new();
+    for c in contacts {
+        let next_hop = c.flow.map(|(flow, addr)| {
+            let transport = Uri::parse(c.uri.as_bytes())
+                .and_then(|u| u.transport().and_then(Transport::from_name))
+                .unwrap_or(Transport::Udp);
+            NextHop::Destination(Destination { transport, addr, flow: Some(flow), server_name: None })
+        });
+        let t = Target { request_uri: Some(c.uri), next_hop, route: c.path, request: None };
+        match groups.last_mut() {
+            Some((q, g)) if *q == c.q => g.push(t),
+            _ => groups.push((c.q, vec![t])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// The UM attempts for a voice-mail target: one serial group per UM server
+/// (on premises) or the hosting provider (hosted), each with its own INVITE.
+pub fn um_plan(
+    original: &Message,
+    target: &UmTarget,
+    reason: Option<DiversionReason>,
+    settings: &ExumSettings,
+    dir: &crate::exum::Directory,
+) -> Result<ForkPlan, String> {
+    let mut groups = Vec::new();
+    match &target.route {
+        UmRoute::OnPrem { servers, security, .. } => {
+            let transport = if *security == Security::Unsecured { Transport::Tcp } else { Transport::Tls };
+            for server in servers {
+                let ctx = UmInviteContext { templates: &settings.templates, reason, server: Some(server) };
+                let request = build_um_invite(original, target, &ctx).map_err(|e| e.to_string())?;
+                groups.push(vec![Target {
+                    request_uri: None,
+                    next_hop: Some(um_server_hop(server, transport)),
+                    route: Vec::new(),
+                    request: Some(request),
+                }]);
+            }
+        }
+        UmRoute::Hosted { provider, .. } => {
+            let p = dir.provider(provider).ok_or_else(|| format!("no hosting provider {provider:?}"))?;
+            let ctx = UmInviteContext { templates: &settings.templates, reason, server: None };
+            let request = build_um_invite(original, target, &ctx).map_err(|e| e.to_string())?;
+            // Mutual TLS to the provider's edge; its certificate must name
+            // its proxy FQDN.
+            let hop = match p.address {
+                Some(addr) => NextHop::Destination(Destination {
+                    transport: Transport::Tls,
+                    addr,
+                    flow: None,
+                    server_name: Some(p.proxy_fqdn.as_str().into()),
+                }),
+                None => NextHop::Uri(format!("sip:{};transport=tls", p.proxy_fqdn)),
+            };
+            groups.push(vec![Target {
+                request_uri: None,
+                next_hop: Some(hop),
+                route: Vec::new(),
+                request: Some(request),
+            }]);
+        }
+    }
+    Ok(ForkPlan { groups, attempt_timeout: Some(settings.attempt_timeout), follow_redirects: 3, ..ForkPlan::default() })
+}
+
+fn um_server_hop(server: &UmServer, transport: Transport) -> NextHop {
+    match server.address {
+        Some(addr) => NextHop::Destination(Destination {
+            transport,
+            addr,
+            flow: None,
+            server_name: Some(server.fqdn.as_str().into()),
+        }),
+        None => {
+            let port = server.port.map(|p| format!(":{p}")).unwrap_or_default();
+            NextHop::Uri(format!("sip:{}{port};transport={}", server.fqdn, transport.param_name()))
+        }
+    }
+}
+
+/// Voice mail for a local user when the ring fails, and 480 when the UM
+/// servers fail too (DESIGN.md §9 "When a call diverts", "On-premises UM").
+struct VoiceMail {
+    target: UmTarget,
+    directory: Arc<crate::exum::Directory>,
+    settings: Arc<ExumSettings>,
+    metrics: ExumMetrics,
+}
+
+impl Fallback for VoiceMail {
+    fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
+        let call_id = original.call_id();
+        if outcome.stage > 0 {
+            // The UM attempts failed: a clean 480, a log line, a metric.
+            warn!(
+                call_id = %call_id,
+                mailbox = %self.target.mailbox.aor,
+                mode = self.target.mode(),
+                codes = ?outcome.codes,
+                "ExUM: no UM server accepted the call"
+            );
+            self.metrics.failures.with_label_values(&[self.target.mode(), "all_failed"]).inc();
+            return FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"));
+        }
+        let call = if outcome.no_answer {
+            CallOutcome::NoAnswerTimeout
+        } else if outcome.codes.is_empty() {
+            CallOutcome::NoContacts
+        } else {
+            CallOutcome::BranchesFailed(&outcome.codes)
+        };
+        let Some(reason) = divert_reason(call) else { return FallbackAction::Respond };
+        divert(original, &self.target, Some(reason), &self.settings, &self.directory, &self.metrics)
+    }
+}
+
+/// After an immediate diversion (contacts, subscriber access, forward to
+/// voice mail): the only failure left is the UM one.
+struct UmFailure {
+    target: UmTarget,
+    metrics: ExumMetrics,
+}
+
+impl Fallback for UmFailure {
+    fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
+        warn!(
+            call_id = %original.call_id(),
+            mailbox = %self.target.mailbox.aor,
+            mode = self.target.mode(),
+            codes = ?outcome.codes,
+            "ExUM: no UM server accepted the call"
+        );
+        self.metrics.failures.with_label_values(&[self.target.mode(), "all_failed"]).inc();
+        FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"))
+    }
+}
+
+fn divert(
+    original: &Message,
+    target: &UmTarget,
+    reason: Option<DiversionReason>,
+    settings: &ExumSettings,
+    dir: &crate::exum::Directory,
+    metrics: &ExumMetrics,
+) -> FallbackAction {
+    match um_plan(original, target, reason, settings, dir) {
+        Ok(mut plan) => {
+            info!(
+                call_id = %original.call_id(),
+                mailbox = %target.mailbox.aor,
+                mode = target.mode(),
+                reason = reason_label(reason),
+                "ExUM: to voice mail"
+            );
+            metrics.routes.with_label_values(&[target.mode(), reason_label(reason)]).inc();
+            plan.fallback = Some(Arc::new(UmFailure { target: target.clone(), metrics: metrics.clone() }));
+            FallbackAction::Divert { plan, request: None }
+        }
+        Err(e) => {
+            warn!(call_id = %original.call_id(), mailbox = %target.mailbox.aor, error = %e, "ExUM: cannot build the INVITE to UM");
+            metrics.failures.with_label_values(&[target.mode(), "request"]).inc();
+            FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"))
+        }
+    }
+}
+
+/// Routing for the whole proxy.
+pub struct AppRouter {
+    statics: StaticRouter,
+    directory: Option<Arc<DirectoryHandle>>,
+    locations: Option<Arc<dyn Locations>>,
+    settings: Arc<ExumSettings>,
+    metrics: ExumMetrics,
+}
+
+impl AppRouter {
+    pub fn new(
+        statics: StaticRouter,
+        directory: Option<Arc<DirectoryHandle>>,
+        locations: Option<Arc<dyn Locations>>,
+        settings: ExumSettings,
+        metrics: ExumMetrics,
+    ) -> AppRouter {
+        AppRouter { statics, directory, locations, settings: Arc::new(settings), metrics }
+    }
+
+    /// A diversion straight to UM (no ringing).
+    fn immediate(
+        &self,
+        msg: &Message,
+        target: &UmTarget,
+        reason: Option<DiversionReason>,
+        dir: &crate::exum::Directory,
+    ) -> RouteDecision {
+        match divert(msg, target, reason, &self.settings, dir, &self.metrics) {
+            FallbackAction::Divert { plan, .. } => RouteDecision::Forward(plan),
+            FallbackAction::Reject(r) => RouteDecision::Reject(r),
+            FallbackAction::Respond => RouteDecision::Reject(Rejection::new(480, "Temporarily Unavailable")),
+        }
+    }
+
+    /// Ring the user's contacts for the ring time; voice mail when that
+    /// fails, when there is one.
+    fn ring(
+        &self,
+        msg: &Message,
+        aor: &str,
+        ring_time: Option<Duration>,
+        voicemail: Option<UmTarget>,
+        dir: Arc<crate::exum::Directory>,
+    ) -> Routing {
+        let fallback: Option<Arc<dyn Fallback>> = voicemail.map(|target| {
+            Arc::new(VoiceMail {
+                target,
+                directory: dir,
+                settings: self.settings.clone(),
+                metrics: self.metrics.clone(),
+            }) as Arc<dyn Fallback>
+        });
+        let ring_timeout = fallback.as_ref().map(|_| ring_time.unwrap_or(self.settings.ring_time));
+        let Some(locations) = self.locations.clone() else {
+            // No location service: the user cannot be reached, only voice mail.
+            return Routing::Ready(RouteDecision::Forward(ForkPlan { fallback, ..ForkPlan::default() }));
+        };
+        let aor = if aor.starts_with("sip:") { aor.to_string() } else { format!("sip:{aor}") };
+        let call_id = msg.call_id().to_string();
+        Routing::Pending(Box::pin(async move {
+            match locations.lookup(aor).await {
+                Ok(contacts) => RouteDecision::Forward(ForkPlan {
+                    groups: fork_groups(contacts),
+                    ring_timeout,
+                    fallback,
+                    ..ForkPlan::default()
+                }),
+                Err(e) => {
+                    warn!(call_id = %call_id, error = %e, "location lookup failed");
+                    RouteDecision::Reject(Rejection::new(503, "Service Unavailable"))
+                }
+            }
+        }))
+    }
+}
+
+impl Router for AppRouter {
+    fn route(&self, req: &RouteRequest<'_>) -> Routing {
+        let Some(handle) = &self.directory else { return self.statics.route(req) };
+        let dir = handle.snapshot();
+        let msg = req.msg;
+        let from = msg.from();
+        let caller_aor = match (from.uri.user(), from.uri.host()) {
+            (Some(u), h) if !h.is_empty() => Some(format!("{u}@{h}")),
+            _ => None,
+        };
+        // Requests from hosting providers are recognised by their verified
+        // certificate names (mutual TLS); the provider-facing checks live in
+        // exum::accept_from_provider, wired with the provider listener.
+        let from_provider = req.tls.and_then(|tls| {
+            dir.providers().iter().find(|p| tls.names.iter().any(|n| n.eq_ignore_ascii_case(&p.proxy_fqdn)))
+        });
+        let class = classify_request(&dir, msg, caller_aor.as_deref(), from_provider.map(|p| p.identity.as_str()));
+        match class {
+            Classification::NotOurs => self.statics.route(req),
+            Classification::NotFound => Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found"))),
+            Classification::NoVoicemail { .. } => {
+                Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")))
+            }
+            Classification::LocalUser { aor, ring, voicemail } => {
+                self.ring(msg, &aor, ring.ring_time, voicemail, dir.clone())
+            }
+            Classification::ToProvider { provider } => {
+                let Some(p) = dir.provider(&provider) else {
+                    return Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")));
+                };
+                let hop = match p.address {
+                    Some(addr) => NextHop::Destination(Destination {
+                        transport: Transport::Tls,
+                        addr,
+                        flow: None,
+                        server_name: Some(p.proxy_fqdn.as_str().into()),
+                    }),
+                    None => NextHop::Uri(format!("sip:{};transport=tls", p.proxy_fqdn)),
+                };
+                Routing::Ready(RouteDecision::Forward(ForkPlan::single(Target {
+                    next_hop: Some(hop),
+                    ..Target::default()
+                })))
+            }
+            other => match other.immediate_target() {
+                Some(target) => {
+                    let reason = other.immediate_reason();
+                    Routing::Ready(self.immediate(msg, target, reason, &dir))
+                }
+                None => Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Fork, Route, RouteMatch};
+    use crate::exum::{Directory, LoadOptions};
+    use crate::transport::Peer;
+    use std::sync::Mutex;
+
+    /// Locations answering from a fixed table.
+    struct Table(Mutex<Vec<(String, Contact)>>);
+    impl Locations for Table {
+        fn lookup(&self, aor: String) -> Lookup {
+            let found: Vec<Contact> =
+                self.0.lock().expect("lock").iter().filter(|(a, _)| *a == aor).map(|(_, c)| c.clone()).collect();
+            Box::pin(async move { Ok(found) })
+        }
+    }
+
+    fn contact(uri: &str, q: u16) -> Contact {
+        Contact { uri: uri.into(), q, path: vec![], flow: None }
+    }
+
+    fn router() -> (AppRouter, Registry) {
+        let opts = LoadOptions { has_tls_listener: true, domains: vec!["contoso.test".into()] };
+        let text = include_str!("../tests/fixtures/exum/valid.toml");
+        let dir = Directory::from_toml(text, "directory.toml", &opts).expect("fixture loads");
+        let handle = Arc::new(DirectoryHandle::from_directory(dir, opts));
+        let locations = Arc::new(Table(Mutex::new(vec![
+            ("sip:alice@contoso.test".into(), contact("sip:alice@192.0.2.5", 1000)),
+            ("sip:alice@contoso.test".into(), contact("sip:alice@192.0.2.6", 500)),
+            ("sip:alice@contoso.test".into(), contact("sip:alice@192.0.2.7", 1000)),
+        ])));
+        let statics = StaticRouter::new(
+            vec!["contoso.test".into()],
+            vec![],
+            vec![Route {
+                matches: RouteMatch::Domain("fabrikam.test".into()),
+                next_hop: vec!["sip:192.0.2.99".into()],
+                fork: Fork::Parallel,
+            }],
+        );
+        let reg = Registry::new();
+        let settings = ExumSettings {
+            ring_time: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(4),
+            templates: UmTemplates::new(None, None).expect("default templates"),
+        };
+        let metrics = ExumMetrics::register(&reg).expect("metrics");
+        (AppRouter::new(statics, Some(handle), Some(locations), settings, metrics), reg)
+    }
+
+    fn invite(ruri: &str, from: &str) -> Message {
+        let text = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKapp\r\nFrom: <{from}>;tag=f\r\n\
+             To: <{ruri}>\r\nCall-ID: app-1\r\nCSeq: 1 INVITE\r\nDiversion: <sip:old@x.test>;reason=deflection\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse_slice(text.as_bytes()).expect("test message parses")
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            remote: "192.0.2.1:5060".parse().expect("addr"),
+            local: "127.0.0.1:5060".parse().expect("addr"),
+            flow: None,
+        }
+    }
+
+    fn decide(r: &AppRouter, msg: &Message) -> RouteDecision {
+        let p = peer();
+        match r.route(&RouteRequest { msg, source: &p, tls: None }) {
+            Routing::Ready(d) => d,
+            Routing::Pending(f) => tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f),
+        }
+    }
+
+    fn plan(d: RouteDecision) -> ForkPlan {
+        match d {
+            RouteDecision::Forward(p) => p,
+            other => panic!("expected a fork plan, got {other:?}"),
+        }
+    }
+
+    fn header(raw: &bytes::Bytes, name: &str) -> Vec<String> {
+        let m = Message::parse(raw.clone(), &Default::default()).expect("UM INVITE parses");
+        m.header_values_named(name).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+    }
+
+    #[test]
+    fn local_user_rings_contacts_by_q_for_their_ring_time_with_voice_mail_behind() {
+        let (r, _) = router();
+        let p = plan(decide(&r, &invite("sip:alice@contoso.test", "sip:zed@fabrikam.test")));
+        let uris: Vec<Vec<String>> =
+            p.groups.iter().map(|g| g.iter().filter_map(|t| t.request_uri.clone()).collect()).collect();
+        assert_eq!(
+            uris,
+            vec![
+                vec!["sip:alice@192.0.2.5".to_string(), "sip:alice@192.0.2.7".to_string()],
+                vec!["sip:alice@192.0.2.6".to_string()]
+            ]
+        );
+        assert_eq!(p.ring_timeout, Some(Duration::from_secs(20)), "alice's own ring time");
+        assert!(p.fallback.is_some());
+    }
+
+    #[test]
+    fn busy_on_prem_user_diverts_to_each_um_server_with_one_diversion() {
+        let (r, reg) = router();
+        let orig = invite("sip:alice@contoso.test", "sip:zed@fabrikam.test");
+        let p = plan(decide(&r, &orig));
+        let fb = p.fallback.expect("voice mail");
+        let outcome = ForkOutcome { stage: 0, best: Some(486), no_answer: false, codes: vec![486, 486] };
+        let FallbackAction::Divert { plan: um, .. } = fb.on_failure(&orig, &outcome) else { panic!("should divert") };
+        assert_eq!(um.groups.len(), 2, "the dial plan's two servers, in turn");
+        assert_eq!(um.attempt_timeout, Some(Duration::from_secs(4)));
+        let first = &um.groups[0][0];
+        match &first.next_hop {
+            Some(NextHop::Destination(d)) => {
+                assert_eq!(d.transport, Transport::Tls, "sip_secured dial plan: TLS");
+                assert_eq!(d.addr.to_string(), "127.0.0.1:5071");
+                assert_eq!(d.server_name.as_deref(), Some("um1.contoso.test"));
+            }
+            other => panic!("static UM address expected, got {other:?}"),
+        }
+        assert_eq!(um.groups[1][0].next_hop, Some(NextHop::Uri("sip:um2.contoso.test;transport=tls".into())));
+        let req = first.request.as_ref().expect("a request of its own");
+        let div = header(req, "Diversion");
+        assert_eq!(div.len(), 1, "the incoming Diversion is replaced by exactly one: {div:?}");
+        assert!(div[0].starts_with("<sip:alice@contoso.test>") && div[0].contains("reason=user-busy"), "{div:?}");
+        let encoded = prometheus::TextEncoder::new().encode_to_string(&reg.gather()).expect("encode");
+        assert!(encoded.contains("umproxy_exum_routes_total{mode=\"on_prem\",reason=\"user-busy\"} 1"), "{encoded}");
+        // All UM servers failed: 480 and a failure metric.
+        let FallbackAction::Reject(rej) = um
+            .fallback
+            .expect("UM failure hook")
+            .on_failure(&orig, &ForkOutcome { stage: 1, best: Some(503), no_answer: false, codes: vec![503, 408] })
+        else {
+            panic!("should reject")
+        };
+        assert_eq!(rej.code, 480);
+        let encoded = prometheus::TextEncoder::new().encode_to_string(&reg.gather()).expect("encode");
+        assert!(encoded.contains("umproxy_exum_um_failures_total{mode=\"on_prem\",reason=\"all_failed\"} 1"));
+    }
+
+    #[test]
+    fn answered_or_declined_outcomes_follow_the_decision_table() {
+        let (r, _) = router();
+        let orig = invite("sip:alice@contoso.test", "sip:zed@fabrikam.test");
+        let fb = plan(decide(&r, &orig)).fallback.expect("voice mail");
+        let no_answer = ForkOutcome { stage: 0, best: Some(487), no_answer: true, codes: vec![487] };
+        assert!(matches!(fb.on_failure(&orig, &no_answer), FallbackAction::Divert { .. }));
+        let unregistered = ForkOutcome { stage: 0, best: None, no_answer: false, codes: vec![] };
+        assert!(matches!(fb.on_failure(&orig, &unregistered), FallbackAction::Divert { .. }));
+    }
+
+    #[test]
+    fn own_voice_mail_goes_straight_to_um_without_diversion() {
+        let (r, _) = router();
+        let orig = invite("sip:alice@contoso.test;opaque=app:voicemail", "sip:alice@contoso.test");
+        let p = plan(decide(&r, &orig));
+        assert!(p.ring_timeout.is_none(), "no ringing");
+        let req = p.groups[0][0].request.as_ref().expect("UM INVITE");
+        assert!(header(req, "Diversion").is_empty(), "subscriber access carries no Diversion");
+    }
+
+    #[test]
+    fn hosted_user_goes_to_the_provider_with_the_policy_in_the_request_uri() {
+        let (r, _) = router();
+        let orig = invite("sip:bob@contoso.test;opaque=app:voicemail", "sip:zed@fabrikam.test");
+        let p = plan(decide(&r, &orig));
+        let t = &p.groups[0][0];
+        assert_eq!(t.next_hop, Some(NextHop::Uri("sip:exap.um.example.net;transport=tls".into())));
+        let m = Message::parse(t.request.clone().expect("request"), &Default::default()).expect("parses");
+        let ruri = m.request_uri_str().unwrap_or_default().to_string();
+        assert!(ruri.starts_with("sip:exap.um.example.net;opaque=app:voicemail"), "{ruri}");
+    }
+
+    #[test]
+    fn foreign_domains_fall_through_to_the_static_routes() {
+        let (r, _) = router();
+        let p = plan(decide(&r, &invite("sip:someone@fabrikam.test", "sip:alice@contoso.test")));
+        assert_eq!(p.groups[0][0].next_hop, Some(NextHop::Uri("sip:192.0.2.99".into())));
+    }
+}
