@@ -12,6 +12,7 @@
 //! replay protection (RFC 2069 clients are refused). `-sess` algorithms and
 //! `userhash` are not supported.
 
+pub mod gate;
 pub mod header;
 
 use std::collections::HashMap;
