@@ -685,7 +685,7 @@ impl Parser<'_> {
                     }
                     if top.is_none() {
                         *top = Some(Span::of(b, via.as_bytes()));
-                        *branch = via.params().get("branch").flatten().map(|br| Span::of(b, br));
+                        *branch = via.branch_bytes().map(|br| Span::of(b, br));
                     }
                     Ok(())
                 })
@@ -706,7 +706,7 @@ impl Parser<'_> {
                 if !whole(rest) {
                     return Err(bad(rest));
                 }
-                let tag = na.params().get("tag").flatten().map(|t| Span::of(b, t));
+                let tag = na.tag_bytes().map(|t| Span::of(b, t));
                 *slot = Some((Span::of(b, na.as_bytes()), tag));
             }
             HeaderName::CallId => {

@@ -2,7 +2,7 @@
 //! From, To, Contact, Route, Record-Route, Path, Diversion, History-Info…
 
 use super::chars::{is, TOKEN};
-use super::params::{header_params, Params};
+use super::params::{header_params_finding, Params};
 use super::uri::{uri, Uri, UriContext};
 use super::{fail, quoted_string, sws, GResult};
 
@@ -12,6 +12,7 @@ pub struct NameAddr<'a> {
     display: Option<&'a [u8]>,
     pub uri: Uri<'a>,
     params: &'a [u8],
+    tag: Option<&'a [u8]>,
     /// Whether the URI was in angle brackets.
     pub is_bracketed: bool,
     raw: &'a [u8],
@@ -32,7 +33,11 @@ impl<'a> NameAddr<'a> {
     }
     /// `tag` parameter (From/To).
     pub fn tag(&self) -> Option<&'a str> {
-        self.param("tag").flatten()
+        self.tag.and_then(|t| std::str::from_utf8(t).ok())
+    }
+    /// The tag as written (a slice of the parsed text).
+    pub(crate) fn tag_bytes(&self) -> Option<&'a [u8]> {
+        self.tag
     }
     /// The whole element as written.
     pub fn as_bytes(&self) -> &'a [u8] {
@@ -92,9 +97,9 @@ pub fn name_addr(i: &[u8], require_brackets: bool) -> GResult<'_, NameAddr<'_>> 
         }
         Err(e) => return Err(e),
     };
-    let (r, params) = header_params(r)?;
+    let (r, (params, tag)) = header_params_finding(r, b"tag")?;
     let raw = start.get(..start.len() - r.len()).unwrap_or_default();
-    Ok((r, NameAddr { display, uri: u, params, is_bracketed, raw }))
+    Ok((r, NameAddr { display, uri: u, params, tag, is_bracketed, raw }))
 }
 
 /// Contact value element or the wildcard: `Contact = ("*" / (contact-param *(COMMA contact-param)))`.

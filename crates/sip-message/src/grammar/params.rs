@@ -44,20 +44,31 @@ pub fn uri_params(i: &[u8]) -> GResult<'_, &[u8]> {
 /// A host value covers IPv6 references (`received=[::1]`), which contain `:`
 /// and brackets that a token does not allow.
 pub fn header_params(i: &[u8]) -> GResult<'_, &[u8]> {
+    header_params_finding(i, b"").map(|(r, (raw, _))| (r, raw))
+}
+
+/// [`header_params`] that also returns the value of the parameter named
+/// `want` (case-insensitive), if present with a value, from the same pass:
+/// the hot `branch` and `tag` cost no second scan.
+pub fn header_params_finding<'a>(i: &'a [u8], want: &[u8]) -> GResult<'a, (&'a [u8], Option<&'a [u8]>)> {
     let mut rest = i;
     let mut end = i;
+    let mut found = None;
     while let Some(r) = sep(rest, b';') {
-        let (r, _name) = take_nonempty(r, TOKEN)?;
+        let (r, name) = take_nonempty(r, TOKEN)?;
         end = r;
         rest = r;
         if let Some(v) = sep(r, b'=') {
-            let (r, _) = gen_value(v)?;
+            let (r, value) = gen_value(v)?;
+            if found.is_none() && !want.is_empty() && name.eq_ignore_ascii_case(want) {
+                found = Some(value);
+            }
             end = r;
             rest = r;
         }
     }
     let len = i.len() - end.len();
-    Ok((end, i.get(..len).unwrap_or_default()))
+    Ok((end, (i.get(..len).unwrap_or_default(), found)))
 }
 
 fn take_nonempty(i: &[u8], class: u16) -> GResult<'_, &[u8]> {

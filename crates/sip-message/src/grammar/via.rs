@@ -1,6 +1,6 @@
 //! `Via = ( "Via" / "v" ) HCOLON via-parm *(COMMA via-parm)` (RFC 3261 §20.42).
 
-use super::params::{header_params, Params};
+use super::params::{header_params_finding, Params};
 use super::uri::{host, HostKind};
 use super::{fail, sep, sws, token, GResult};
 
@@ -17,6 +17,7 @@ pub struct Via<'a> {
     host_kind: HostKind,
     port: Option<u16>,
     params: &'a [u8],
+    branch: Option<&'a [u8]>,
     raw: &'a [u8],
 }
 
@@ -53,7 +54,11 @@ impl<'a> Via<'a> {
     }
     /// `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.param("branch").flatten()
+        self.branch.map(text)
+    }
+    /// The branch as written (a slice of the parsed text).
+    pub(crate) fn branch_bytes(&self) -> Option<&'a [u8]> {
+        self.branch
     }
     /// Whether the branch carries the RFC 3261 magic cookie.
     pub fn is_rfc3261_branch(&self) -> bool {
@@ -117,9 +122,9 @@ pub fn via_parm(i: &[u8]) -> GResult<'_, Via<'_>> {
         }
         None => (r, None),
     };
-    let (r, params) = header_params(r)?;
+    let (r, (params, branch)) = header_params_finding(r, b"branch")?;
     let raw = start.get(..start.len() - r.len()).unwrap_or_default();
-    Ok((r, Via { protocol, version, transport, host: h, host_kind, port, params, raw }))
+    Ok((r, Via { protocol, version, transport, host: h, host_kind, port, params, branch, raw }))
 }
 
 #[cfg(test)]
