@@ -63,6 +63,28 @@ impl Default for RegistrarConfig {
     }
 }
 
+impl RegistrarConfig {
+    /// Check the settings; the error names the `[registrar]` key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.min_expires > self.max_expires {
+            return Err(("min_expires", "must not exceed max_expires"));
+        }
+        if self.default_expires < self.min_expires || self.default_expires > self.max_expires {
+            return Err(("default_expires", "must lie between min_expires and max_expires"));
+        }
+        if self.max_contacts_per_aor == 0 || self.max_contacts_per_aor > 1024 {
+            return Err(("max_contacts_per_aor", "must be 1..=1024"));
+        }
+        if self.max_path > 64 || self.max_value_len > 8192 || self.max_value_len < 64 {
+            return Err(("max_path", "max_path must be ≤ 64 and max_value_len 64..=8192"));
+        }
+        if self.write_attempts == 0 {
+            return Err(("write_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// What the core knows about where the REGISTER came from.
 #[derive(Debug, Clone, Default)]
 pub struct RegisterContext {
@@ -270,7 +292,8 @@ pub fn plan_register(
         return Err(Reject::BadExtension(unsupported));
     }
     let to = req.to();
-    let aor = canonical_aor(&to.uri).ok_or(Reject::BadRequest("Bad To URI"))?;
+    let aor =
+        canonical_aor(&to.uri).filter(|a| a.len() <= cfg.max_value_len).ok_or(Reject::BadRequest("Bad To URI"))?;
     let host = to.uri.host().to_ascii_lowercase();
     if !cfg.domains.is_empty() && !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(&host)) {
         return Err(Reject::NotFound);

@@ -212,6 +212,15 @@ fn forking_order_by_q_and_groups() {
 }
 
 #[test]
+fn config_validation_names_the_key() {
+    assert_eq!(RegistrarConfig::default().validate(), Ok(()));
+    let bad = RegistrarConfig { min_expires: 100, max_expires: 50, ..RegistrarConfig::default() };
+    assert_eq!(bad.validate().map_err(|e| e.0), Err("min_expires"));
+    let bad = RegistrarConfig { max_contacts_per_aor: 0, ..RegistrarConfig::default() };
+    assert_eq!(bad.validate().map_err(|e| e.0), Err("max_contacts_per_aor"));
+}
+
+#[test]
 fn date_header_format() {
     assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
     assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(1_795_606_823)), "Wed, 25 Nov 2026 11:40:23 GMT");

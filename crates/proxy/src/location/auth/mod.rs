@@ -2,7 +2,7 @@
 //! with stateless, HMAC-signed nonces, verification of credentials against
 //! stored HA1 values, and nonce-count replay protection in bounded memory.
 //!
-//! Nonce = base64url(timestamp(u64 BE) ‖ random(16) ‖ HMAC-SHA256(secret,
+//! Nonce = base64url(timestamp(ms, u64 BE) ‖ random(16) ‖ HMAC-SHA256(secret,
 //! timestamp ‖ random ‖ realm)). Any instance holding the same secret can
 //! verify it; no per-challenge state is kept. A nonce with a good MAC that is
 //! older than `nonce_ttl_s` is stale (`stale=true` when the response was
@@ -25,7 +25,9 @@ use sha2::{Digest, Sha256, Sha512_256};
 use sip_message::build::Response;
 use sip_message::{HeaderName, Message};
 
-use super::binding::unix_secs;
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
 use header::{parse_digest, quote, DigestParams};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -133,13 +135,19 @@ pub struct AuthConfig {
     /// Algorithms offered, one challenge each, in this order (RFC 7616 §3.7:
     /// preferred first). Default SHA-256, MD5.
     pub algorithms: Vec<Algorithm>,
-    /// Nonces whose nonce-count is tracked at most (default 65 536).
+    /// Nonces whose nonce-count is tracked at most (default 262 144, about
+    /// 10 MB; enough for ~870 new nonces/s over a 300 s lifetime before the
+    /// oldest are evicted, which only makes their UAs re-authenticate).
     pub max_tracked_nonces: usize,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { nonce_ttl_s: 300, algorithms: vec![Algorithm::Sha256, Algorithm::Md5], max_tracked_nonces: 65_536 }
+        AuthConfig {
+            nonce_ttl_s: 300,
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            max_tracked_nonces: 262_144,
+        }
     }
 }
 
@@ -292,17 +300,18 @@ const NONCE_LEN: usize = 8 + NONCE_RANDOM + NONCE_MAC;
 /// as stale, so an evicted nonce can never be replayed: the UA is simply
 /// re-challenged.
 struct NonceCounts {
-    /// nonce → (issued at, highest nc). Keys are nonces we minted (the MAC
-    /// was checked first), so a peer cannot choose them to flood a bucket.
-    seen: HashMap<String, (u64, u32)>,
+    /// nonce's random part → (issued at, ms; highest nc). Keys are random
+    /// values we minted (the MAC was checked first), so a peer cannot choose
+    /// them to flood a bucket. About 40 bytes per entry.
+    seen: HashMap<u128, (u64, u32)>,
     watermark: u64,
     cap: usize,
 }
 
 impl NonceCounts {
     /// Record `nc` for `nonce`; `Err` on replay or evicted nonce.
-    fn check_and_record(&mut self, nonce: &str, issued: u64, nc: u32, now: u64, ttl: u64) -> Result<(), AuthFailure> {
-        if let Some((_, last)) = self.seen.get_mut(nonce) {
+    fn check_and_record(&mut self, nonce: u128, issued: u64, nc: u32, now: u64, ttl: u64) -> Result<(), AuthFailure> {
+        if let Some((_, last)) = self.seen.get_mut(&nonce) {
             if nc <= *last {
                 return Err(AuthFailure::Replay);
             }
@@ -325,7 +334,7 @@ impl NonceCounts {
                 return Err(AuthFailure::StaleNonce);
             }
         }
-        self.seen.insert(nonce.to_owned(), (issued, nc));
+        self.seen.insert(nonce, (issued, nc));
         Ok(())
     }
 }
@@ -371,7 +380,7 @@ impl DigestAuth {
 
     /// A fresh nonce for `realm` at `now`.
     pub fn make_nonce(&self, realm: &str, now: SystemTime) -> String {
-        let ts = unix_secs(now).to_be_bytes();
+        let ts = unix_millis(now).to_be_bytes();
         let random: [u8; NONCE_RANDOM] = rand::random();
         let mut mac = self.mac();
         mac.update(&ts);
@@ -385,8 +394,8 @@ impl DigestAuth {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Check a nonce's MAC; returns its issue time (Unix seconds).
-    fn verify_nonce(&self, nonce: &str, realm: &str) -> Result<u64, AuthFailure> {
+    /// Check a nonce's MAC; returns its issue time (Unix ms) and random part.
+    fn verify_nonce(&self, nonce: &str, realm: &str) -> Result<(u64, u128), AuthFailure> {
         if nonce.len() > 128 {
             return Err(AuthFailure::BadNonce);
         }
@@ -400,7 +409,8 @@ impl DigestAuth {
         mac.update(realm.as_bytes());
         mac.verify_slice(tag).map_err(|_| AuthFailure::BadNonce)?;
         let ts: [u8; 8] = head.get(..8).and_then(|s| s.try_into().ok()).ok_or(AuthFailure::BadNonce)?;
-        Ok(u64::from_be_bytes(ts))
+        let random: [u8; NONCE_RANDOM] = head.get(8..).and_then(|s| s.try_into().ok()).ok_or(AuthFailure::BadNonce)?;
+        Ok((u64::from_be_bytes(ts), u128::from_be_bytes(random)))
     }
 
     /// The opaque value for `realm`: fixed per secret and realm, echoed by UAs.
@@ -483,7 +493,7 @@ impl DigestAuth {
         if creds.realm != realm {
             return Err(AuthFailure::Missing);
         }
-        let issued = self.verify_nonce(&creds.nonce, realm)?;
+        let (issued, key) = self.verify_nonce(&creds.nonce, realm)?;
         if let Some(o) = &creds.opaque {
             if !constant_time_eq(o.as_bytes(), self.opaque(realm).as_bytes()) {
                 return Err(AuthFailure::BadNonce);
@@ -499,12 +509,13 @@ impl DigestAuth {
         if !constant_time_eq(expected.as_bytes(), creds.response.as_bytes()) {
             return Err(AuthFailure::WrongResponse);
         }
-        let now_s = unix_secs(now);
-        if issued.saturating_add(self.cfg.nonce_ttl_s) <= now_s {
+        let now_ms = unix_millis(now);
+        let ttl_ms = self.cfg.nonce_ttl_s.saturating_mul(1000);
+        if issued.saturating_add(ttl_ms) <= now_ms {
             return Err(AuthFailure::StaleNonce);
         }
         let mut counts = self.counts.lock().map_err(|_| AuthFailure::StaleNonce)?;
-        counts.check_and_record(&creds.nonce, issued, creds.nc, now_s, self.cfg.nonce_ttl_s)
+        counts.check_and_record(key, issued, creds.nc, now_ms, ttl_ms)
     }
 
     /// Nonces whose nonce-count is currently tracked.
