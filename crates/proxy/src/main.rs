@@ -31,18 +31,37 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { config: None, grace_s: 5 }) {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { config } => check_config(&config),
         Command::Run { config, grace_s } => run(config, Duration::from_secs(grace_s)),
     }
+}
+
+/// Validate the configuration and the directory it names (file backend;
+/// LDAP needs the server and is checked at start).
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.directory.backend == umproxy::config::DirectoryBackend::File {
+        let opts = umproxy::exum::LoadOptions {
+            has_tls_listener: config.listen.iter().any(|l| l.transport == umproxy::transport::Transport::Tls),
+            domains: config.proxy.domains.clone(),
+        };
+        let checked = match &config.directory.file {
+            Some(f) => umproxy::exum::Directory::load(f, &opts).map(|_| ()),
+            None => umproxy::exum::Directory::example(&opts).map(|_| ()),
+        };
+        if let Err(e) = checked {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
 }
 
 fn run(path: Option<PathBuf>, grace: Duration) -> ExitCode {
@@ -93,7 +112,8 @@ async fn wait_for_signals(server: &Server) {
             _ = term.recv() => return,
             _ = hup.recv() => {
                 let n = server.reload_tls();
-                tracing::info!(listeners = n, "SIGHUP: reloaded");
+                let directory = server.reload_directory();
+                tracing::info!(tls_listeners = n, directory, "SIGHUP: reloaded");
             }
         }
     }

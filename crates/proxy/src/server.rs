@@ -12,8 +12,10 @@ use sip_message::Uri;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminHandle};
-use crate::config::{Config, ListenTls};
+use crate::app::{AppRouter, ExumMetrics, ExumSettings};
+use crate::config::{Config, DirectoryBackend, ListenTls};
 use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
+use crate::exum::{Directory, DirectoryHandle, LdapSettings, LoadOptions, UmTemplates};
 use crate::dns::Resolver;
 use crate::metrics::Metrics;
 use crate::transport::{
@@ -30,6 +32,56 @@ pub enum StartError {
     Admin { addr: SocketAddr, source: std::io::Error },
     #[error("dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Directory(#[from] crate::exum::DirectoryError),
+    #[error("{what}: {problem}")]
+    Setup { what: &'static str, problem: String },
+}
+
+/// The ExUM directory named by `[directory]`: a file, the built-in example
+/// (no file), or LDAP with the file as its topology (policies, dial plans,
+/// providers).
+pub async fn load_directory(config: &Config) -> Result<DirectoryHandle, StartError> {
+    let opts = LoadOptions {
+        has_tls_listener: config.listen.iter().any(|l| l.transport == Transport::Tls),
+        domains: config.proxy.domains.clone(),
+    };
+    match (config.directory.backend, &config.directory.file, &config.directory.ldap) {
+        (DirectoryBackend::Ldap, file, Some(l)) => {
+            let (topology, name) = match file {
+                Some(f) => (
+                    std::fs::read_to_string(f)
+                        .map_err(|e| StartError::Setup { what: "directory.file", problem: format!("{}: {e}", f.display()) })?,
+                    f.display().to_string(),
+                ),
+                None => (String::new(), "<no topology file>".to_string()),
+            };
+            let bind_password = match &l.bind_password_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| StartError::Setup {
+                            what: "directory.ldap.bind_password_file",
+                            problem: format!("{}: {e}", p.display()),
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let settings = LdapSettings {
+                url: l.url.clone(),
+                bind_dn: l.bind_dn.clone(),
+                bind_password,
+                base_dn: l.base_dn.clone(),
+                timeout: Duration::from_secs(5),
+                page_size: 500,
+            };
+            let dir = crate::exum::ldap::load(&settings, &topology, &name, &opts).await?;
+            Ok(DirectoryHandle::from_directory(dir, opts))
+        }
+        (_, Some(file), _) => Ok(DirectoryHandle::open(file, opts)?),
+        (_, None, _) => Ok(DirectoryHandle::from_directory(Directory::example(&opts)?, opts)),
+    }
 }
 
 impl Wire for TransportHub {
@@ -97,6 +149,7 @@ pub struct Server {
     core: CoreHandle,
     admin: Option<AdminHandle>,
     config: Config,
+    directory: Arc<DirectoryHandle>,
 }
 
 impl Server {
@@ -134,11 +187,22 @@ impl Server {
         };
         let core = Core::new(core_cfg, metrics.clone());
         let resolver = Resolver::from_config(&config.dns)?;
-        let router: Arc<dyn Router> = Arc::new(StaticRouter::new(
-            config.proxy.domains.clone(),
-            config.proxy.trusted_peers.clone(),
-            config.routes.clone(),
-        ));
+        let statics =
+            StaticRouter::new(config.proxy.domains.clone(), config.proxy.trusted_peers.clone(), config.routes.clone());
+        let directory = Arc::new(load_directory(&config).await?);
+        let settings = ExumSettings {
+            ring_time: Duration::from_secs(u64::from(config.exum.ring_time_s)),
+            attempt_timeout: Duration::from_millis(u64::from(config.exum.um_attempt_timeout_ms)),
+            templates: UmTemplates::new(
+                config.exum.on_prem_request_uri.as_deref(),
+                config.exum.hosted_request_uri.as_deref(),
+            )
+            .map_err(|e| StartError::Setup { what: "exum", problem: e.to_string() })?,
+        };
+        let exum_metrics = ExumMetrics::register(metrics.registry())
+            .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
+        let router: Arc<dyn Router> =
+            Arc::new(AppRouter::new(statics, Some(directory.clone()), None, settings, exum_metrics));
         let hub =
             TransportHub::start(specs, limits, outbound_tls(&config)?, core.dispatch(), metrics.registry()).await?;
         let admin = match &config.admin {
@@ -153,7 +217,7 @@ impl Server {
         for l in hub.listeners() {
             info!(transport = %l.transport, address = %l.local, "listening");
         }
-        Ok(Server { hub, metrics, core, admin, config })
+        Ok(Server { hub, metrics, core, admin, config, directory })
     }
 
     /// The admin listener's address, when there is one.
@@ -177,6 +241,21 @@ impl Server {
             }
         }
         reloaded
+    }
+
+    /// Re-read the directory file; a bad file keeps the directory in use
+    /// (and says why). Calls in progress keep the snapshot they started with.
+    pub fn reload_directory(&self) -> bool {
+        match self.directory.reload() {
+            Ok(_) => {
+                info!("directory reloaded");
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "directory not reloaded; keeping the one in use");
+                false
+            }
+        }
     }
 
     /// Stop accepting, let transactions drain for up to `grace`, then stop.

@@ -275,18 +275,33 @@ pub struct LdapConfig {
 }
 
 /// `[exum]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExumConfig {
     /// Default no-answer time before voice mail, seconds (1–600, default 30).
     pub ring_time_s: u32,
     /// Time allowed for one UM server attempt, milliseconds (default 4000).
     pub um_attempt_timeout_ms: u32,
+    /// Request-URI template of INVITEs to on-premises UM (default
+    /// `sip:{um_fqdn};transport={transport}`).
+    pub on_prem_request_uri: Option<String>,
+    /// Request-URI template of INVITEs to hosted UM (default
+    /// `sip:{destination};opaque=app:voicemail;ms-organization={organization}`).
+    pub hosted_request_uri: Option<String>,
+    /// The header a hosting provider marks verified requests with (default
+    /// `ms-edge-proxy-message-trust`; unconfirmed, hence configurable).
+    pub verification_header: Option<String>,
 }
 
 impl Default for ExumConfig {
     fn default() -> Self {
-        ExumConfig { ring_time_s: 30, um_attempt_timeout_ms: 4000 }
+        ExumConfig {
+            ring_time_s: 30,
+            um_attempt_timeout_ms: 4000,
+            on_prem_request_uri: None,
+            hosted_request_uri: None,
+            verification_header: None,
+        }
     }
 }
 

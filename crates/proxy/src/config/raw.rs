@@ -567,6 +567,19 @@ fn validate_exum(e: ExumConfig, cx: &Ctx<'_>) -> Result<ExumConfig, ConfigError>
             cx.err("exum.um_attempt_timeout_ms", format!("must be at least 100, not {}", e.um_attempt_timeout_ms))
         );
     }
+    // Templates are checked once here so that a typo never waits for the
+    // first voice-mail call to show.
+    for (key, t) in [("on_prem_request_uri", &e.on_prem_request_uri), ("hosted_request_uri", &e.hosted_request_uri)] {
+        if let Some(t) = t {
+            let (on_prem, hosted) = if key == "on_prem_request_uri" { (Some(t.as_str()), None) } else { (None, Some(t.as_str())) };
+            crate::exum::UmTemplates::new(on_prem, hosted).map_err(|err| cx.err(format!("exum.{key}"), err.to_string()))?;
+        }
+    }
+    if let Some(h) = &e.verification_header {
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!%*+`'~".contains(&b)) {
+            return Err(cx.err("exum.verification_header", format!("not a header name: {h:?}")));
+        }
+    }
     Ok(e)
 }
 

@@ -192,7 +192,7 @@ attempts = 1
     let ldap = c.directory.ldap.as_ref().unwrap();
     assert_eq!(ldap.bind_password_file, Some(dir.path().join("ldap.pw")));
     assert_eq!(ldap.cache_ttl, Duration::from_secs(60));
-    assert_eq!(c.exum, ExumConfig { ring_time_s: 20, um_attempt_timeout_ms: 3000 });
+    assert_eq!((c.exum.ring_time_s, c.exum.um_attempt_timeout_ms), (20, 3000));
     assert_eq!(c.limits.max_message_size, 32768);
     assert_eq!(c.limits.max_headers, LimitsConfig::default().max_headers);
     assert_eq!(c.limits.idle_timeout(), Duration::from_secs(120));
@@ -431,6 +431,7 @@ fn section_errors_name_the_key() {
             "directory.ldap.url: must start with ldap:// or ldaps://: \"http://x\"",
         ),
         ("[exum]\nring_time_s = 0\n", "exum.ring_time_s: must be 1 to 600 seconds, not 0"),
+        ("[exum]\nverification_header = \"a b\"\n", "exum.verification_header: not a header name: \"a b\""),
         ("[exum]\num_attempt_timeout_ms = 10\n", "exum.um_attempt_timeout_ms: must be at least 100, not 10"),
         ("[limits]\nmax_headers = 0\n", "limits.max_headers: must be at least 1"),
         ("[limits]\nmax_body = 100000\n", "limits.max_body: larger than max_message_size (65536)"),
@@ -448,6 +449,8 @@ fn section_errors_name_the_key() {
     for (section, want) in cases {
         assert_eq!(error_of(&format!("{MINIMAL}{section}")), format!("umproxy.toml: {want}"), "for {section:?}");
     }
+    let e = error_of(&format!("{MINIMAL}[exum]\non_prem_request_uri = \"sip:{{nope}}\"\n"));
+    assert!(e.starts_with("umproxy.toml: exum.on_prem_request_uri: ") && e.contains("nope"), "{e}");
     let e = error_of(&format!("{MINIMAL}[log]\nlevel = \"umproxy=loud\"\n"));
     assert!(e.starts_with("umproxy.toml: log.level: not a log filter"), "{e}");
     let e = error_of(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"));
