@@ -14,7 +14,8 @@
 # Prints a table (medians of RUNS runs) and, last, exactly one line:
 #   proxy cpu ratio vs kamailio: udp=X tcp=Y tls=n/a
 # where X = umproxy µs/call ÷ Kamailio µs/call at the highest rate both
-# carried cleanly (every run: all calls successful, none failed), or n/a.
+# carried cleanly (every run: all calls successful, none failed at the UAC
+# nor at the UAS), or n/a.
 # TLS is n/a: the packaged SIPp has no TLS.
 #
 # Environment (defaults in brackets; the defaults take about 9 minutes):
@@ -87,7 +88,7 @@ stop_pid() { # pid signal-first
     wait "$pid" 2>/dev/null || true
 }
 cleanup() {
-    stop_pid "$uas_pid" USR1
+    stop_pid "$uas_pid" TERM
     stop_pid "$proxy_pid" TERM
 }
 trap cleanup EXIT
@@ -124,6 +125,13 @@ while todo:
     todo.extend(kids.get(pid, []))
 print(total)
 PY
+}
+
+# Machine-wide UDP datagrams dropped because a receive buffer was full
+# (RcvbufErrors of /proc/net/snmp): loss that SIPp then sees as
+# retransmissions or failed calls.
+udp_rcvbuf_errors() {
+    awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp
 }
 
 sipp_t() { [ "$1" = udp ] && echo u1 || echo t1; }
@@ -170,7 +178,7 @@ stop_proxy() { stop_pid "$proxy_pid" TERM; proxy_pid=""; }
 # One measured (or smoke) point. Appends a row to $OUT/results.tsv unless smoke.
 # args: proxy transport rate calls dir
 run_point() {
-    local proxy=$1 transport=$2 rate=$3 calls=$4 dir=$5 t rc c0 c1 cap
+    local proxy=$1 transport=$2 rate=$3 calls=$4 dir=$5 t rc c0 c1 d0 d1 cap
     t=$(sipp_t "$transport")
     mkdir -p "$dir"
     start_proxy "$proxy" "$transport" "$dir"
@@ -182,6 +190,7 @@ run_point() {
         </dev/null >"$dir/uas.out" 2>&1 &
     uas_pid=$!
     wait_listening "$transport" "$UAS_PORT" "$uas_pid" || die "SIPp UAS did not start; see $dir/uas.out"
+    d0=$(udp_rcvbuf_errors)
     c0=$(cpu_ticks "$proxy_pid")
     rc=0
     "$SIPP" 127.0.0.1:"$PROXY_PORT" -sf benches/scenarios/uac.xml -s bench -i 127.0.0.1 \
@@ -193,13 +202,14 @@ run_point() {
         </dev/null >"$dir/uac.out" 2>&1 || rc=$?
     sleep "$SETTLE_S"
     c1=$(cpu_ticks "$proxy_pid")
+    d1=$(udp_rcvbuf_errors)
     kill -0 "$proxy_pid" 2>/dev/null || die "$proxy died during the run; log $dir/proxy.log"
-    stop_pid "$uas_pid" USR1
+    stop_pid "$uas_pid" TERM
     uas_pid=""
     stop_proxy
-    python3 - "$dir" "$proxy" "$transport" "$rate" "$calls" "$((c1 - c0))" "$CLK_TCK" "$rc" <<'PY'
+    python3 - "$dir" "$proxy" "$transport" "$rate" "$calls" "$((c1 - c0))" "$CLK_TCK" "$rc" "$((d1 - d0))" <<'PY'
 import csv, os, sys
-d, proxy, transport, rate, calls, ticks, clk, rc = sys.argv[1:]
+d, proxy, transport, rate, calls, ticks, clk, rc, drops = sys.argv[1:]
 def last_row(name):
     path = os.path.join(d, name)
     try:
@@ -215,18 +225,22 @@ num = lambda r, k: int(float(r.get(k, "0") or 0))
 attempted = num(uac, "TotalCallCreated")
 ok = num(uac, "SuccessfulCall(C)")
 failed = num(uac, "FailedCall(C)")
+# The UAS fails a call of its own when a message arrives out of order or
+# twice in a new form (e.g. BYE before ACK): SIPp answers the BYE, so the UAC
+# still counts the call as successful.
+failed_uas = num(uas, "FailedCall(C)")
 r_uac, r_uas = num(uac, "Retransmissions(C)"), num(uas, "Retransmissions(C)")
 cpu_us = int(ticks) * 1_000_000 / int(clk)
 per_call = cpu_us / ok if ok else float("nan")
 row = [proxy, transport, rate, calls, attempted, ok, failed, r_uac, r_uas,
-       f"{cpu_us:.0f}", f"{per_call:.1f}", rc]
+       f"{cpu_us:.0f}", f"{per_call:.1f}", rc, drops, failed_uas]
 with open(os.path.join(d, "row.tsv"), "w") as f:
     f.write("\t".join(map(str, row)) + "\n")
 PY
     cat "$dir/row.tsv"
 }
 
-HEADER="proxy\ttransport\trate\tcalls\tattempted\tsuccessful\tfailed\tretrans_uac\tretrans_uas\tcpu_us\tus_per_call\tsipp_rc"
+HEADER="proxy\ttransport\trate\tcalls\tattempted\tsuccessful\tfailed\tretrans_uac\tretrans_uas\tcpu_us\tus_per_call\tsipp_rc\tudp_rcvbuf_drops\tfailed_uas"
 
 # --- smoke: both proxies must complete SMOKE_CALLS calls on every transport --
 log "results and logs in $OUT"
@@ -258,8 +272,8 @@ for transport in $TRANSPORTS; do
                 log "$proxy $transport ${rate}/s run $run/$RUNS: $calls calls"
                 row=$(run_point "$proxy" "$transport" "$rate" "$calls" "$dir")
                 printf '%s\n' "$row" >>"$OUT/results.tsv"
-                IFS=$'\t' read -r _ _ _ _ att ok failed ru rs _ upc _ <<<"$row"
-                log "  -> $ok/$att ok, $failed failed, retrans uac=$ru uas=$rs, ${upc} µs/call"
+                IFS=$'\t' read -r _ _ _ _ att ok failed ru rs _ upc _ drops fuas <<<"$row"
+                log "  -> $ok/$att ok, $failed failed (UAS: $fuas), retrans uac=$ru uas=$rs, UDP rcvbuf drops $drops, ${upc} µs/call"
             done
         done
     done
@@ -276,18 +290,21 @@ with open(path, newline="") as f:
     for r in csv.DictReader(f, delimiter="\t"):
         runs[(r["proxy"], r["transport"], int(r["rate"]))].append(r)
 def clean(rs):
-    return all(int(r["failed"]) == 0 and int(r["successful"]) == int(r["calls"]) for r in rs)
+    return all(int(r["failed"]) == 0 and int(r["failed_uas"]) == 0
+               and int(r["successful"]) == int(r["calls"]) for r in rs)
 def med(rs, k):
     vals = [float(r[k]) for r in rs if r[k] != "nan"]
     return statistics.median(vals) if vals else float("nan")
-print("| proxy | transport | calls/s | runs | µs CPU/call (median) | successful/attempted (sum) | failed (sum) | retrans UAC+UAS (sum) | clean |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+print("| proxy | transport | calls/s | runs | µs CPU/call (median) | successful/attempted (sum) | failed UAC/UAS (sum) | retrans UAC+UAS (sum) | UDP rcvbuf drops (sum) | clean |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for (p, t, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
     ok = sum(int(r["successful"]) for r in rs)
     att = sum(int(r["attempted"]) for r in rs)
     fail = sum(int(r["failed"]) for r in rs)
+    fail_uas = sum(int(r["failed_uas"]) for r in rs)
     rtx = sum(int(r["retrans_uac"]) + int(r["retrans_uas"]) for r in rs)
-    print(f"| {p} | {t} | {rate} | {len(rs)} | {med(rs, 'us_per_call'):.1f} | {ok}/{att} | {fail} | {rtx} | {'yes' if clean(rs) else 'NO'} |")
+    drops = sum(int(r["udp_rcvbuf_drops"]) for r in rs)
+    print(f"| {p} | {t} | {rate} | {len(rs)} | {med(rs, 'us_per_call'):.1f} | {ok}/{att} | {fail}/{fail_uas} | {rtx} | {drops} | {'yes' if clean(rs) else 'NO'} |")
 print()
 ratios = {}
 for t in transports:
