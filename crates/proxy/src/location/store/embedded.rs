@@ -13,7 +13,8 @@
 //! 2-core development VM (virtio disk), release build, three runs: one
 //! writer 400–900 fsynced writes/s; 64 concurrent writers 12 000–45 000/s
 //! (see `embedded_write_rate`). The queue is bounded (`WRITE_QUEUE`): when it
-//! is full the write fails with `Unavailable` (503), it never buffers.
+//! is full the write fails at once with `Unavailable` (503) instead of
+//! queueing more.
 //!
 //! Expiry sweeps are not worth an fsync on their own: they commit with
 //! `Durability::None` and become durable with the next immediate commit; a

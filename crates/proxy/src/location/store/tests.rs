@@ -306,3 +306,32 @@ async fn redis_down_is_unavailable_quickly_and_recovers_after_restart() {
     store.replace(a, 0, vec![binding(a, 2, now + Duration::from_secs(60))], now).await.unwrap();
     assert_eq!(store.get(a, now).await.unwrap().bindings.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrar_on_two_instances_shares_registrations_through_redis() {
+    use crate::location::registrar::{RegisterContext, RegisterResult, Registrar, RegistrarConfig};
+    let Some(server) = RedisServer::start() else { return };
+    let cfg = RegistrarConfig { domains: vec!["contoso.test".into()], ..RegistrarConfig::default() };
+    let east = Registrar::new(Arc::new(redis_store(&server)), cfg.clone(), None);
+    let west = Registrar::new(Arc::new(redis_store(&server)), cfg, None);
+    let req = |call_id: &str, cseq: u32, contact: &str| {
+        let m = format!(
+            "REGISTER sip:contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK{cseq}\r\n\
+             To: <sip:carol@contoso.test>\r\nFrom: <sip:carol@contoso.test>;tag=9\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip_message::Message::parse_slice(m.as_bytes()).unwrap()
+    };
+    let now = SystemTime::now();
+    let ctx = RegisterContext::default();
+    let o = east.handle_register(&req("a", 1, "<sip:carol@192.0.2.10>;q=0.5"), &ctx, now).await;
+    assert_eq!((o.status, o.result), (200, RegisterResult::Updated));
+    let o = west.handle_register(&req("b", 1, "<sip:carol@192.0.2.11>"), &ctx, now).await;
+    assert_eq!(o.bindings.len(), 2, "west sees east's binding and adds its own");
+    let found = east.lookup("sip:carol@contoso.test", now).await.unwrap();
+    let uris: Vec<&str> = found.iter().map(|b| b.contact_uri.as_str()).collect();
+    assert_eq!(uris, vec!["sip:carol@192.0.2.11", "sip:carol@192.0.2.10"], "q order");
+    let o = west.handle_register(&req("a", 2, "<sip:carol@192.0.2.10>;expires=0"), &ctx, now).await;
+    assert_eq!(o.bindings.len(), 1);
+    assert_eq!(east.lookup("sip:carol@contoso.test", now).await.unwrap().len(), 1);
+}
