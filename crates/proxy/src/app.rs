@@ -78,7 +78,8 @@ impl ExumMetrics {
 }
 
 /// Groups of contacts for forking: descending q, equal q together.
-pub fn fork_groups(mut contacts: Vec<Contact>) -> Vec<Vec<Target>> {
+/// `escape` is the voice-mail escape window of the user's branches.
+pub fn fork_groups(mut contacts: Vec<Contact>, escape: Option<Duration>) -> Vec<Vec<Target>> {
     contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
     let mut groups: Vec<(u16, Vec<Target>)> = Vec::new();
     for c in contacts {
@@ -88,7 +89,7 @@ pub fn fork_groups(mut contacts: Vec<Contact>) -> Vec<Vec<Target>> {
                 .unwrap_or(Transport::Udp);
             NextHop::Destination(Destination { transport, addr, flow: Some(flow), server_name: None })
         });
-        let t = Target { request_uri: Some(c.uri), next_hop, route: c.path, request: None };
+        let t = Target { request_uri: Some(c.uri), next_hop, route: c.path, request: None, escape };
         match groups.last_mut() {
             Some((q, g)) if *q == c.q => g.push(t),
             _ => groups.push((c.q, vec![t])),
@@ -114,10 +115,9 @@ pub fn um_plan(
                 let ctx = UmInviteContext { templates: &settings.templates, reason, server: Some(server) };
                 let request = build_um_invite(original, target, &ctx).map_err(|e| e.to_string())?;
                 groups.push(vec![Target {
-                    request_uri: None,
                     next_hop: Some(um_server_hop(server, transport)),
-                    route: Vec::new(),
                     request: Some(request),
+                    ..Target::default()
                 }]);
             }
         }
@@ -136,12 +136,7 @@ pub fn um_plan(
                 }),
                 None => NextHop::Uri(format!("sip:{};transport=tls", p.proxy_fqdn)),
             };
-            groups.push(vec![Target {
-                request_uri: None,
-                next_hop: Some(hop),
-                route: Vec::new(),
-                request: Some(request),
-            }]);
+            groups.push(vec![Target { next_hop: Some(hop), request: Some(request), ..Target::default() }]);
         }
     }
     Ok(ForkPlan { groups, attempt_timeout: Some(settings.attempt_timeout), follow_redirects: 3, ..ForkPlan::default() })
@@ -290,6 +285,7 @@ impl AppRouter {
         msg: &Message,
         aor: &str,
         ring_time: Option<Duration>,
+        escape: Option<Duration>,
         voicemail: Option<UmTarget>,
         dir: Arc<crate::exum::Directory>,
     ) -> Routing {
@@ -311,7 +307,7 @@ impl AppRouter {
         Routing::Pending(Box::pin(async move {
             match locations.lookup(aor).await {
                 Ok(contacts) => RouteDecision::Forward(ForkPlan {
-                    groups: fork_groups(contacts),
+                    groups: fork_groups(contacts, escape),
                     ring_timeout,
                     fallback,
                     ..ForkPlan::default()
@@ -349,7 +345,7 @@ impl Router for AppRouter {
                 Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")))
             }
             Classification::LocalUser { aor, ring, voicemail } => {
-                self.ring(msg, &aor, ring.ring_time, voicemail, dir.clone())
+                self.ring(msg, &aor, ring.ring_time, ring.escape, voicemail, dir.clone())
             }
             Classification::ToProvider { provider } => {
                 let Some(p) = dir.provider(&provider) else {
@@ -483,6 +479,7 @@ mod tests {
             ]
         );
         assert_eq!(p.ring_timeout, Some(Duration::from_secs(20)), "alice's own ring time");
+        assert!(p.groups.iter().flatten().all(|t| t.escape == Some(Duration::from_millis(1500))), "her escape window");
         assert!(p.fallback.is_some());
     }
 

@@ -49,16 +49,20 @@ pub struct Target {
     /// (e.g. the INVITE to a UM server with its Diversion and
     /// History-Info). The core adds its Via, Max-Forwards and Record-Route.
     pub request: Option<Bytes>,
+    /// Voice-mail escape: a 2xx within this long of the branch's INVITE is
+    /// taken for a voice-mail system answering (a mobile's mailbox): that
+    /// leg is ended by the proxy and the other branches ring on.
+    pub escape: Option<Duration>,
 }
 
 impl Target {
     /// Send to `uri` as the Request-URI and the next hop.
     pub fn to_uri(uri: impl Into<String>) -> Target {
-        Target { request_uri: Some(uri.into()), next_hop: None, route: Vec::new(), request: None }
+        Target { request_uri: Some(uri.into()), ..Target::default() }
     }
     /// Keep the Request-URI and send through `next_hop`.
     pub fn via(next_hop: impl Into<String>) -> Target {
-        Target { request_uri: None, next_hop: Some(NextHop::Uri(next_hop.into())), route: Vec::new(), request: None }
+        Target { next_hop: Some(NextHop::Uri(next_hop.into())), ..Target::default() }
     }
 }
 

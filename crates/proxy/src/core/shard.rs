@@ -104,6 +104,8 @@ struct Branch {
     timer_c: Option<(Instant, u64)>,
     /// The fork's per-attempt timer.
     attempt: Option<(Instant, u64)>,
+    /// When the current attempt's INVITE left (voice-mail escape).
+    sent_at: Option<Instant>,
 }
 
 impl Branch {
@@ -584,6 +586,7 @@ impl Shard {
                 current: None,
                 timer_c: None,
                 attempt: None,
+                sent_at: None,
             });
         }
         let last = ctx.branches.len();
@@ -718,6 +721,7 @@ impl Shard {
                     };
                     branch.client = Some(cid);
                     branch.current = Some(dest);
+                    branch.sent_at = Some(now);
                     branch.state = BranchState::Calling;
                     self.clients.insert(cid, (server, idx));
                     if is_invite {
@@ -804,6 +808,16 @@ impl Shard {
                 }
             }
             200..=299 => {
+                let escaped = match (branch.target.escape, branch.sent_at) {
+                    (Some(window), Some(sent)) => {
+                        ctx.method == Method::Invite && now.saturating_duration_since(sent) < window
+                    }
+                    _ => false,
+                };
+                if escaped && !ctx.answered {
+                    self.escape_branch(server, idx, &msg, now);
+                    return;
+                }
                 if let Some(k) = branch.timer_c.take() {
                     self.timers.remove(&k);
                 }
@@ -847,6 +861,7 @@ impl Shard {
                             current: None,
                             timer_c: None,
                             attempt: None,
+                            sent_at: None,
                         });
                         let new_idx = ctx.branches.len() - 1;
                         self.resolve_branch(server, new_idx, now);
@@ -863,6 +878,70 @@ impl Shard {
                 self.branch_final(server, idx, Final::Received(msg), now);
             }
         }
+    }
+
+    /// Voice-mail escape: the branch answered too fast to be a person. The
+    /// proxy completes and ends that leg itself (ACK, then BYE, as the
+    /// caller would) and counts the branch as unavailable (480); the
+    /// caller never sees that 2xx.
+    fn escape_branch(&mut self, server: ServerId, idx: usize, resp: &Message, now: Instant) {
+        let Some(ctx) = self.contexts.get(&server) else { return };
+        let Some(branch) = ctx.branches.get(idx) else { return };
+        let call_id = ctx.request.call_id().to_string();
+        debug!(shard = self.index, call_id = %escape(&call_id), "voice-mail escape: ending a branch answered too fast");
+        let wire = self.wire.clone();
+        // The leg's route set: the 2xx's Record-Route entries added below us,
+        // reversed (RFC 3261 §12.1.2 from the caller's side, without the
+        // entries of this proxy and those upstream of it).
+        let mut route: Vec<String> = Vec::new();
+        for rr in resp.record_routes() {
+            if wire.is_local(rr.uri.host(), rr.uri.port()) {
+                break;
+            }
+            route.push(rr.as_str().to_string());
+        }
+        route.reverse();
+        let Some(contact) = resp.contacts().next().map(|c| c.uri.as_str().to_string()) else {
+            self.branch_final(server, idx, Final::Synthetic(480), now);
+            return;
+        };
+        let first_hop = route.first().map(|r| strip_brackets(r).to_string()).unwrap_or_else(|| contact.clone());
+        let dest = Uri::parse(first_hop.as_bytes()).and_then(|u| numeric_destination(&u)).or(branch.current.clone());
+        let Some(dest) = dest else {
+            self.branch_final(server, idx, Final::Synthetic(480), now);
+            return;
+        };
+        let Some(listener) = wire.listener_for(dest.transport, &dest.addr) else { return };
+        let from =
+            ctx.request.headers().iter().find(|h| h.name == HeaderName::From).map(|h| ctx.request.header_value(h));
+        let to = resp.headers().iter().find(|h| h.name == HeaderName::To).map(|h| resp.header_value(h));
+        let (Some(from), Some(to)) = (from, to) else { return };
+        let (from, to) = (String::from_utf8_lossy(from).into_owned(), String::from_utf8_lossy(to).into_owned());
+        let cseq = resp.cseq().0;
+        let hash = self.minter.loop_hash(resp);
+        let build = |method: &str, n: u32, branch_id: &str| {
+            let mut m = format!(
+                "{method} {contact} SIP/2.0\r\nVia: SIP/2.0/{} {}:{};branch={branch_id}\r\nMax-Forwards: 70\r\n",
+                dest.transport.via_name(),
+                listener.host,
+                listener.port
+            );
+            for r in &route {
+                m.push_str(&format!("Route: {r}\r\n"));
+            }
+            m.push_str(&format!(
+                "From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {n} {method}\r\nContent-Length: 0\r\n\r\n"
+            ));
+            Bytes::from(m)
+        };
+        let ack = build("ACK", cseq, &self.minter.mint(hash));
+        self.wire.send(Outbound { dest: dest.clone(), bytes: ack, token: None });
+        let bye = build("BYE", cseq.saturating_add(1), &self.minter.mint(hash));
+        if let Ok(bye) = Message::parse(bye, &self.limits) {
+            // Its responses have no branch to go to and are dropped.
+            let _ = self.layer.send_request(now, bye, dest.clone(), dest.transport.is_reliable());
+        }
+        self.branch_final(server, idx, Final::Synthetic(480), now);
     }
 
     /// A client transaction failed without a response: timeout (408) or

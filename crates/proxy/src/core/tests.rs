@@ -107,6 +107,13 @@ impl Router for TestRouter {
                 fallback: Some(self.0.clone()),
                 ..ForkPlan::default()
             }),
+            "escape" => RouteDecision::Forward(ForkPlan {
+                groups: vec![vec![
+                    Target { escape: Some(Duration::from_millis(1500)), ..Target::to_uri("sip:mobile@192.0.2.61") },
+                    Target { escape: Some(Duration::from_millis(1500)), ..Target::to_uri("sip:desk@192.0.2.62") },
+                ]],
+                ..ForkPlan::default()
+            }),
             "unreg" => RouteDecision::Forward(ForkPlan { fallback: Some(self.0.clone()), ..ForkPlan::default() }),
             _ => RouteDecision::Forward(ForkPlan::single(Target::default())),
         };
@@ -602,4 +609,31 @@ fn a_user_with_no_target_goes_straight_to_the_fallback() {
     assert_eq!(um.len(), 1);
     assert_eq!(um[0].0.to_string(), "192.0.2.51:5060");
     assert_eq!(outcomes(&h)[0], ForkOutcome { stage: 0, best: None, no_answer: false, codes: vec![] });
+}
+
+#[test]
+fn a_branch_answered_within_the_escape_window_is_ended_and_the_others_ring_on() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:escape@example.test", "z9hG4bKe1"), CALLER);
+    let out = h.take();
+    let fwd: Vec<Message> = requests(&out, "INVITE").into_iter().map(|(_, m)| m.clone()).collect();
+    assert_eq!(fwd.len(), 2);
+    h.advance(Duration::from_millis(500));
+    h.take();
+    // The mobile's mailbox picks up 0.5 s after the INVITE: too fast.
+    h.feed(&answer(&fwd[0], 200, "mbx"), "192.0.2.61:5060");
+    let out = h.take();
+    assert!(statuses(&out).is_empty(), "the caller never sees that 2xx: {:?}", statuses(&out));
+    let acks = requests(&out, "ACK");
+    let byes = requests(&out, "BYE");
+    assert_eq!((acks.len(), byes.len()), (1, 1), "the leg is completed and ended by the proxy");
+    assert_eq!(acks[0].0.to_string(), "192.0.2.99:5060", "to the answering contact");
+    assert_eq!(byes[0].1.to_tag(), Some("mbx"));
+    assert_eq!(byes[0].1.cseq().0, 2);
+    assert!(requests(&out, "CANCEL").is_empty(), "the other branch rings on");
+    // A person answers the desk phone after 3 s: that one goes through.
+    h.advance(Duration::from_millis(2500));
+    h.take();
+    h.feed(&answer(&fwd[1], 200, "desk"), "192.0.2.62:5060");
+    assert_eq!(statuses(&h.take()), vec![200]);
 }
