@@ -20,8 +20,9 @@ use crate::core::{
     StaticRouter, Target,
 };
 use crate::exum::{
-    build_um_invite, classify_request, divert_reason, reason_label, CallOutcome, Classification, DirectoryHandle,
-    DiversionReason, Security, UmInviteContext, UmRoute, UmServer, UmTarget, UmTemplates,
+    accept_from_provider, build_um_invite, classify_request, divert_reason, reason_label, CallOutcome, Classification,
+    DirectoryHandle, DiversionReason, ProviderAcceptance, Security, UmInviteContext, UmRoute, UmServer, UmTarget,
+    UmTemplates,
 };
 use crate::transport::{Destination, FlowId, Transport};
 
@@ -52,6 +53,8 @@ pub struct ExumSettings {
     pub ring_time: Duration,
     pub attempt_timeout: Duration,
     pub templates: UmTemplates,
+    /// `[exum] verification_header`.
+    pub verification_header: String,
 }
 
 /// `umproxy_exum_*` metrics.
@@ -331,13 +334,20 @@ impl Router for AppRouter {
             (Some(u), h) if !h.is_empty() => Some(format!("{u}@{h}")),
             _ => None,
         };
-        // Requests from hosting providers are recognised by their verified
-        // certificate names (mutual TLS); the provider-facing checks live in
-        // exum::accept_from_provider, wired with the provider listener.
-        let from_provider = req.tls.and_then(|tls| {
-            dir.providers().iter().find(|p| tls.names.iter().any(|n| n.eq_ignore_ascii_case(&p.proxy_fqdn)))
-        });
-        let class = classify_request(&dir, msg, caller_aor.as_deref(), from_provider.map(|p| p.identity.as_str()));
+        // Requests from hosting providers are recognised by the verified
+        // names of their client certificate (mutual TLS), never by what the
+        // request says; a provider whose level requires the verification
+        // marker is refused without it (EXUM.md behaviour 11).
+        let names: Vec<&str> = req.tls.map(|t| t.names.iter().map(String::as_str).collect()).unwrap_or_default();
+        let from_provider = match accept_from_provider(&dir, &names, msg, &self.settings.verification_header) {
+            ProviderAcceptance::NotAProvider => None,
+            ProviderAcceptance::Accept { provider, .. } => Some(provider),
+            ProviderAcceptance::Reject { provider } => {
+                warn!(call_id = %msg.call_id().escape_default(), provider = %provider, "request from a hosting provider without its verification marker");
+                return Routing::Ready(RouteDecision::Reject(Rejection::new(403, "Forbidden")));
+            }
+        };
+        let class = classify_request(&dir, msg, caller_aor.as_deref(), from_provider.as_deref());
         match class {
             Classification::NotOurs => self.statics.route(req),
             Classification::NotFound => Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found"))),
@@ -422,6 +432,7 @@ mod tests {
             ring_time: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(4),
             templates: UmTemplates::new(None, None).expect("default templates"),
+            verification_header: crate::exum::DEFAULT_VERIFICATION_HEADER.to_string(),
         };
         let metrics = ExumMetrics::register(&reg).expect("metrics");
         (AppRouter::new(statics, Some(handle), Some(locations), settings, metrics), reg)
@@ -553,6 +564,51 @@ mod tests {
         let m = Message::parse(t.request.clone().expect("request"), &Default::default()).expect("parses");
         let ruri = m.request_uri_str().unwrap_or_default().to_string();
         assert!(ruri.starts_with("sip:exap.um.example.net;opaque=app:voicemail"), "{ruri}");
+    }
+
+    fn decide_tls(r: &AppRouter, msg: &Message, names: &[&str]) -> RouteDecision {
+        let p = Peer { transport: Transport::Tls, ..peer() };
+        let tls = crate::transport::TlsIdentity { names: names.iter().map(|s| s.to_string()).collect() };
+        match r.route(&RouteRequest { msg, source: &p, tls: Some(&tls) }) {
+            Routing::Ready(d) => d,
+            Routing::Pending(f) => tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f),
+        }
+    }
+
+    #[test]
+    fn provider_requests_are_judged_by_their_certificate_and_verification_level() {
+        let (r, _) = router();
+        // exchange-online uses source verification: no marker, 403.
+        let m = invite("sip:alice@contoso.test", "sip:someone@contoso.test");
+        assert!(matches!(decide_tls(&r, &m, &["exap.um.example.net"]), RouteDecision::Reject(x) if x.code == 403));
+        // With the marker it is accepted and routed to alice.
+        let text = String::from_utf8_lossy(m.as_bytes()).replacen(
+            "Max-Forwards: 70",
+            "ms-edge-proxy-message-trust: ms-source-verified-user=verified\r\nMax-Forwards: 70",
+            1,
+        );
+        let marked = Message::parse_slice(text.as_bytes()).expect("parses");
+        assert!(matches!(decide_tls(&r, &marked, &["exap.um.example.net"]), RouteDecision::Forward(_)));
+        // A certificate naming no provider is not a provider.
+        assert!(matches!(decide_tls(&r, &m, &["evil.example.org"]), RouteDecision::Forward(_)));
+    }
+
+    #[test]
+    fn an_unknown_shared_domain_user_from_the_hosting_provider_is_not_sent_back() {
+        let (r, _) = router();
+        // sfb-online hosts users and shares the address space: an unknown
+        // user goes there, but not when the request came from it.
+        let m = invite("sip:nobody@contoso.test", "sip:x@contoso.test");
+        match decide(&r, &m) {
+            RouteDecision::Forward(p) => match &p.groups[0][0].next_hop {
+                Some(NextHop::Destination(d)) => assert_eq!(d.addr.to_string(), "127.0.0.1:5081"),
+                other => panic!("to the provider expected, got {other:?}"),
+            },
+            other => panic!("expected forward, got {other:?}"),
+        }
+        assert!(
+            matches!(decide_tls(&r, &m, &["sipfed.online.example.net"]), RouteDecision::Reject(x) if x.code == 404)
+        );
     }
 
     #[test]

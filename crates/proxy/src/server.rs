@@ -15,8 +15,8 @@ use crate::admin::{self, AdminHandle};
 use crate::app::{AppRouter, ExumMetrics, ExumSettings};
 use crate::config::{Config, DirectoryBackend, ListenTls};
 use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
-use crate::exum::{Directory, DirectoryHandle, LdapSettings, LoadOptions, UmTemplates};
 use crate::dns::Resolver;
+use crate::exum::{Directory, DirectoryHandle, LdapSettings, LoadOptions, UmTemplates};
 use crate::metrics::Metrics;
 use crate::transport::{
     load_certificates, load_private_key, Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec,
@@ -50,8 +50,10 @@ pub async fn load_directory(config: &Config) -> Result<DirectoryHandle, StartErr
         (DirectoryBackend::Ldap, file, Some(l)) => {
             let (topology, name) = match file {
                 Some(f) => (
-                    std::fs::read_to_string(f)
-                        .map_err(|e| StartError::Setup { what: "directory.file", problem: format!("{}: {e}", f.display()) })?,
+                    std::fs::read_to_string(f).map_err(|e| StartError::Setup {
+                        what: "directory.file",
+                        problem: format!("{}: {e}", f.display()),
+                    })?,
                     f.display().to_string(),
                 ),
                 None => (String::new(), "<no topology file>".to_string()),
@@ -198,6 +200,11 @@ impl Server {
                 config.exum.hosted_request_uri.as_deref(),
             )
             .map_err(|e| StartError::Setup { what: "exum", problem: e.to_string() })?,
+            verification_header: config
+                .exum
+                .verification_header
+                .clone()
+                .unwrap_or_else(|| crate::exum::DEFAULT_VERIFICATION_HEADER.to_string()),
         };
         let exum_metrics = ExumMetrics::register(metrics.registry())
             .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
