@@ -16,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod dns;
 pub mod exum;
+pub mod location;
 pub mod metrics;
 pub mod server;
 pub mod transport;
