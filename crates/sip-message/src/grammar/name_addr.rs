@@ -35,6 +35,37 @@ impl<'a> NameAddr<'a> {
     pub fn tag(&self) -> Option<&'a str> {
         self.tag.and_then(|t| std::str::from_utf8(t).ok())
     }
+    /// Contact `q` parameter (RFC 3261 §20.10: `qvalue = ( "0" [ "." 0*3DIGIT ] )
+    /// / ( "1" [ "." 0*3("0") ] )`) in thousandths, 0–1000. `None` when
+    /// absent or malformed.
+    pub fn q(&self) -> Option<u16> {
+        let v = self.params().get("q").flatten()?;
+        let (int, frac) = match v.iter().position(|&c| c == b'.') {
+            Some(dot) => (v.get(..dot)?, v.get(dot + 1..)?),
+            None => (v, &b""[..]),
+        };
+        if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut thousandths = 0u16;
+        for i in 0..3 {
+            thousandths = thousandths * 10 + frac.get(i).map_or(0, |d| u16::from(d - b'0'));
+        }
+        match int {
+            b"0" => Some(thousandths),
+            b"1" if thousandths == 0 => Some(1000),
+            _ => None,
+        }
+    }
+    /// Contact `expires` parameter in seconds (RFC 3261 §20.10), clamped to
+    /// 2³²−1 like the Expires header.
+    pub fn expires(&self) -> Option<u32> {
+        let v = self.params().get("expires").flatten()?;
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(v.iter().try_fold(0u32, |a, &d| a.checked_mul(10)?.checked_add(u32::from(d - b'0'))).unwrap_or(u32::MAX))
+    }
     /// The tag as written (a slice of the parsed text).
     pub(crate) fn tag_bytes(&self) -> Option<&'a [u8]> {
         self.tag
@@ -129,6 +160,22 @@ mod tests {
         assert_eq!(na.tag(), Some("xyz"));
         assert!(!na.is_bracketed);
         assert_eq!(r, b", next");
+    }
+
+    #[test]
+    fn contact_q_and_expires() {
+        let q = |s: &str| name_addr(s.as_bytes(), false).unwrap().1.q();
+        assert_eq!(q("<sip:a@b>;q=0.7"), Some(700));
+        assert_eq!(q("<sip:a@b>;q=1"), Some(1000));
+        assert_eq!(q("<sip:a@b>;q=0.125"), Some(125));
+        assert_eq!(q("<sip:a@b>;q=0"), Some(0));
+        assert_eq!(q("<sip:a@b>;q=1.5"), None);
+        assert_eq!(q("<sip:a@b>;q=0.1234"), None);
+        assert_eq!(q("<sip:a@b>"), None);
+        let e = |s: &str| name_addr(s.as_bytes(), false).unwrap().1.expires();
+        assert_eq!(e("<sip:a@b>;expires=3600"), Some(3600));
+        assert_eq!(e("<sip:a@b>;expires=280297596632815"), Some(u32::MAX));
+        assert_eq!(e("<sip:a@b>;expires=soon"), None);
     }
 
     #[test]
