@@ -445,6 +445,23 @@ impl<A: Clone> TransactionLayer<A> {
         result
     }
 
+    /// End non-INVITE server transaction `id` without a final response.
+    /// RFC 4320 §4.1: a proxy whose branches all timed out must not answer
+    /// 408, and then has nothing to send; without this the transaction
+    /// would wait in Trying forever. The proxy calls it when its own client
+    /// transaction's Timer F fired, by which time the caller's Timer F has
+    /// ended the caller's side too. A later retransmission would start a new
+    /// transaction.
+    pub fn abandon(&mut self, id: ServerId) -> Result<(), Rejected> {
+        let tx = self.servers.get_mut(&id.0).ok_or(Rejected::UnknownTransaction)?;
+        if !matches!(tx.state, ServerState::NonInvite(_)) || tx.state.is_terminated() {
+            return Err(Rejected::NotAllowed);
+        }
+        tx.state = ServerState::NonInvite(server::non_invite::State::Terminated);
+        self.reap_server(id);
+        Ok(())
+    }
+
     /// Cancel INVITE client transaction `id` (§9.1): the CANCEL goes out as
     /// a client transaction of its own once a provisional has arrived (at
     /// once if one has, else on the first 1xx; nothing if a final has

@@ -257,6 +257,11 @@ impl Shard {
         debug!(shard = self.index, "shard stopped");
     }
 
+    /// Live transactions of this shard's layer.
+    pub fn transactions(&self) -> usize {
+        self.layer.len()
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let ours = self.timers.keys().next().map(|k| k.0);
         match (self.layer.poll_timeout(), ours) {
@@ -1081,8 +1086,8 @@ impl Shard {
             Some(Final::Synthetic(code)) => {
                 if code == 408 && !is_invite {
                     // RFC 4320 §4.1: never a 408 to a non-INVITE; the
-                    // caller's own transaction times out.
-                    let _ = self.layer.send_response(now, server, Bytes::new(), 408);
+                    // caller's own transaction times out, ours is let go.
+                    let _ = self.layer.abandon(server);
                     if let Some(ctx) = self.contexts.get_mut(&server) {
                         ctx.finished = true;
                     }

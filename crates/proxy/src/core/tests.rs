@@ -180,6 +180,10 @@ impl Harness {
             .collect()
     }
 
+    fn shard_transactions(&self) -> usize {
+        self.shard.transactions()
+    }
+
     fn fail_send(&mut self, token: SendToken) {
         self.shard.handle_input(ShardInput::SendFailed(token, SendFailure::Connect), self.now);
     }
@@ -636,4 +640,21 @@ fn a_branch_answered_within_the_escape_window_is_ended_and_the_others_ring_on() 
     h.take();
     h.feed(&answer(&fwd[1], 200, "desk"), "192.0.2.62:5060");
     assert_eq!(statuses(&h.take()), vec![200]);
+}
+
+#[test]
+fn a_non_invite_whose_branch_times_out_gets_no_408_and_is_freed() {
+    let mut h = Harness::new();
+    h.feed(
+        "MESSAGE sip:bob@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKm1\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\nTo: <sip:bob@example.test>\r\nCall-ID: msg-1\r\n\
+         CSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    assert_eq!(requests(&h.take(), "MESSAGE").len(), 1);
+    h.advance(Duration::from_secs(33));
+    let out = h.take();
+    assert!(statuses(&out).is_empty(), "RFC 4320: no 408 upstream: {:?}", statuses(&out));
+    h.advance(Duration::from_secs(6));
+    assert_eq!(h.shard_transactions(), 0, "nothing is left behind");
 }

@@ -247,6 +247,22 @@ fn rfc4320_no_100_and_no_408_to_non_invite_but_100_to_invite() {
 }
 
 #[test]
+fn an_unanswerable_non_invite_can_be_abandoned_and_is_freed() {
+    let mut h = Harness::new();
+    let req = request("OPTIONS", "z9hG4bKab");
+    let id = h.server(req, false);
+    h.take_events();
+    assert_eq!(h.layer.abandon(id), Ok(()));
+    assert!(h.take_sent().is_empty(), "nothing is sent");
+    assert!(h.take_events().iter().any(|e| is_terminated(e, TxId::Server(id))));
+    assert_eq!(h.layer.len(), 0);
+    assert_eq!(h.layer.abandon(id), Err(Rejected::UnknownTransaction));
+    let inv = request("INVITE", "z9hG4bKai");
+    let iid = h.server(inv, false);
+    assert_eq!(h.layer.abandon(iid), Err(Rejected::NotAllowed), "an INVITE always gets a final response");
+}
+
+#[test]
 fn out_of_range_status_and_unknown_ids_are_refused() {
     let mut h = Harness::new();
     let req = request("OPTIONS", "z9hG4bKn");
