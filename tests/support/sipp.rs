@@ -38,6 +38,7 @@ pub struct Sipp {
 enum Scenario {
     Builtin(String),
     File(PathBuf),
+    Text(String),
 }
 
 impl Sipp {
@@ -49,6 +50,13 @@ impl Sipp {
     /// A scenario file (`-sf FILE`).
     pub fn scenario_file(path: impl Into<PathBuf>) -> Sipp {
         Sipp::new(Scenario::File(path.into()))
+    }
+
+    /// A scenario given as XML text (written to the run's tempdir), e.g. a
+    /// file of `scenarios/` with placeholders replaced: SIPp checks response
+    /// codes when it loads a scenario, before `-key` values are known.
+    pub fn scenario_text(xml: impl Into<String>) -> Sipp {
+        Sipp::new(Scenario::Text(xml.into()))
     }
 
     fn new(scenario: Scenario) -> Sipp {
@@ -134,6 +142,11 @@ impl Sipp {
         match &self.scenario {
             Scenario::Builtin(name) => cmd.args(["-sn", name]),
             Scenario::File(path) => cmd.arg("-sf").arg(path),
+            Scenario::Text(xml) => {
+                let path = dir.path().join("scenario.xml");
+                std::fs::write(&path, xml).expect("write scenario");
+                cmd.arg("-sf").arg(path)
+            }
         };
         cmd.args(["-i", "127.0.0.1", "-p", &self.port.to_string()]);
         cmd.args(["-t", if self.transport == SippTransport::Tcp { "t1" } else { "u1" }]);
