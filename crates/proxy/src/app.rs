@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounterVec, Opts, Registry};
 use sip_message::{Message, Uri};
@@ -24,6 +24,8 @@ use crate::exum::{
     DirectoryHandle, DiversionReason, ProviderAcceptance, Security, UmInviteContext, UmRoute, UmServer, UmTarget,
     UmTemplates,
 };
+use crate::location::binding::FlowToken;
+use crate::location::registrar::{RegisterContext, Registrar};
 use crate::transport::{Destination, FlowId, Transport};
 
 /// A registered contact, as the location service hands it to routing.
@@ -45,6 +47,27 @@ pub type Lookup = Pin<Box<dyn Future<Output = Result<Vec<Contact>, String>> + Se
 pub trait Locations: Send + Sync + 'static {
     /// The live contacts of `aor` (`sip:user@host`).
     fn lookup(&self, aor: String) -> Lookup;
+}
+
+/// The registrar as the location service of routing.
+pub struct RegistrarLocations(pub Arc<Registrar>);
+
+impl Locations for RegistrarLocations {
+    fn lookup(&self, aor: String) -> Lookup {
+        let registrar = self.0.clone();
+        Box::pin(async move {
+            let bindings = registrar.lookup(&aor, SystemTime::now()).await.map_err(|e| e.to_string())?;
+            Ok(bindings
+                .into_iter()
+                .map(|b| Contact {
+                    uri: b.contact_uri,
+                    q: b.q.thousandths(),
+                    path: b.path,
+                    flow: b.flow.zip(b.received).map(|(f, addr)| (FlowId(f.0), addr)),
+                })
+                .collect())
+        })
+    }
 }
 
 /// ExUM settings from `[exum]`.
@@ -251,6 +274,7 @@ pub struct AppRouter {
     statics: StaticRouter,
     directory: Option<Arc<DirectoryHandle>>,
     locations: Option<Arc<dyn Locations>>,
+    registrar: Option<Arc<Registrar>>,
     settings: Arc<ExumSettings>,
     metrics: ExumMetrics,
 }
@@ -263,7 +287,55 @@ impl AppRouter {
         settings: ExumSettings,
         metrics: ExumMetrics,
     ) -> AppRouter {
-        AppRouter { statics, directory, locations, settings: Arc::new(settings), metrics }
+        AppRouter { statics, directory, locations, registrar: None, settings: Arc::new(settings), metrics }
+    }
+
+    /// REGISTERs for the served domains go to `registrar`.
+    pub fn with_registrar(mut self, registrar: Arc<Registrar>) -> AppRouter {
+        self.registrar = Some(registrar);
+        self
+    }
+
+    fn is_local_domain(&self, host: &str) -> bool {
+        self.statics.is_local_domain(host)
+            || self.directory.as_ref().is_some_and(|d| d.snapshot().is_local_domain(host))
+    }
+
+    /// A user of a served domain the directory does not know: reachable if
+    /// registered (no voice mail), else 404.
+    fn registered_only(&self, msg: &Message) -> Routing {
+        let (Some(locations), Some(uri)) = (self.locations.clone(), msg.request_uri()) else {
+            return Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")));
+        };
+        let Some(user) = uri.user() else {
+            return Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")));
+        };
+        let aor = format!("sip:{user}@{}", uri.host().to_ascii_lowercase());
+        Routing::Pending(Box::pin(async move {
+            match locations.lookup(aor).await {
+                Ok(c) if c.is_empty() => RouteDecision::Reject(Rejection::new(404, "Not Found")),
+                Ok(c) => RouteDecision::Forward(ForkPlan { groups: fork_groups(c, None), ..ForkPlan::default() }),
+                Err(_) => RouteDecision::Reject(Rejection::new(503, "Service Unavailable")),
+            }
+        }))
+    }
+
+    /// RFC 3261 §10.3: REGISTER for a served domain.
+    fn register(&self, req: &RouteRequest<'_>, registrar: Arc<Registrar>) -> Routing {
+        let msg = req.msg.clone();
+        let ctx = RegisterContext {
+            received: Some(req.source.remote),
+            // RFC 5626: a binding over a connection remembers the connection.
+            flow: req.source.flow.map(|f| FlowToken(f.0)),
+            authenticated_user: None,
+        };
+        Routing::Pending(Box::pin(async move {
+            let outcome = registrar.handle_register(&msg, &ctx, SystemTime::now()).await;
+            if let Some(e) = &outcome.store_error {
+                warn!(call_id = %msg.call_id().escape_default(), error = %e, "registration store failed");
+            }
+            RouteDecision::Respond { status: outcome.status, bytes: outcome.response }
+        }))
     }
 
     /// A diversion straight to UM (no ringing).
@@ -326,6 +398,16 @@ impl AppRouter {
 
 impl Router for AppRouter {
     fn route(&self, req: &RouteRequest<'_>) -> Routing {
+        if req.msg.method() == Some(sip_message::Method::Register) {
+            let local = req.msg.request_uri().is_some_and(|u| self.is_local_domain(u.host()));
+            match (&self.registrar, local) {
+                (Some(r), true) => return self.register(req, r.clone()),
+                (None, true) => {
+                    return Routing::Ready(RouteDecision::Reject(Rejection::new(501, "Not Implemented")));
+                }
+                _ => return self.statics.route(req),
+            }
+        }
         let Some(handle) = &self.directory else { return self.statics.route(req) };
         let dir = handle.snapshot();
         let msg = req.msg;
@@ -350,7 +432,7 @@ impl Router for AppRouter {
         let class = classify_request(&dir, msg, caller_aor.as_deref(), from_provider.as_deref());
         match class {
             Classification::NotOurs => self.statics.route(req),
-            Classification::NotFound => Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found"))),
+            Classification::NotFound => self.registered_only(msg),
             Classification::NoVoicemail { .. } => {
                 Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")))
             }
@@ -609,6 +691,40 @@ mod tests {
         assert!(
             matches!(decide_tls(&r, &m, &["sipfed.online.example.net"]), RouteDecision::Reject(x) if x.code == 404)
         );
+    }
+
+    #[test]
+    fn registered_users_missing_from_the_directory_are_still_reached() {
+        let (r, _) = router();
+        // zoe is not in the directory; nobody registered as her either.
+        // (Unknown users of the shared domain go to the users-hosting provider,
+        // unless the request came from it: that is when the location service
+        // is asked.)
+        let sfb = ["sipfed.online.example.net"];
+        assert!(
+            matches!(decide_tls(&r, &invite("sip:zoe@contoso.test", "sip:x@fabrikam.test"), &sfb), RouteDecision::Reject(x) if x.code == 404)
+        );
+        let (mut r, _) = router();
+        r.locations = Some(Arc::new(Table(Mutex::new(vec![(
+            "sip:zoe@contoso.test".into(),
+            contact("sip:zoe@192.0.2.8", 1000),
+        )]))));
+        let p = plan(decide_tls(&r, &invite("sip:zoe@contoso.test", "sip:x@fabrikam.test"), &sfb));
+        assert_eq!(p.groups[0][0].request_uri.as_deref(), Some("sip:zoe@192.0.2.8"));
+        assert!(p.fallback.is_none(), "no voice mail without a directory entry");
+    }
+
+    #[test]
+    fn register_without_a_registrar_is_not_implemented_and_foreign_register_is_relayed_by_the_static_rules() {
+        let (r, _) = router();
+        let reg = Message::parse_slice(
+            "REGISTER sip:contoso.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKr\r\n\
+             From: <sip:alice@contoso.test>;tag=f\r\nTo: <sip:alice@contoso.test>\r\nCall-ID: r1\r\n\
+             CSeq: 1 REGISTER\r\nContact: <sip:alice@192.0.2.5>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                .as_bytes(),
+        )
+        .expect("parses");
+        assert!(matches!(decide(&r, &reg), RouteDecision::Reject(x) if x.code == 501));
     }
 
     #[test]

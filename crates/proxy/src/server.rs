@@ -12,11 +12,12 @@ use sip_message::Uri;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminHandle};
-use crate::app::{AppRouter, ExumMetrics, ExumSettings};
+use crate::app::{AppRouter, ExumMetrics, ExumSettings, RegistrarLocations};
 use crate::config::{Config, DirectoryBackend, ListenTls};
 use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
 use crate::dns::Resolver;
 use crate::exum::{Directory, DirectoryHandle, LdapSettings, LoadOptions, UmTemplates};
+use crate::location::registrar::Registrar;
 use crate::metrics::Metrics;
 use crate::transport::{
     load_certificates, load_private_key, Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec,
@@ -36,6 +37,69 @@ pub enum StartError {
     Directory(#[from] crate::exum::DirectoryError),
     #[error("{what}: {problem}")]
     Setup { what: &'static str, problem: String },
+}
+
+/// The registrar and its store, from `[registrar]`.
+pub async fn build_registrar(config: &Config, registry: &prometheus::Registry) -> Result<Registrar, StartError> {
+    use crate::config::StoreKind;
+    use crate::location::store::{embedded, redis, LocationStore};
+    let r = &config.registrar;
+    let store: Arc<dyn LocationStore> = match r.store {
+        StoreKind::Embedded => {
+            let path = match &r.path {
+                Some(p) => p.clone(),
+                None => {
+                    let p = std::env::temp_dir().join(format!("umproxy-registrations-{}.db", std::process::id()));
+                    warn!(file = %p.display(), "[registrar] path not set: registrations will not survive a restart");
+                    p
+                }
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StartError::Setup {
+                    what: "registrar.path",
+                    problem: format!("{}: {e}", dir.display()),
+                })?;
+            }
+            let opened = tokio::task::spawn_blocking(move || {
+                embedded::EmbeddedStore::open(&path, embedded::EmbeddedLimits::default(), std::time::SystemTime::now())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .await
+            .map_err(|e| StartError::Setup { what: "registrar.path", problem: e.to_string() })?;
+            Arc::new(opened.map_err(|problem| StartError::Setup { what: "registrar.path", problem })?)
+        }
+        StoreKind::Redis => {
+            let url = r.redis_url.clone().unwrap_or_else(|| redis::RedisConfig::default().url);
+            Arc::new(
+                redis::RedisStore::new(redis::RedisConfig { url, ..redis::RedisConfig::default() })
+                    .map_err(|e| StartError::Setup { what: "registrar.redis_url", problem: e.to_string() })?,
+            )
+        }
+    };
+    let metrics = crate::location::metrics::LocationMetrics::register(registry)
+        .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
+    let cfg = crate::location::registrar::RegistrarConfig {
+        default_expires: r.default_expires,
+        min_expires: r.min_expires,
+        max_expires: r.max_expires,
+        domains: config.proxy.domains.clone(),
+        ..crate::location::registrar::RegistrarConfig::default()
+    };
+    Ok(Registrar::new(store, cfg, Some(Arc::new(metrics))))
+}
+
+/// Lapsed bindings are swept every 30 s (lookups already skip them; this
+/// frees their space).
+fn spawn_expiry(store: Arc<dyn crate::location::store::LocationStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.expire(std::time::SystemTime::now()).await {
+                warn!(error = %e, "expiring registrations failed");
+            }
+        }
+    });
 }
 
 /// The ExUM directory named by `[directory]`: a file, the built-in example
@@ -208,8 +272,13 @@ impl Server {
         };
         let exum_metrics = ExumMetrics::register(metrics.registry())
             .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
-        let router: Arc<dyn Router> =
-            Arc::new(AppRouter::new(statics, Some(directory.clone()), None, settings, exum_metrics));
+        let registrar = Arc::new(build_registrar(&config, metrics.registry()).await?);
+        let locations: Arc<dyn crate::app::Locations> = Arc::new(RegistrarLocations(registrar.clone()));
+        let router: Arc<dyn Router> = Arc::new(
+            AppRouter::new(statics, Some(directory.clone()), Some(locations), settings, exum_metrics)
+                .with_registrar(registrar.clone()),
+        );
+        spawn_expiry(registrar.store().clone());
         let hub =
             TransportHub::start(specs, limits, outbound_tls(&config)?, core.dispatch(), metrics.registry()).await?;
         let admin = match &config.admin {
