@@ -24,7 +24,11 @@ use crate::exum::{
     DirectoryHandle, DiversionReason, ProviderAcceptance, Security, UmInviteContext, UmRoute, UmServer, UmTarget,
     UmTemplates,
 };
+use crate::location::auth::gate::{AuthContext, AuthOutcome};
+use crate::location::auth::{ChallengeKind, DigestAuth, Ha1Set};
 use crate::location::binding::FlowToken;
+use crate::location::metrics::LocationMetrics;
+use crate::location::policy::FailureTracker;
 use crate::location::registrar::{RegisterContext, Registrar};
 use crate::transport::{Destination, FlowId, Transport};
 
@@ -67,6 +71,40 @@ impl Locations for RegistrarLocations {
                 })
                 .collect())
         })
+    }
+}
+
+/// Digest authentication of requests (RFC 3261 §22, RFC 8760) against the
+/// directory's HA1 hashes, with the brute-force lock-out.
+pub struct Authenticator {
+    digest: DigestAuth,
+    tracker: FailureTracker,
+    metrics: Option<Arc<LocationMetrics>>,
+}
+
+impl Authenticator {
+    pub fn new(digest: DigestAuth, tracker: FailureTracker, metrics: Option<Arc<LocationMetrics>>) -> Authenticator {
+        Authenticator { digest, tracker, metrics }
+    }
+
+    /// Check the credentials of `msg` for `realm` (a served domain).
+    pub fn check(
+        &self,
+        msg: &Message,
+        kind: ChallengeKind,
+        realm: &str,
+        dir: Option<&crate::exum::Directory>,
+        source_ip: std::net::IpAddr,
+        now: SystemTime,
+    ) -> AuthOutcome {
+        let creds = DigestAuth::credentials(msg, kind, realm);
+        let ha1 = creds.as_ref().ok().and_then(|c| dir.and_then(|d| d.user(&c.username, realm))).map(|u| Ha1Set {
+            md5: u.ha1.md5.clone(),
+            sha256: u.ha1.sha256.clone(),
+            sha512_256: u.ha1.sha512_256.clone(),
+        });
+        let ctx = AuthContext { source_ip, tracker: &self.tracker, metrics: self.metrics.as_deref() };
+        self.digest.authenticate(msg, kind, realm, creds, ha1.as_ref(), &ctx, now)
     }
 }
 
@@ -275,6 +313,7 @@ pub struct AppRouter {
     directory: Option<Arc<DirectoryHandle>>,
     locations: Option<Arc<dyn Locations>>,
     registrar: Option<Arc<Registrar>>,
+    auth: Option<Arc<Authenticator>>,
     settings: Arc<ExumSettings>,
     metrics: ExumMetrics,
 }
@@ -287,13 +326,39 @@ impl AppRouter {
         settings: ExumSettings,
         metrics: ExumMetrics,
     ) -> AppRouter {
-        AppRouter { statics, directory, locations, registrar: None, settings: Arc::new(settings), metrics }
+        AppRouter { statics, directory, locations, registrar: None, auth: None, settings: Arc::new(settings), metrics }
     }
 
     /// REGISTERs for the served domains go to `registrar`.
     pub fn with_registrar(mut self, registrar: Arc<Registrar>) -> AppRouter {
         self.registrar = Some(registrar);
         self
+    }
+
+    /// Requests must authenticate (REGISTER always; others from users of
+    /// the served domains, unless from a trusted peer).
+    pub fn with_auth(mut self, auth: Arc<Authenticator>) -> AppRouter {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Authenticate, or answer with the challenge / lock-out. `Ok(None)`:
+    /// no authentication is needed.
+    fn authenticate(
+        &self,
+        req: &RouteRequest<'_>,
+        kind: ChallengeKind,
+        realm: &str,
+    ) -> Result<Option<String>, RouteDecision> {
+        let Some(auth) = &self.auth else { return Ok(None) };
+        let dir = self.directory.as_ref().map(|d| d.snapshot());
+        match auth.check(req.msg, kind, realm, dir.as_deref(), req.source.remote.ip(), SystemTime::now()) {
+            AuthOutcome::Authenticated { user } => Ok(Some(user)),
+            AuthOutcome::Challenge { response, .. } => {
+                Err(RouteDecision::Respond { status: kind.status(), bytes: response })
+            }
+            AuthOutcome::LockedOut { response } => Err(RouteDecision::Respond { status: 403, bytes: response }),
+        }
     }
 
     fn is_local_domain(&self, host: &str) -> bool {
@@ -322,12 +387,17 @@ impl AppRouter {
 
     /// RFC 3261 §10.3: REGISTER for a served domain.
     fn register(&self, req: &RouteRequest<'_>, registrar: Arc<Registrar>) -> Routing {
+        let realm = req.msg.request_uri().map(|u| u.host().to_ascii_lowercase()).unwrap_or_default();
+        let authenticated_user = match self.authenticate(req, ChallengeKind::Www, &realm) {
+            Ok(u) => u,
+            Err(answer) => return Routing::Ready(answer),
+        };
         let msg = req.msg.clone();
         let ctx = RegisterContext {
             received: Some(req.source.remote),
             // RFC 5626: a binding over a connection remembers the connection.
             flow: req.source.flow.map(|f| FlowToken(f.0)),
-            authenticated_user: None,
+            authenticated_user,
         };
         Routing::Pending(Box::pin(async move {
             let outcome = registrar.handle_register(&msg, &ctx, SystemTime::now()).await;
@@ -406,6 +476,14 @@ impl Router for AppRouter {
                     return Routing::Ready(RouteDecision::Reject(Rejection::new(501, "Not Implemented")));
                 }
                 _ => return self.statics.route(req),
+            }
+        }
+        // Requests from users of a served domain prove who they are, unless
+        // they come from a trusted peer (an SBC that authenticated them).
+        let from_host = req.msg.from().uri.host().to_ascii_lowercase();
+        if self.auth.is_some() && self.is_local_domain(&from_host) && !self.statics.is_trusted(req.source.remote.ip()) {
+            if let Err(answer) = self.authenticate(req, ChallengeKind::Proxy, &from_host) {
+                return Routing::Ready(answer);
             }
         }
         let Some(handle) = &self.directory else { return self.statics.route(req) };
@@ -732,5 +810,141 @@ mod tests {
         let (r, _) = router();
         let p = plan(decide(&r, &invite("sip:someone@fabrikam.test", "sip:alice@contoso.test")));
         assert_eq!(p.groups[0][0].next_hop, Some(NextHop::Uri("sip:192.0.2.99".into())));
+    }
+
+    mod auth {
+        use super::*;
+        use crate::location::auth::{compute_response, Algorithm, AuthConfig};
+        use crate::location::policy::LockoutConfig;
+        use crate::location::registrar::RegistrarConfig;
+        use crate::location::store::embedded::{EmbeddedLimits, EmbeddedStore};
+
+        /// The built-in example directory (alice's password is
+        /// alice-secret, realm example.test), a real embedded registrar and
+        /// digest auth.
+        fn router(dir: &tempfile::TempDir) -> AppRouter {
+            let opts = LoadOptions { has_tls_listener: false, domains: vec!["example.test".into()] };
+            let handle = Arc::new(DirectoryHandle::from_directory(Directory::example(&opts).expect("example"), opts));
+            let store = EmbeddedStore::open(&dir.path().join("reg.db"), EmbeddedLimits::default(), SystemTime::now())
+                .expect("store");
+            let reg_cfg = RegistrarConfig { domains: vec!["example.test".into()], ..RegistrarConfig::default() };
+            let registrar = Arc::new(Registrar::new(Arc::new(store), reg_cfg, None));
+            let settings = ExumSettings {
+                ring_time: Duration::from_secs(30),
+                attempt_timeout: Duration::from_secs(4),
+                templates: UmTemplates::new(None, None).expect("templates"),
+                verification_header: crate::exum::DEFAULT_VERIFICATION_HEADER.into(),
+            };
+            let digest = DigestAuth::new(b"a test secret of 32 bytes length", AuthConfig::default()).expect("auth");
+            let tracker = FailureTracker::new(LockoutConfig { max_failures_per_ip: 3, ..LockoutConfig::default() });
+            let statics =
+                StaticRouter::new(vec!["example.test".into()], vec!["10.1.0.0/16".parse().expect("net")], vec![]);
+            AppRouter::new(
+                statics,
+                Some(handle),
+                Some(Arc::new(RegistrarLocations(registrar.clone()))),
+                settings,
+                ExumMetrics::register(&Registry::new()).expect("metrics"),
+            )
+            .with_registrar(registrar)
+            .with_auth(Arc::new(Authenticator::new(digest, tracker, None)))
+        }
+
+        fn register(extra: &str) -> Message {
+            Message::parse_slice(
+                format!(
+                    "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKr{}\r\n\
+                     From: <sip:alice@example.test>;tag=f\r\nTo: <sip:alice@example.test>\r\nCall-ID: reg-a\r\n\
+                     CSeq: {} REGISTER\r\nContact: <sip:alice@192.0.2.5>\r\n{extra}Max-Forwards: 70\r\n\
+                     Content-Length: 0\r\n\r\n",
+                    extra.len(),
+                    1 + extra.len()
+                )
+                .as_bytes(),
+            )
+            .expect("parses")
+        }
+
+        fn respond(d: RouteDecision) -> Message {
+            match d {
+                RouteDecision::Respond { bytes, .. } => Message::parse(bytes, &Default::default()).expect("parses"),
+                other => panic!("expected a response, got {other:?}"),
+            }
+        }
+
+        fn challenge_param(resp: &Message, header: &str, alg: &str, param: &str) -> String {
+            let ch = resp
+                .header_values_named(header)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .find(|v| v.contains(&format!("algorithm={alg}")))
+                .expect("challenge for the algorithm");
+            let at = ch.find(&format!("{param}=\"")).expect("param") + param.len() + 2;
+            ch[at..].split('"').next().unwrap_or_default().to_string()
+        }
+
+        fn credentials(header: &str, nonce: &str, method: &str, uri: &str, password_ok: bool) -> String {
+            let ha1 = if password_ok {
+                "a275e97631aa73189074983a32a84a19".to_string()
+            } else {
+                Algorithm::Md5.hex_digest(b"alice:example.test:wrong")
+            };
+            let response = compute_response(Algorithm::Md5, &ha1, nonce, "00000001", "c0ffee", method, uri);
+            format!(
+                "{header}: Digest username=\"alice\", realm=\"example.test\", nonce=\"{nonce}\", uri=\"{uri}\", \
+                 response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+            )
+        }
+
+        #[test]
+        fn register_is_challenged_with_sha256_and_md5_then_accepted_with_the_right_password() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let r = router(&dir);
+            let first = respond(decide(&r, &register("")));
+            assert_eq!(first.status(), Some(401));
+            let algs: Vec<String> = first
+                .header_values_named("WWW-Authenticate")
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            assert_eq!(algs.len(), 2, "one challenge per algorithm: {algs:?}");
+            assert!(algs[0].contains("algorithm=SHA-256") && algs[1].contains("algorithm=MD5"), "{algs:?}");
+            let nonce = challenge_param(&first, "WWW-Authenticate", "MD5", "nonce");
+            let ok = respond(decide(
+                &r,
+                &register(&credentials("Authorization", &nonce, "REGISTER", "sip:example.test", true)),
+            ));
+            assert_eq!(ok.status(), Some(200));
+            assert_eq!(ok.contact_count(), 1);
+        }
+
+        #[test]
+        fn wrong_passwords_are_challenged_again_then_locked_out() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let r = router(&dir);
+            let nonce = challenge_param(&respond(decide(&r, &register(""))), "WWW-Authenticate", "MD5", "nonce");
+            let bad = register(&credentials("Authorization", &nonce, "REGISTER", "sip:example.test", false));
+            for _ in 0..3 {
+                assert_eq!(respond(decide(&r, &bad)).status(), Some(401));
+            }
+            assert_eq!(respond(decide(&r, &bad)).status(), Some(403), "the source is locked out");
+        }
+
+        #[test]
+        fn calls_from_local_users_need_proxy_authentication_unless_from_a_trusted_peer() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let r = router(&dir);
+            let inv = invite("sip:bob@example.test", "sip:alice@example.test");
+            let challenge = respond(decide(&r, &inv));
+            assert_eq!(challenge.status(), Some(407));
+            assert_eq!(challenge.header_values_named("Proxy-Authenticate").count(), 2);
+            // From a trusted peer (an SBC that authenticated the user): no challenge.
+            let trusted = Peer { remote: "10.1.2.3:5060".parse().expect("addr"), ..peer() };
+            match r.route(&RouteRequest { msg: &inv, source: &trusted, tls: None }) {
+                Routing::Ready(RouteDecision::Respond { status, .. }) => panic!("trusted peer challenged: {status}"),
+                _ => {}
+            }
+            // Calls to local users from outside the served domains need none.
+            let from_outside = invite("sip:bob@example.test", "sip:someone@fabrikam.test");
+            assert!(!matches!(decide(&r, &from_outside), RouteDecision::Respond { status: 407, .. }));
+        }
     }
 }

@@ -26,12 +26,36 @@ enum Command {
     },
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig { config: PathBuf },
+    /// Print the directory's `ha1` table for a user (the password is read
+    /// from standard input; it is never stored).
+    HashPassword {
+        /// The user part of the SIP address (`alice` of sip:alice@contoso.test).
+        user: String,
+        /// The realm: the user's SIP domain.
+        realm: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { config: None, grace_s: 5 }) {
         Command::CheckConfig { config } => check_config(&config),
+        Command::HashPassword { user, realm } => {
+            let mut password = String::new();
+            if std::io::stdin().read_line(&mut password).is_err() {
+                eprintln!("cannot read the password from standard input");
+                return ExitCode::from(2);
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            let h = umproxy::location::auth::hash_password(&user, &realm, password);
+            println!(
+                "ha1 = {{ md5 = \"{}\", sha256 = \"{}\", sha512_256 = \"{}\" }}",
+                h.md5.unwrap_or_default(),
+                h.sha256.unwrap_or_default(),
+                h.sha512_256.unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         Command::Run { config, grace_s } => run(config, Duration::from_secs(grace_s)),
     }
 }

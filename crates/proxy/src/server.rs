@@ -12,7 +12,7 @@ use sip_message::Uri;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminHandle};
-use crate::app::{AppRouter, ExumMetrics, ExumSettings, RegistrarLocations};
+use crate::app::{AppRouter, Authenticator, ExumMetrics, ExumSettings, RegistrarLocations};
 use crate::config::{Config, DirectoryBackend, ListenTls};
 use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
 use crate::dns::Resolver;
@@ -40,7 +40,10 @@ pub enum StartError {
 }
 
 /// The registrar and its store, from `[registrar]`.
-pub async fn build_registrar(config: &Config, registry: &prometheus::Registry) -> Result<Registrar, StartError> {
+pub async fn build_registrar(
+    config: &Config,
+    registry: &prometheus::Registry,
+) -> Result<(Registrar, Arc<crate::location::metrics::LocationMetrics>), StartError> {
     use crate::config::StoreKind;
     use crate::location::store::{embedded, redis, LocationStore};
     let r = &config.registrar;
@@ -85,7 +88,42 @@ pub async fn build_registrar(config: &Config, registry: &prometheus::Registry) -
         domains: config.proxy.domains.clone(),
         ..crate::location::registrar::RegistrarConfig::default()
     };
-    Ok(Registrar::new(store, cfg, Some(Arc::new(metrics))))
+    let metrics = Arc::new(metrics);
+    Ok((Registrar::new(store, cfg, Some(metrics.clone())), metrics))
+}
+
+/// Digest authentication from `[auth]` (None when disabled).
+pub fn build_auth(
+    config: &Config,
+    metrics: Arc<crate::location::metrics::LocationMetrics>,
+) -> Result<Option<Authenticator>, StartError> {
+    use crate::location::auth::{Algorithm, AuthConfig, DigestAuth};
+    use crate::location::policy::{FailureTracker, LockoutConfig};
+    let a = &config.auth;
+    if !a.enabled {
+        warn!("[auth] enabled = false: REGISTER and local users are not authenticated");
+        return Ok(None);
+    }
+    let secret = match &a.secret_file {
+        Some(f) => std::fs::read(f)
+            .map_err(|e| StartError::Setup { what: "auth.secret_file", problem: format!("{}: {e}", f.display()) })?,
+        None => {
+            info!("[auth] secret_file not set: nonces are signed with a key of this process only");
+            (0..4).flat_map(|_| rand::random::<u64>().to_le_bytes()).collect()
+        }
+    };
+    let algorithms = a.algorithms.iter().filter_map(|n| Algorithm::parse(n)).collect();
+    let cfg = AuthConfig { nonce_ttl_s: a.nonce_ttl_s, algorithms, ..AuthConfig::default() };
+    let digest = DigestAuth::new(&secret, cfg)
+        .map_err(|e| StartError::Setup { what: "auth.secret_file", problem: e.to_string() })?;
+    let tracker = FailureTracker::new(LockoutConfig {
+        max_failures_per_ip: a.lockout_max_failures_per_ip,
+        max_failures_per_user: a.lockout_max_failures_per_user,
+        window: a.lockout_window,
+        lockout: a.lockout,
+        ..LockoutConfig::default()
+    });
+    Ok(Some(Authenticator::new(digest, tracker, Some(metrics))))
 }
 
 /// Lapsed bindings are swept every 30 s (lookups already skip them; this
@@ -272,12 +310,15 @@ impl Server {
         };
         let exum_metrics = ExumMetrics::register(metrics.registry())
             .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
-        let registrar = Arc::new(build_registrar(&config, metrics.registry()).await?);
+        let (registrar, location_metrics) = build_registrar(&config, metrics.registry()).await?;
+        let registrar = Arc::new(registrar);
         let locations: Arc<dyn crate::app::Locations> = Arc::new(RegistrarLocations(registrar.clone()));
-        let router: Arc<dyn Router> = Arc::new(
-            AppRouter::new(statics, Some(directory.clone()), Some(locations), settings, exum_metrics)
-                .with_registrar(registrar.clone()),
-        );
+        let mut app = AppRouter::new(statics, Some(directory.clone()), Some(locations), settings, exum_metrics)
+            .with_registrar(registrar.clone());
+        if let Some(auth) = build_auth(&config, location_metrics)? {
+            app = app.with_auth(Arc::new(auth));
+        }
+        let router: Arc<dyn Router> = Arc::new(app);
         spawn_expiry(registrar.store().clone());
         let hub =
             TransportHub::start(specs, limits, outbound_tls(&config)?, core.dispatch(), metrics.registry()).await?;

@@ -101,6 +101,25 @@ pub struct Config {
     pub tls_client: Option<TlsClientConfig>,
     /// `[dns]`.
     pub dns: DnsConfig,
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`: digest authentication (RFC 3261 §22, RFC 8760).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// REGISTER and requests from users of the served domains (not from
+    /// trusted peers) must authenticate. Default true.
+    pub enabled: bool,
+    /// The nonce key (at least 16 bytes); instances sharing registrations
+    /// share it. None: a random key per process (nonces die with it).
+    pub secret_file: Option<PathBuf>,
+    pub nonce_ttl_s: u64,
+    /// Challenges offered, in order: `SHA-256`, `SHA-512-256`, `MD5`.
+    pub algorithms: Vec<String>,
+    pub lockout_max_failures_per_ip: u32,
+    pub lockout_max_failures_per_user: u32,
+    pub lockout_window: Duration,
+    pub lockout: Duration,
 }
 
 impl Config {

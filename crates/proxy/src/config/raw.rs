@@ -15,9 +15,9 @@ use serde::Deserialize;
 use sip_message::{HostKind, Scheme, Uri};
 
 use super::{
-    AdminConfig, Config, ConfigError, DirectoryBackend, DirectoryConfig, DnsConfig, ExumConfig, Fork, LdapConfig,
-    LimitsConfig, Listen, ListenTls, LogConfig, LogFormat, ProxyConfig, RegistrarConfig, Route, RouteMatch, StoreKind,
-    TimersConfig, TlsClientConfig,
+    AdminConfig, AuthSettings, Config, ConfigError, DirectoryBackend, DirectoryConfig, DnsConfig, ExumConfig, Fork,
+    LdapConfig, LimitsConfig, Listen, ListenTls, LogConfig, LogFormat, ProxyConfig, RegistrarConfig, Route, RouteMatch,
+    StoreKind, TimersConfig, TlsClientConfig,
 };
 use crate::transport::Transport;
 
@@ -112,6 +112,74 @@ pub(super) struct RawConfig {
     tls_client: Option<RawTlsClient>,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    enabled: bool,
+    secret_file: Option<String>,
+    nonce_ttl_s: u64,
+    algorithms: Vec<String>,
+    lockout_max_failures_per_ip: u32,
+    lockout_max_failures_per_user: u32,
+    lockout_window_s: u64,
+    lockout_s: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            enabled: true,
+            secret_file: None,
+            nonce_ttl_s: 300,
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
+            lockout_max_failures_per_ip: 10,
+            lockout_max_failures_per_user: 20,
+            lockout_window_s: 300,
+            lockout_s: 900,
+        }
+    }
+}
+
+fn validate_auth(a: RawAuth, cx: &Ctx<'_>) -> Result<AuthSettings, ConfigError> {
+    let secret_file = a.secret_file.as_deref().map(|f| cx.existing_file("auth.secret_file", f)).transpose()?;
+    if !(10..=3600).contains(&a.nonce_ttl_s) {
+        return Err(cx.err("auth.nonce_ttl_s", format!("must be 10 to 3600 seconds, not {}", a.nonce_ttl_s)));
+    }
+    if a.algorithms.is_empty() {
+        return Err(cx.err("auth.algorithms", "needs at least one of SHA-256, SHA-512-256, MD5"));
+    }
+    for (i, alg) in a.algorithms.iter().enumerate() {
+        if !["SHA-256", "SHA-512-256", "MD5"].iter().any(|k| k.eq_ignore_ascii_case(alg)) {
+            return Err(cx.err(
+                format!("auth.algorithms[{i}]"),
+                format!("unknown algorithm {alg:?} (SHA-256, SHA-512-256 or MD5)"),
+            ));
+        }
+    }
+    for (key, v) in [
+        ("lockout_max_failures_per_ip", u64::from(a.lockout_max_failures_per_ip)),
+        ("lockout_max_failures_per_user", u64::from(a.lockout_max_failures_per_user)),
+        ("lockout_window_s", a.lockout_window_s),
+        ("lockout_s", a.lockout_s),
+    ] {
+        if v == 0 {
+            return Err(cx.err(format!("auth.{key}"), "must be at least 1"));
+        }
+    }
+    Ok(AuthSettings {
+        enabled: a.enabled,
+        secret_file,
+        nonce_ttl_s: a.nonce_ttl_s,
+        algorithms: a.algorithms,
+        lockout_max_failures_per_ip: a.lockout_max_failures_per_ip,
+        lockout_max_failures_per_user: a.lockout_max_failures_per_user,
+        lockout_window: Duration::from_secs(a.lockout_window_s),
+        lockout: Duration::from_secs(a.lockout_s),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +383,7 @@ impl RawConfig {
             log: validate_log(self.log, cx)?,
             tls_client: self.tls_client.map(|t| validate_tls_client(t, cx)).transpose()?,
             dns: validate_dns(self.dns, cx)?,
+            auth: validate_auth(self.auth, cx)?,
         })
     }
 }
@@ -571,8 +640,10 @@ fn validate_exum(e: ExumConfig, cx: &Ctx<'_>) -> Result<ExumConfig, ConfigError>
     // first voice-mail call to show.
     for (key, t) in [("on_prem_request_uri", &e.on_prem_request_uri), ("hosted_request_uri", &e.hosted_request_uri)] {
         if let Some(t) = t {
-            let (on_prem, hosted) = if key == "on_prem_request_uri" { (Some(t.as_str()), None) } else { (None, Some(t.as_str())) };
-            crate::exum::UmTemplates::new(on_prem, hosted).map_err(|err| cx.err(format!("exum.{key}"), err.to_string()))?;
+            let (on_prem, hosted) =
+                if key == "on_prem_request_uri" { (Some(t.as_str()), None) } else { (None, Some(t.as_str())) };
+            crate::exum::UmTemplates::new(on_prem, hosted)
+                .map_err(|err| cx.err(format!("exum.{key}"), err.to_string()))?;
         }
     }
     if let Some(h) = &e.verification_header {

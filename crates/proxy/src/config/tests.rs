@@ -445,6 +445,14 @@ fn section_errors_name_the_key() {
             "dns.nameservers[0]: not an address with port (like 127.0.0.1:5060 or [::1]:5060): \"dns.example\"",
         ),
         ("[dns]\nattempts = 0\n", "dns.attempts: must be at least 1"),
+        ("[auth]\nnonce_ttl_s = 1\n", "auth.nonce_ttl_s: must be 10 to 3600 seconds, not 1"),
+        (
+            "[auth]\nalgorithms = [\"SHA-1\"]\n",
+            "auth.algorithms[0]: unknown algorithm \"SHA-1\" (SHA-256, SHA-512-256 or MD5)",
+        ),
+        ("[auth]\nalgorithms = []\n", "auth.algorithms: needs at least one of SHA-256, SHA-512-256, MD5"),
+        ("[auth]\nsecret_file = \"none.key\"\n", "auth.secret_file: file not found: none.key"),
+        ("[auth]\nlockout_s = 0\n", "auth.lockout_s: must be at least 1"),
     ];
     for (section, want) in cases {
         assert_eq!(error_of(&format!("{MINIMAL}{section}")), format!("umproxy.toml: {want}"), "for {section:?}");
