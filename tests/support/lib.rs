@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use certs::{Ca, CertKey};
 pub use dns::DnsServer;
 pub use ports::free_port;
-pub use proxy::{run_cli, Proxy, ProxyConfig};
+pub use proxy::{http_get, metric_value, run_cli, Proxy, ProxyConfig};
 pub use sip::SipMessage;
 pub use sipp::{Sipp, SippOutcome, SippTransport};
 pub use tls_ua::{Answer, TlsClient, TlsUas};

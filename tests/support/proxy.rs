@@ -231,6 +231,21 @@ impl Proxy {
         self.config.admin_addr()
     }
 
+    /// The admin listener's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        match self.admin_get("/metrics") {
+            Ok((200, body)) => body,
+            other => panic!("GET /metrics: {other:?}"),
+        }
+    }
+
+    /// The value of one series in a fresh scrape, e.g.
+    /// `umproxy_requests_total{direction="in",method="INVITE"}` (labels
+    /// in the order the exposition writes them); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series).unwrap_or(0.0)
+    }
+
     /// `GET path` on the admin listener: `(status, body)`.
     pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_get(self.admin_addr(), path)
@@ -242,6 +257,15 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of `series` (name and labels exactly as exposed) in a
+/// Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A minimal HTTP/1.0 GET with a timeout: `(status, body)`.
