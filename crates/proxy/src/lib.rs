@@ -20,3 +20,6 @@ pub mod location;
 pub mod metrics;
 pub mod server;
 pub mod transport;
+
+#[cfg(test)]
+mod deploy_tests;
