@@ -134,6 +134,13 @@ udp_rcvbuf_errors() {
     awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ { print $6 }' /proc/net/snmp
 }
 
+# Datagrams dropped so far by the UDP sockets bound to 127.0.0.1:$1 (the
+# `drops` column of /proc/net/udp): the proxy did not read fast enough.
+udp_socket_drops() {
+    awk -v port="$(printf '%04X' "$1")" \
+        '$2 == "0100007F:" port { n += $NF } END { print n + 0 }' /proc/net/udp
+}
+
 sipp_t() { [ "$1" = udp ] && echo u1 || echo t1; }
 
 wait_listening() { # transport port pid what
@@ -175,10 +182,10 @@ $(tail -20 "$dir/proxy.log")"
 
 stop_proxy() { stop_pid "$proxy_pid" TERM; proxy_pid=""; }
 
-# One measured (or smoke) point. Appends a row to $OUT/results.tsv unless smoke.
+# One measured (or smoke) point; its result row goes to $dir/row.tsv.
 # args: proxy transport rate calls dir
 run_point() {
-    local proxy=$1 transport=$2 rate=$3 calls=$4 dir=$5 t rc c0 c1 d0 d1 cap
+    local proxy=$1 transport=$2 rate=$3 calls=$4 dir=$5 t rc c0 c1 d0 d1 pd cap
     t=$(sipp_t "$transport")
     mkdir -p "$dir"
     start_proxy "$proxy" "$transport" "$dir"
@@ -203,13 +210,16 @@ run_point() {
     sleep "$SETTLE_S"
     c1=$(cpu_ticks "$proxy_pid")
     d1=$(udp_rcvbuf_errors)
-    kill -0 "$proxy_pid" 2>/dev/null || die "$proxy died during the run; log $dir/proxy.log"
+    pd=$(udp_socket_drops "$PROXY_PORT")
+    if ! kill -0 "$proxy_pid" 2>/dev/null; then
+        echo "$proxy exited during the run (log $dir/proxy.log)" >>"$dir/interrupted"
+    fi
     stop_pid "$uas_pid" TERM
     uas_pid=""
     stop_proxy
-    python3 - "$dir" "$proxy" "$transport" "$rate" "$calls" "$((c1 - c0))" "$CLK_TCK" "$rc" "$((d1 - d0))" <<'PY'
+    python3 - "$dir" "$proxy" "$transport" "$rate" "$calls" "$((c1 - c0))" "$CLK_TCK" "$rc" "$((d1 - d0))" "$pd" <<'PY'
 import csv, os, sys
-d, proxy, transport, rate, calls, ticks, clk, rc, drops = sys.argv[1:]
+d, proxy, transport, rate, calls, ticks, clk, rc, drops, proxy_drops = sys.argv[1:]
 def last_row(name):
     path = os.path.join(d, name)
     try:
@@ -233,14 +243,30 @@ r_uac, r_uas = num(uac, "Retransmissions(C)"), num(uas, "Retransmissions(C)")
 cpu_us = int(ticks) * 1_000_000 / int(clk)
 per_call = cpu_us / ok if ok else float("nan")
 row = [proxy, transport, rate, calls, attempted, ok, failed, r_uac, r_uas,
-       f"{cpu_us:.0f}", f"{per_call:.1f}", rc, drops, failed_uas]
+       f"{cpu_us:.0f}", f"{per_call:.1f}", rc, drops, failed_uas, proxy_drops]
 with open(os.path.join(d, "row.tsv"), "w") as f:
     f.write("\t".join(map(str, row)) + "\n")
+if attempted < int(calls):
+    with open(os.path.join(d, "interrupted"), "a") as f:
+        f.write(f"SIPp UAC ended after {attempted} of {calls} calls (exit {rc})\n")
 PY
-    cat "$dir/row.tsv"
 }
 
-HEADER="proxy\ttransport\trate\tcalls\tattempted\tsuccessful\tfailed\tretrans_uac\tretrans_uas\tcpu_us\tus_per_call\tsipp_rc\tudp_rcvbuf_drops\tfailed_uas"
+# run_point, once more if something outside ended a process of the run early
+# (another user's `pkill sipp` on a shared machine): the proxy exited, or the
+# UAC stopped before creating all its calls. The first try's files are kept.
+measure() { # proxy transport rate calls dir
+    local try
+    for try in 1 2; do
+        run_point "$@"
+        [ -f "$5/interrupted" ] || return 0
+        log "  run interrupted: $(cat "$5/interrupted")"
+        mv "$5" "$5.interrupted-$try"
+    done
+    die "$1 over $2 at $3 calls/s was interrupted twice; see $5.interrupted-*"
+}
+
+HEADER="proxy\ttransport\trate\tcalls\tattempted\tsuccessful\tfailed\tretrans_uac\tretrans_uas\tcpu_us\tus_per_call\tsipp_rc\tudp_rcvbuf_drops\tfailed_uas\tproxy_udp_drops"
 
 # --- smoke: both proxies must complete SMOKE_CALLS calls on every transport --
 log "results and logs in $OUT"
@@ -248,7 +274,8 @@ log "load before: $(uptime)"
 for transport in $TRANSPORTS; do
     for proxy in $PROXIES; do
         dir=$OUT/smoke-$proxy-$transport
-        row=$(run_point "$proxy" "$transport" 10 "$SMOKE_CALLS" "$dir")
+        measure "$proxy" "$transport" 10 "$SMOKE_CALLS" "$dir"
+        row=$(cat "$dir/row.tsv")
         IFS=$'\t' read -r _ _ _ _ _ ok failed _ <<<"$row"
         if [ "$ok" != "$SMOKE_CALLS" ]; then
             die "smoke test failed: $proxy over $transport completed $ok of $SMOKE_CALLS calls ($failed failed).
@@ -270,10 +297,11 @@ for transport in $TRANSPORTS; do
             for proxy in $PROXIES; do
                 dir=$OUT/$transport-$rate-$run-$proxy
                 log "$proxy $transport ${rate}/s run $run/$RUNS: $calls calls"
-                row=$(run_point "$proxy" "$transport" "$rate" "$calls" "$dir")
+                measure "$proxy" "$transport" "$rate" "$calls" "$dir"
+                row=$(cat "$dir/row.tsv")
                 printf '%s\n' "$row" >>"$OUT/results.tsv"
-                IFS=$'\t' read -r _ _ _ _ att ok failed ru rs _ upc _ drops fuas <<<"$row"
-                log "  -> $ok/$att ok, $failed failed (UAS: $fuas), retrans uac=$ru uas=$rs, UDP rcvbuf drops $drops, ${upc} µs/call"
+                IFS=$'\t' read -r _ _ _ _ att ok failed ru rs _ upc _ drops fuas pdrops <<<"$row"
+                log "  -> $ok/$att ok, $failed failed (UAS: $fuas), retrans uac=$ru uas=$rs, UDP drops $drops (proxy socket $pdrops), ${upc} µs/call"
             done
         done
     done
@@ -295,7 +323,7 @@ def clean(rs):
 def med(rs, k):
     vals = [float(r[k]) for r in rs if r[k] != "nan"]
     return statistics.median(vals) if vals else float("nan")
-print("| proxy | transport | calls/s | runs | µs CPU/call (median) | successful/attempted (sum) | failed UAC/UAS (sum) | retrans UAC+UAS (sum) | UDP rcvbuf drops (sum) | clean |")
+print("| proxy | transport | calls/s | runs | µs CPU/call (median) | successful/attempted (sum) | failed UAC/UAS (sum) | retrans UAC+UAS (sum) | UDP drops all/proxy (sum) | clean |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for (p, t, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
     ok = sum(int(r["successful"]) for r in rs)
@@ -304,8 +332,13 @@ for (p, t, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][2],
     fail_uas = sum(int(r["failed_uas"]) for r in rs)
     rtx = sum(int(r["retrans_uac"]) + int(r["retrans_uas"]) for r in rs)
     drops = sum(int(r["udp_rcvbuf_drops"]) for r in rs)
-    print(f"| {p} | {t} | {rate} | {len(rs)} | {med(rs, 'us_per_call'):.1f} | {ok}/{att} | {fail}/{fail_uas} | {rtx} | {drops} | {'yes' if clean(rs) else 'NO'} |")
+    pdrops = sum(int(r["proxy_udp_drops"]) for r in rs)
+    print(f"| {p} | {t} | {rate} | {len(rs)} | {med(rs, 'us_per_call'):.1f} | {ok}/{att} | {fail}/{fail_uas} | {rtx} | {drops}/{pdrops} | {'yes' if clean(rs) else 'NO'} |")
 print()
+print("umproxy ÷ kamailio µs/call by rate (clean or not): " + ", ".join(
+    f"{t} {rate}/s={med(runs[('umproxy', t, rate)], 'us_per_call') / med(runs[('kamailio', t, rate)], 'us_per_call'):.2f}"
+    for (p, t, rate) in sorted(runs, key=lambda k: (k[1], k[2]))
+    if p == "umproxy" and ("kamailio", t, rate) in runs))
 ratios = {}
 for t in transports:
     both = [rate for (p, tt, rate) in runs if p == "umproxy" and tt == t
