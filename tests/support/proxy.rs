@@ -172,7 +172,13 @@ impl Proxy {
     pub fn start(bin: &Path, config: ProxyConfig) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("umproxy.toml");
-        std::fs::write(&file, config.to_toml()).expect("write config");
+        let mut text = config.to_toml();
+        if !text.contains("[registrar]") {
+            // Keep registrations inside the tempdir, not in a shared place.
+            let db = dir.path().join("registrations.db");
+            text.push_str(&format!("\n[registrar]\npath = {}\n", toml_str(&db.display().to_string())));
+        }
+        std::fs::write(&file, text).expect("write config");
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr file");
         let child = Command::new(bin)
             .arg("run")
