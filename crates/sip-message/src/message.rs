@@ -7,7 +7,7 @@
 //! is parsed on demand from its span.
 
 use crate::error::{ErrorKind, ParseError};
-use crate::grammar::name_addr::{name_addr, NameAddr};
+use crate::grammar::name_addr::{locate_name_addrs, name_addr, NameAddr};
 use crate::grammar::scalar::{bounded_number, call_id, cseq, media_type, option_tag};
 use crate::grammar::uri::{uri, Uri, UriContext};
 use crate::grammar::via::{via_parm, Via};
@@ -433,6 +433,8 @@ struct Eager {
     record_route_count: usize,
     contact_count: usize,
     is_contact_star: bool,
+    /// The message is a REGISTER request: its Contacts are grammar-checked eagerly.
+    register: bool,
 }
 
 impl Parser<'_> {
@@ -515,7 +517,10 @@ impl Parser<'_> {
         }
 
         // ---- eager header values ----
-        let mut e = Eager::default();
+        let mut e = Eager {
+            register: matches!(start, StartLine::Request { method: Method::Register, .. }),
+            ..Eager::default()
+        };
         for h in &headers {
             self.eager(b, h, &mut e)?;
         }
@@ -775,22 +780,14 @@ impl Parser<'_> {
                 e.content_type = Some(Span::of(b, mt));
             }
             HeaderName::Route | HeaderName::RecordRoute => {
-                let max = self.limits.max_routes;
-                let mut n = 0;
-                let res = for_each_element(
-                    v,
-                    |i| name_addr(i, true),
-                    |_| {
-                        n += 1;
-                        Ok(())
-                    },
-                );
+                // Located and counted here; the URI grammar runs on access
+                // (`routes()`, `record_routes()`).
+                let n = locate_name_addrs(v, true).map_err(|at| bad(v.get(at..).unwrap_or_default()))?;
                 let count = if h.name == HeaderName::Route { &mut e.route_count } else { &mut e.record_route_count };
                 *count += n;
-                if *count > max {
+                if *count > self.limits.max_routes {
                     return Err(err(ErrorKind::LimitExceeded(Limit::RouteCount), b, v));
                 }
-                res.map_err(bad)?;
             }
             HeaderName::Contact => {
                 if v == b"*" {
@@ -803,7 +800,15 @@ impl Parser<'_> {
                 if e.is_contact_star {
                     return Err(bad(v));
                 }
-                let n = for_each_element(v, |i| name_addr(i, false), |_| Ok(())).map_err(bad)?;
+                // A registrar stores what it reads, so a REGISTER's Contacts
+                // get the full grammar now (RFC 4475 §3.3.7 `regbadct`);
+                // elsewhere they are located and counted, and parsed on
+                // access (`contacts()`).
+                let n = if e.register {
+                    for_each_element(v, |i| name_addr(i, false), |_| Ok(())).map_err(bad)?
+                } else {
+                    locate_name_addrs(v, false).map_err(|at| bad(v.get(at..).unwrap_or_default()))?
+                };
                 e.contact_count += n;
                 if e.contact_count > self.limits.max_headers {
                     return Err(err(ErrorKind::LimitExceeded(Limit::HeaderCount), b, v));

@@ -133,6 +133,101 @@ pub fn name_addr(i: &[u8], require_brackets: bool) -> GResult<'_, NameAddr<'_>> 
     Ok((r, NameAddr { display, uri: u, params, tag, is_bracketed, raw }))
 }
 
+/// Locate and count the elements of a `name-addr` list (Route,
+/// Record-Route, Contact) without running the URI grammar: one pass that
+/// checks quotes are closed, every `<` has its `>`, each URI starts with a
+/// scheme (`ALPHA *(alphanum / "+" / "-" / ".") ":"`) and, with
+/// `require_brackets`, that every element is bracketed. The full grammar
+/// (userinfo, host, parameters) runs on access ([`name_addr`]).
+///
+/// Returns the element count, or the offset in `v` where the check failed.
+pub(crate) fn locate_name_addrs(v: &[u8], require_brackets: bool) -> Result<usize, usize> {
+    let mut i = 0;
+    let mut count = 0;
+    loop {
+        // Separators: LWS and commas (empty elements are tolerated, as in
+        // `for_each_element`).
+        while let Some(&c) = v.get(i) {
+            if !(c == b',' || super::chars::is_ws(c)) {
+                break;
+            }
+            i += 1;
+        }
+        let start = i;
+        if start >= v.len() {
+            return Ok(count);
+        }
+        // Display name, then `<URI>`; or a bare addr-spec up to a comma.
+        let mut bracketed = false;
+        let mut quoted = false;
+        while let Some(&c) = v.get(i) {
+            match c {
+                b'"' => {
+                    i = skip_quoted(v, i)?;
+                    quoted = true;
+                }
+                b'<' => {
+                    i = scheme_end(v, i + 1)?;
+                    let close = v.get(i..).and_then(|r| memchr::memchr(b'>', r)).ok_or(i)?;
+                    i += close + 1;
+                    bracketed = true;
+                    break;
+                }
+                b',' => break,
+                b'>' => return Err(i),
+                _ => i += 1,
+            }
+        }
+        if !bracketed {
+            if require_brackets || quoted {
+                return Err(start);
+            }
+            scheme_end(v, start)?;
+        }
+        // Header parameters up to the next comma outside quotes.
+        while let Some(&c) = v.get(i) {
+            match c {
+                b'"' => i = skip_quoted(v, i)?,
+                b',' => break,
+                b'<' | b'>' => return Err(i),
+                _ => i += 1,
+            }
+        }
+        count += 1;
+    }
+}
+
+/// `i` is at a `"`: the index just past the closing quote (escapes skipped).
+fn skip_quoted(v: &[u8], i: usize) -> Result<usize, usize> {
+    let mut j = i + 1;
+    loop {
+        match v.get(j) {
+            Some(b'"') => return Ok(j + 1),
+            Some(b'\\') => j += 2,
+            Some(_) => j += 1,
+            None => return Err(i),
+        }
+    }
+}
+
+/// `scheme ":"` starting at `i`: the index just past the colon.
+fn scheme_end(v: &[u8], i: usize) -> Result<usize, usize> {
+    if !v.get(i).is_some_and(u8::is_ascii_alphabetic) {
+        return Err(i);
+    }
+    let mut j = i + 1;
+    while let Some(&c) = v.get(j) {
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')) {
+            break;
+        }
+        j += 1;
+    }
+    match v.get(j) {
+        Some(b':') => Ok(j + 1),
+        _ => Err(i),
+    }
+}
+
 /// Contact value element or the wildcard: `Contact = ("*" / (contact-param *(COMMA contact-param)))`.
 pub fn is_star(value: &[u8]) -> bool {
     value == b"*"
@@ -176,6 +271,22 @@ mod tests {
         assert_eq!(e("<sip:a@b>;expires=3600"), Some(3600));
         assert_eq!(e("<sip:a@b>;expires=280297596632815"), Some(u32::MAX));
         assert_eq!(e("<sip:a@b>;expires=soon"), None);
+    }
+
+    #[test]
+    fn locating_name_addrs_counts_and_checks_structure() {
+        let n = |s: &str, b| locate_name_addrs(s.as_bytes(), b);
+        assert_eq!(n("<sip:a@b;lr>, <sip:c;lr>", true), Ok(2));
+        assert_eq!(n("\"A, B\" <sip:a@b>;x=\"1,2\", sip:c@d;tag=1 ,, ", false), Ok(2));
+        assert_eq!(n("Bob Smith <sips:b@c>;expires=60", false), Ok(1));
+        assert_eq!(n("", true), Ok(0));
+        assert!(n("sip:p1;lr", true).is_err());
+        assert!(n("<sip:p1;lr", true).is_err());
+        assert!(n("<:p1>", true).is_err());
+        assert!(n("\"unterminated <sip:a@b>", false).is_err());
+        assert!(n("\"A\" sip:a@b", false).is_err());
+        assert!(n("<sip:a@b>>", false).is_err());
+        assert!(n("a b c", false).is_err());
     }
 
     #[test]
