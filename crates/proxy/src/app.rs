@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use sip_message::{Message, Uri};
 use tracing::{info, warn};
 
@@ -21,8 +21,8 @@ use crate::core::{
 };
 use crate::exum::{
     accept_from_provider, build_um_invite, classify_request, divert_reason, reason_label, CallOutcome, Classification,
-    DirectoryHandle, DiversionReason, ProviderAcceptance, Security, UmInviteContext, UmRoute, UmServer, UmTarget,
-    UmTemplates,
+    DirectoryHandle, DiversionReason, HealthTable, ProviderAcceptance, Security, UmInviteContext, UmRoute, UmServer,
+    UmTarget, UmTemplates,
 };
 use crate::location::auth::gate::{AuthContext, AuthOutcome};
 use crate::location::auth::{ChallengeKind, DigestAuth, Ha1Set};
@@ -108,6 +108,83 @@ impl Authenticator {
     }
 }
 
+/// UM server health from OPTIONS pings (DESIGN.md §9: servers marked down
+/// are skipped unless all are down), and the `umproxy_exum_um_target_health`
+/// gauge.
+#[derive(Debug)]
+pub struct UmHealth {
+    table: std::sync::Mutex<HealthTable>,
+    gauge: IntGaugeVec,
+}
+
+impl UmHealth {
+    pub fn register(reg: &Registry) -> Result<UmHealth, prometheus::Error> {
+        let gauge = IntGaugeVec::new(
+            Opts::new("umproxy_exum_um_target_health", "UM server answers OPTIONS pings (1) or not (0)"),
+            &["server"],
+        )?;
+        reg.register(Box::new(gauge.clone()))?;
+        Ok(UmHealth { table: std::sync::Mutex::new(HealthTable::new()), gauge })
+    }
+
+    pub fn mark(&self, server: &str, up: bool) {
+        if let Ok(mut t) = self.table.lock() {
+            t.mark(server, up, std::time::Instant::now());
+        }
+        self.gauge.with_label_values(&[server]).set(i64::from(up));
+    }
+
+    /// The attempt order: servers that are up, in configured order, then
+    /// the ones that are down (tried last, so that a wrong health verdict
+    /// never makes a call fail while a server might still answer).
+    pub fn order<'a>(&self, servers: &'a [UmServer]) -> Vec<&'a UmServer> {
+        let Ok(t) = self.table.lock() else { return servers.iter().collect() };
+        let (up, down): (Vec<&UmServer>, Vec<&UmServer>) = servers.iter().partition(|s| t.is_up(&s.fqdn));
+        up.into_iter().chain(down).collect()
+    }
+}
+
+/// The OPTIONS ping of one UM server.
+fn options_ping(fqdn: &str, n: u64) -> bytes::Bytes {
+    bytes::Bytes::from(format!(
+        "OPTIONS sip:{fqdn} SIP/2.0\r\nFrom: <sip:umproxy@{fqdn}>;tag=hc{n:x}\r\nTo: <sip:{fqdn}>\r\n\
+         Call-ID: umproxy-hc-{n:x}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+/// Ping every dial plan's UM servers every `every`, through the core.
+pub fn spawn_health_checks(
+    core: Arc<crate::core::CoreHandle>,
+    directory: Arc<DirectoryHandle>,
+    resolver: Arc<dyn crate::core::Resolve>,
+    health: Arc<UmHealth>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        let mut n: u64 = rand::random();
+        loop {
+            tick.tick().await;
+            let dir = directory.snapshot();
+            for plan in dir.dial_plans() {
+                let transport = if plan.security == Security::Unsecured { Transport::Tcp } else { Transport::Tls };
+                for server in &plan.servers {
+                    n = n.wrapping_add(1);
+                    let dest = match um_server_hop(server, transport) {
+                        NextHop::Destination(d) => Some(d),
+                        NextHop::Uri(u) => resolver.resolve(u).await.ok().and_then(|d| d.into_iter().next()),
+                    };
+                    let up = match dest {
+                        Some(d) => core.originate(options_ping(&server.fqdn, n), d).await.is_some(),
+                        None => false,
+                    };
+                    health.mark(&server.fqdn, up);
+                }
+            }
+        }
+    })
+}
+
 /// ExUM settings from `[exum]`.
 #[derive(Debug)]
 pub struct ExumSettings {
@@ -116,6 +193,8 @@ pub struct ExumSettings {
     pub templates: UmTemplates,
     /// `[exum] verification_header`.
     pub verification_header: String,
+    /// UM server health, when health checks run.
+    pub health: Option<Arc<UmHealth>>,
 }
 
 /// `umproxy_exum_*` metrics.
@@ -175,7 +254,11 @@ pub fn um_plan(
     match &target.route {
         UmRoute::OnPrem { servers, security, .. } => {
             let transport = if *security == Security::Unsecured { Transport::Tcp } else { Transport::Tls };
-            for server in servers {
+            let ordered: Vec<&UmServer> = match &settings.health {
+                Some(h) => h.order(servers),
+                None => servers.iter().collect(),
+            };
+            for server in ordered {
                 let ctx = UmInviteContext { templates: &settings.templates, reason, server: Some(server) };
                 let request = build_um_invite(original, target, &ctx).map_err(|e| e.to_string())?;
                 groups.push(vec![Target {
@@ -593,6 +676,7 @@ mod tests {
             attempt_timeout: Duration::from_secs(4),
             templates: UmTemplates::new(None, None).expect("default templates"),
             verification_header: crate::exum::DEFAULT_VERIFICATION_HEADER.to_string(),
+            health: None,
         };
         let metrics = ExumMetrics::register(&reg).expect("metrics");
         (AppRouter::new(statics, Some(handle), Some(locations), settings, metrics), reg)
@@ -702,6 +786,21 @@ mod tests {
         assert!(matches!(fb.on_failure(&orig, &no_answer), FallbackAction::Divert { .. }));
         let unregistered = ForkOutcome { stage: 0, best: None, no_answer: false, codes: vec![] };
         assert!(matches!(fb.on_failure(&orig, &unregistered), FallbackAction::Divert { .. }));
+    }
+
+    #[test]
+    fn a_um_server_marked_down_is_tried_last() {
+        let (mut r, reg) = router();
+        let health = Arc::new(UmHealth::register(&reg).expect("gauge"));
+        health.mark("um1.contoso.test", false);
+        health.mark("um2.contoso.test", true);
+        Arc::get_mut(&mut r.settings).expect("unshared").health = Some(health);
+        let orig = invite("sip:alice@contoso.test;opaque=app:voicemail", "sip:zed@fabrikam.test");
+        let p = plan(decide(&r, &orig));
+        assert_eq!(p.groups.len(), 2, "the down server is still tried, last");
+        assert_eq!(p.groups[0][0].next_hop, Some(NextHop::Uri("sip:um2.contoso.test;transport=tls".into())));
+        let encoded = prometheus::TextEncoder::new().encode_to_string(&reg.gather()).expect("encode");
+        assert!(encoded.contains("umproxy_exum_um_target_health{server=\"um1.contoso.test\"} 0"), "{encoded}");
     }
 
     #[test]
@@ -834,6 +933,7 @@ mod tests {
                 attempt_timeout: Duration::from_secs(4),
                 templates: UmTemplates::new(None, None).expect("templates"),
                 verification_header: crate::exum::DEFAULT_VERIFICATION_HEADER.into(),
+                health: None,
             };
             let digest = DigestAuth::new(b"a test secret of 32 bytes length", AuthConfig::default()).expect("auth");
             let tracker = FailureTracker::new(LockoutConfig { max_failures_per_ip: 3, ..LockoutConfig::default() });

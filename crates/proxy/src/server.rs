@@ -12,7 +12,9 @@ use sip_message::Uri;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminHandle};
-use crate::app::{AppRouter, Authenticator, ExumMetrics, ExumSettings, RegistrarLocations};
+use crate::app::{
+    spawn_health_checks, AppRouter, Authenticator, ExumMetrics, ExumSettings, RegistrarLocations, UmHealth,
+};
 use crate::config::{Config, DirectoryBackend, ListenTls};
 use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
 use crate::dns::Resolver;
@@ -23,6 +25,9 @@ use crate::transport::{
     load_certificates, load_private_key, Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec,
     TlsServerSpec, Transport, TransportHub, TransportLimits,
 };
+
+/// How often every UM server is pinged with OPTIONS.
+const UM_HEALTH_CHECK_S: u64 = 30;
 
 /// Why umproxy could not start. Each variant names what was being set up.
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +255,8 @@ fn outbound_tls(cfg: &Config) -> Result<OutboundTls, StartError> {
 pub struct Server {
     pub hub: Arc<TransportHub>,
     pub metrics: Arc<Metrics>,
-    core: CoreHandle,
+    core: Arc<CoreHandle>,
+    health_task: tokio::task::JoinHandle<()>,
     admin: Option<AdminHandle>,
     config: Config,
     directory: Arc<DirectoryHandle>,
@@ -290,7 +296,11 @@ impl Server {
             ..CoreConfig::default()
         };
         let core = Core::new(core_cfg, metrics.clone());
-        let resolver = Resolver::from_config(&config.dns)?;
+        let resolver: Arc<dyn Resolve> = Arc::new(Resolver::from_config(&config.dns)?);
+        let health = Arc::new(
+            UmHealth::register(metrics.registry())
+                .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?,
+        );
         let statics =
             StaticRouter::new(config.proxy.domains.clone(), config.proxy.trusted_peers.clone(), config.routes.clone());
         let directory = Arc::new(load_directory(&config).await?);
@@ -307,6 +317,7 @@ impl Server {
                 .verification_header
                 .clone()
                 .unwrap_or_else(|| crate::exum::DEFAULT_VERIFICATION_HEADER.to_string()),
+            health: Some(health.clone()),
         };
         let exum_metrics = ExumMetrics::register(metrics.registry())
             .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
@@ -330,11 +341,18 @@ impl Server {
             ),
             None => None,
         };
-        let core = core.start(hub.clone(), router, Arc::new(resolver));
+        let core = Arc::new(core.start(hub.clone(), router, resolver.clone()));
+        let health_task = spawn_health_checks(
+            core.clone(),
+            directory.clone(),
+            resolver,
+            health,
+            Duration::from_secs(UM_HEALTH_CHECK_S),
+        );
         for l in hub.listeners() {
             info!(transport = %l.transport, address = %l.local, "listening");
         }
-        Ok(Server { hub, metrics, core, admin, config, directory })
+        Ok(Server { hub, metrics, core, admin, config, directory, health_task })
     }
 
     /// The admin listener's address, when there is one.
@@ -383,6 +401,7 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.hub.close();
+        self.health_task.abort();
         self.core.abort();
         if let Some(a) = self.admin {
             a.shutdown().await;

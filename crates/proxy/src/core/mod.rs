@@ -116,6 +116,8 @@ pub struct Core {
 /// Running shards.
 pub struct CoreHandle {
     tasks: Vec<JoinHandle<()>>,
+    inputs: Vec<mpsc::Sender<ShardInput>>,
+    originate_rr: std::sync::atomic::AtomicUsize,
 }
 
 impl CoreHandle {
@@ -124,6 +126,16 @@ impl CoreHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+
+    /// Send a request the proxy itself originates (its top Via and branch
+    /// are added) and wait for its final status; `None` after a timeout or
+    /// a transport failure.
+    pub async fn originate(&self, request: bytes::Bytes, dest: Destination) -> Option<u16> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let shard = self.originate_rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.inputs.len().max(1);
+        self.inputs.get(shard)?.send(ShardInput::Originate { request, dest, reply }).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     pub fn abort(&self) {
@@ -170,7 +182,7 @@ impl Core {
             );
             tasks.push(tokio::spawn(shard.run(rx)));
         }
-        CoreHandle { tasks }
+        CoreHandle { tasks, inputs: self.dispatch.shards.clone(), originate_rr: Default::default() }
     }
 }
 

@@ -59,8 +59,22 @@ pub trait Resolve: Send + Sync + 'static {
 pub enum ShardInput {
     Inbound(Inbound),
     SendFailed(SendToken, SendFailure),
-    Routed { server: ServerId, decision: RouteDecision },
-    Resolved { server: ServerId, branch: usize, result: Result<Vec<Destination>, String> },
+    Routed {
+        server: ServerId,
+        decision: RouteDecision,
+    },
+    Resolved {
+        server: ServerId,
+        branch: usize,
+        result: Result<Vec<Destination>, String>,
+    },
+    /// A request the proxy itself sends (e.g. an OPTIONS health check); its
+    /// final status, or `None` on timeout or transport failure, is sent back.
+    Originate {
+        request: Bytes,
+        dest: Destination,
+        reply: tokio::sync::oneshot::Sender<Option<u16>>,
+    },
 }
 
 /// A send token's id says which transaction sent it: the raw id shifted
@@ -177,6 +191,8 @@ pub struct Shard {
     self_tx: mpsc::WeakSender<ShardInput>,
     contexts: HashMap<ServerId, ProxyTx>,
     clients: HashMap<ClientId, (ServerId, usize)>,
+    /// Client transactions of requests the proxy originated.
+    originated: HashMap<ClientId, tokio::sync::oneshot::Sender<Option<u16>>>,
     timers: BTreeMap<(Instant, u64), TimerKind>,
     timer_seq: u64,
     /// The peer of the message being handled, for the events it raises.
@@ -215,6 +231,7 @@ impl Shard {
             self_tx,
             contexts: HashMap::new(),
             clients: HashMap::new(),
+            originated: HashMap::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             current: None,
@@ -280,6 +297,7 @@ impl Shard {
             }
             ShardInput::Routed { server, decision } => self.apply_decision(server, decision, now),
             ShardInput::Resolved { server, branch, result } => self.on_resolved(server, branch, result, now),
+            ShardInput::Originate { request, dest, reply } => self.originate(request, dest, reply, now),
         }
         self.drain(now);
     }
@@ -300,6 +318,47 @@ impl Shard {
             }
         }
         self.drain(now);
+    }
+
+    fn originate(
+        &mut self,
+        request: Bytes,
+        dest: Destination,
+        reply: tokio::sync::oneshot::Sender<Option<u16>>,
+        now: Instant,
+    ) {
+        let Some(listener) = self.wire.listener_for(dest.transport, &dest.addr) else {
+            let _ = reply.send(None);
+            return;
+        };
+        // The request has no Via yet (the parser requires one), so ours goes
+        // in right after the start line. Originated requests are no one's
+        // loop: the loop hash part is zero.
+        let via = format!(
+            "Via: SIP/2.0/{} {}:{};branch={}\r\n",
+            dest.transport.via_name(),
+            listener.host,
+            listener.port,
+            self.minter.mint(0)
+        );
+        let sent = memchr::memmem::find(&request, b"\r\n")
+            .map(|at| {
+                let mut out = bytes::BytesMut::with_capacity(request.len() + via.len());
+                out.extend_from_slice(request.get(..at + 2).unwrap_or_default());
+                out.extend_from_slice(via.as_bytes());
+                out.extend_from_slice(request.get(at + 2..).unwrap_or_default());
+                out.freeze()
+            })
+            .and_then(|b| Message::parse(b, &self.limits).ok())
+            .and_then(|m| self.layer.send_request(now, m, dest.clone(), dest.transport.is_reliable()).ok());
+        match sent {
+            Some(cid) => {
+                self.originated.insert(cid, reply);
+            }
+            None => {
+                let _ = reply.send(None);
+            }
+        }
     }
 
     fn handle_inbound(&mut self, inb: Inbound, now: Instant) {
@@ -367,8 +426,22 @@ impl Shard {
             Event::Request { id, msg, source: _ } => self.on_request(id, msg, now),
             Event::Ack { msg, source: _ } => self.forward_stateless_ack(msg),
             Event::Cancel { cancel, invite, msg, source: _ } => self.on_cancel(cancel, invite, &msg, now),
+            Event::Response { id, msg } if self.originated.contains_key(&id) => {
+                if let Some(code) = msg.status().filter(|c| *c >= 200) {
+                    if let Some(reply) = self.originated.remove(&id) {
+                        let _ = reply.send(Some(code));
+                    }
+                }
+            }
             Event::Response { id, msg } => self.on_response(id, msg, now),
             Event::StrayResponse { msg } => self.forward_stray_response(msg),
+            Event::Timeout { id } | Event::TransportError { id: TxId::Client(id) }
+                if self.originated.contains_key(&id) =>
+            {
+                if let Some(reply) = self.originated.remove(&id) {
+                    let _ = reply.send(None);
+                }
+            }
             Event::Timeout { id } => self.on_branch_failure(id, 408, now),
             Event::TransportError { id: TxId::Client(id) } => self.on_branch_failure(id, 503, now),
             Event::TransportError { id: TxId::Server(id) } => {
@@ -385,6 +458,9 @@ impl Shard {
             }
             Event::Terminated { id: TxId::Client(id) } => {
                 self.clients.remove(&id);
+                if let Some(reply) = self.originated.remove(&id) {
+                    let _ = reply.send(None);
+                }
             }
         }
     }

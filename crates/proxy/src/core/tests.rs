@@ -658,3 +658,29 @@ fn a_non_invite_whose_branch_times_out_gets_no_408_and_is_freed() {
     h.advance(Duration::from_secs(6));
     assert_eq!(h.shard_transactions(), 0, "nothing is left behind");
 }
+
+#[test]
+fn originated_requests_report_their_final_status_or_none_on_timeout() {
+    let mut h = Harness::new();
+    let options = bytes::Bytes::from_static(
+        b"OPTIONS sip:um1.example.test SIP/2.0\r\nFrom: <sip:umproxy@example.test>;tag=hc\r\n\
+          To: <sip:um1.example.test>\r\nCall-ID: hc-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\
+          Content-Length: 0\r\n\r\n",
+    );
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    h.shard.handle_input(
+        ShardInput::Originate { request: options.clone(), dest: dest("192.0.2.71:5061"), reply: tx },
+        h.now,
+    );
+    let out = h.take();
+    let sent = requests(&out, "OPTIONS");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.top_via().host(), PROXY, "our Via was added");
+    h.feed(&answer(&sent[0].1, 200, "um"), "192.0.2.71:5061");
+    assert_eq!(rx.try_recv().ok(), Some(Some(200)));
+    // A server that never answers: None after Timer F.
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    h.shard.handle_input(ShardInput::Originate { request: options, dest: dest("192.0.2.72:5061"), reply: tx }, h.now);
+    h.advance(Duration::from_secs(33));
+    assert_eq!(rx.try_recv().ok(), Some(None));
+}
