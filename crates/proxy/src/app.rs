@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use sip_message::{Message, Uri};
 use tracing::{info, warn};
 
@@ -173,6 +173,9 @@ pub fn spawn_health_checks(
                     let dest = match um_server_hop(server, transport) {
                         NextHop::Destination(d) => Some(d),
                         NextHop::Uri(u) => resolver.resolve(u).await.ok().and_then(|d| d.into_iter().next()),
+                        NextHop::Service { name, transport, .. } => {
+                            resolver.resolve_service(name, transport).await.ok().and_then(|d| d.into_iter().next())
+                        }
                     };
                     let up = match dest {
                         Some(d) => core.originate(options_ping(&server.fqdn, n), d).await.is_some(),
@@ -202,6 +205,7 @@ pub struct ExumSettings {
 pub struct ExumMetrics {
     routes: IntCounterVec,
     failures: IntCounterVec,
+    diversion: HistogramVec,
 }
 
 impl ExumMetrics {
@@ -214,9 +218,18 @@ impl ExumMetrics {
             Opts::new("umproxy_exum_um_failures_total", "Calls no UM server of their target accepted"),
             &["mode", "reason"],
         )?;
+        let diversion = HistogramVec::new(
+            HistogramOpts::new(
+                "umproxy_exum_diversion_seconds",
+                "Time from a call's INVITE to its diversion to voice mail (ring time included)",
+            )
+            .buckets(vec![0.01, 0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0]),
+            &["mode", "reason"],
+        )?;
         reg.register(Box::new(routes.clone()))?;
         reg.register(Box::new(failures.clone()))?;
-        Ok(ExumMetrics { routes, failures })
+        reg.register(Box::new(diversion.clone()))?;
+        Ok(ExumMetrics { routes, failures, diversion })
     }
 }
 
@@ -274,19 +287,30 @@ pub fn um_plan(
             let request = build_um_invite(original, target, &ctx).map_err(|e| e.to_string())?;
             // Mutual TLS to the provider's edge; its certificate must name
             // its proxy FQDN.
-            let hop = match p.address {
-                Some(addr) => NextHop::Destination(Destination {
-                    transport: Transport::Tls,
-                    addr,
-                    flow: None,
-                    server_name: Some(p.proxy_fqdn.as_str().into()),
-                }),
-                None => NextHop::Uri(format!("sip:{};transport=tls", p.proxy_fqdn)),
-            };
+            let hop = provider_hop(p);
             groups.push(vec![Target { next_hop: Some(hop), request: Some(request), ..Target::default() }]);
         }
     }
     Ok(ForkPlan { groups, attempt_timeout: Some(settings.attempt_timeout), follow_redirects: 3, ..ForkPlan::default() })
+}
+
+/// A hosting provider's edge: its static address, else the
+/// `_sipfederationtls._tcp` SRV of its proxy FQDN (Lync's federation
+/// lookup); either way over TLS with a certificate naming the proxy FQDN.
+fn provider_hop(p: &crate::exum::model::Provider) -> NextHop {
+    match p.address {
+        Some(addr) => NextHop::Destination(Destination {
+            transport: Transport::Tls,
+            addr,
+            flow: None,
+            server_name: Some(p.proxy_fqdn.as_str().into()),
+        }),
+        None => NextHop::Service {
+            name: format!("_sipfederationtls._tcp.{}", p.proxy_fqdn),
+            transport: Transport::Tls,
+            server_name: p.proxy_fqdn.clone(),
+        },
+    }
 }
 
 fn um_server_hop(server: &UmServer, transport: Transport) -> NextHop {
@@ -336,6 +360,10 @@ impl Fallback for VoiceMail {
             CallOutcome::BranchesFailed(&outcome.codes)
         };
         let Some(reason) = divert_reason(call) else { return FallbackAction::Respond };
+        self.metrics
+            .diversion
+            .with_label_values(&[self.target.mode(), reason_label(Some(reason))])
+            .observe(outcome.elapsed.as_secs_f64());
         divert(original, &self.target, Some(reason), &self.settings, &self.directory, &self.metrics)
     }
 }
@@ -604,15 +632,7 @@ impl Router for AppRouter {
                 let Some(p) = dir.provider(&provider) else {
                     return Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")));
                 };
-                let hop = match p.address {
-                    Some(addr) => NextHop::Destination(Destination {
-                        transport: Transport::Tls,
-                        addr,
-                        flow: None,
-                        server_name: Some(p.proxy_fqdn.as_str().into()),
-                    }),
-                    None => NextHop::Uri(format!("sip:{};transport=tls", p.proxy_fqdn)),
-                };
+                let hop = provider_hop(p);
                 Routing::Ready(RouteDecision::Forward(ForkPlan::single(Target {
                     next_hop: Some(hop),
                     ..Target::default()
@@ -744,7 +764,13 @@ mod tests {
         let orig = invite("sip:alice@contoso.test", "sip:zed@fabrikam.test");
         let p = plan(decide(&r, &orig));
         let fb = p.fallback.expect("voice mail");
-        let outcome = ForkOutcome { stage: 0, best: Some(486), no_answer: false, codes: vec![486, 486] };
+        let outcome = ForkOutcome {
+            elapsed: Duration::from_secs(3),
+            stage: 0,
+            best: Some(486),
+            no_answer: false,
+            codes: vec![486, 486],
+        };
         let FallbackAction::Divert { plan: um, .. } = fb.on_failure(&orig, &outcome) else { panic!("should divert") };
         assert_eq!(um.groups.len(), 2, "the dial plan's two servers, in turn");
         assert_eq!(um.attempt_timeout, Some(Duration::from_secs(4)));
@@ -764,12 +790,21 @@ mod tests {
         assert!(div[0].starts_with("<sip:alice@contoso.test>") && div[0].contains("reason=user-busy"), "{div:?}");
         let encoded = prometheus::TextEncoder::new().encode_to_string(&reg.gather()).expect("encode");
         assert!(encoded.contains("umproxy_exum_routes_total{mode=\"on_prem\",reason=\"user-busy\"} 1"), "{encoded}");
+        assert!(
+            encoded.contains("umproxy_exum_diversion_seconds_bucket{mode=\"on_prem\",reason=\"user-busy\",le=\"5\"} 1"),
+            "{encoded}"
+        );
         // All UM servers failed: 480 and a failure metric.
-        let FallbackAction::Reject(rej) = um
-            .fallback
-            .expect("UM failure hook")
-            .on_failure(&orig, &ForkOutcome { stage: 1, best: Some(503), no_answer: false, codes: vec![503, 408] })
-        else {
+        let FallbackAction::Reject(rej) = um.fallback.expect("UM failure hook").on_failure(
+            &orig,
+            &ForkOutcome {
+                elapsed: Duration::from_secs(9),
+                stage: 1,
+                best: Some(503),
+                no_answer: false,
+                codes: vec![503, 408],
+            },
+        ) else {
             panic!("should reject")
         };
         assert_eq!(rej.code, 480);
@@ -782,9 +817,16 @@ mod tests {
         let (r, _) = router();
         let orig = invite("sip:alice@contoso.test", "sip:zed@fabrikam.test");
         let fb = plan(decide(&r, &orig)).fallback.expect("voice mail");
-        let no_answer = ForkOutcome { stage: 0, best: Some(487), no_answer: true, codes: vec![487] };
+        let no_answer = ForkOutcome {
+            elapsed: Duration::from_secs(20),
+            stage: 0,
+            best: Some(487),
+            no_answer: true,
+            codes: vec![487],
+        };
         assert!(matches!(fb.on_failure(&orig, &no_answer), FallbackAction::Divert { .. }));
-        let unregistered = ForkOutcome { stage: 0, best: None, no_answer: false, codes: vec![] };
+        let unregistered =
+            ForkOutcome { elapsed: Duration::ZERO, stage: 0, best: None, no_answer: false, codes: vec![] };
         assert!(matches!(fb.on_failure(&orig, &unregistered), FallbackAction::Divert { .. }));
     }
 
@@ -819,7 +861,15 @@ mod tests {
         let orig = invite("sip:bob@contoso.test;opaque=app:voicemail", "sip:zed@fabrikam.test");
         let p = plan(decide(&r, &orig));
         let t = &p.groups[0][0];
-        assert_eq!(t.next_hop, Some(NextHop::Uri("sip:exap.um.example.net;transport=tls".into())));
+        assert_eq!(
+            t.next_hop,
+            Some(NextHop::Service {
+                name: "_sipfederationtls._tcp.exap.um.example.net".into(),
+                transport: Transport::Tls,
+                server_name: "exap.um.example.net".into(),
+            }),
+            "found by the federation SRV, certificate checked against the proxy FQDN"
+        );
         let m = Message::parse(t.request.clone().expect("request"), &Default::default()).expect("parses");
         let ruri = m.request_uri_str().unwrap_or_default().to_string();
         assert!(ruri.starts_with("sip:exap.um.example.net;opaque=app:voicemail"), "{ruri}");

@@ -206,6 +206,22 @@ impl Wire for TransportHub {
 }
 
 impl Resolve for Resolver {
+    fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
+        let me = self.clone();
+        Box::pin(async move {
+            let targets = me.resolve_service(&name, transport).await.map_err(|e| e.to_string())?;
+            Ok(targets
+                .into_iter()
+                .map(|t| Destination {
+                    transport: t.transport,
+                    addr: t.addr,
+                    flow: None,
+                    server_name: Some(t.server_name.into()),
+                })
+                .collect())
+        })
+    }
+
     fn resolve(&self, uri: String) -> Resolving {
         let me = self.clone();
         Box::pin(async move {

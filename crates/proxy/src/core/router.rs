@@ -33,6 +33,10 @@ pub enum NextHop {
     /// An exact destination, e.g. the connection a contact registered over
     /// (RFC 5626).
     Destination(Destination),
+    /// An SRV service name resolved to its targets (e.g.
+    /// `_sipfederationtls._tcp.<domain>` for a hosting provider); every
+    /// target's certificate must name `server_name`.
+    Service { name: String, transport: crate::transport::Transport, server_name: String },
 }
 
 /// One branch of a fork. The default keeps the Request-URI and sends to it.
@@ -107,6 +111,8 @@ impl ForkPlan {
 /// How a fork ended without a 2xx.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForkOutcome {
+    /// Time since the request arrived.
+    pub elapsed: Duration,
     /// How many times the fallback was asked before for this request (0 the
     /// first time).
     pub stage: u8,

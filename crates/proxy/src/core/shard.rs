@@ -50,6 +50,11 @@ pub type Resolving = Pin<Box<dyn Future<Output = Result<Vec<Destination>, String
 /// RFC 3263 next-hop resolution.
 pub trait Resolve: Send + Sync + 'static {
     fn resolve(&self, uri: String) -> Resolving;
+    /// The targets of an SRV service name, in RFC 2782 order.
+    fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
+        let _ = transport;
+        Box::pin(async move { Err(format!("no SRV resolution for {name}")) })
+    }
 }
 
 /// What reaches a shard. Almost every input is an `Inbound` message, so
@@ -688,6 +693,20 @@ impl Shard {
                 self.on_resolved(server, idx, Ok(vec![d]), now);
                 return;
             }
+            Some(NextHop::Service { name, transport, server_name }) => {
+                let fut = self.resolver.resolve_service(name.clone(), *transport);
+                let server_name: Arc<str> = server_name.as_str().into();
+                let tx = self.self_tx.clone();
+                tokio::spawn(async move {
+                    let result = fut.await.map(|ds| {
+                        ds.into_iter().map(|d| Destination { server_name: Some(server_name.clone()), ..d }).collect()
+                    });
+                    if let Some(tx) = tx.upgrade() {
+                        let _ = tx.send(ShardInput::Resolved { server, branch: idx, result }).await;
+                    }
+                });
+                return;
+            }
             Some(NextHop::Uri(u)) => u.clone(),
             None => match branch.target.route.first() {
                 // A pushed route (Path) decides the next hop.
@@ -1096,6 +1115,7 @@ impl Shard {
         // caller's own CANCEL never diverts.
         if let (false, Some(fb)) = (ctx.cancelled, ctx.fallback.clone()) {
             let outcome = ForkOutcome {
+                elapsed: now.saturating_duration_since(ctx.started),
                 stage: ctx.stage,
                 best: ctx.best.code(),
                 no_answer: ctx.no_answer,
@@ -1242,7 +1262,9 @@ impl Shard {
                     return;
                 }
                 (Some(NextHop::Uri(u)), _) | (None, Some(u)) => u,
-                (None, None) => return,
+                // An ACK is not worth an SRV lookup: the dialog's route set
+                // normally decides its path.
+                (Some(NextHop::Service { .. }), _) | (None, None) => return,
             };
             if Uri::parse(hop.as_bytes()).is_some_and(|u| wire.is_local(u.host(), u.port())) {
                 return;
