@@ -3,7 +3,7 @@
 //! reload of TLS certificates.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::admin::{self, AdminHandle};
 use crate::app::{
     spawn_health_checks, AppRouter, Authenticator, ExumMetrics, ExumSettings, RegistrarLocations, UmHealth,
 };
-use crate::config::{Config, DirectoryBackend, ListenTls};
+use crate::config::{Config, DirectoryBackend, Listen, ListenTls};
 use crate::core::{Core, CoreConfig, CoreHandle, Resolve, Resolving, Router, StaticRouter, Wire};
 use crate::dns::Resolver;
 use crate::exum::{Directory, DirectoryHandle, LdapSettings, LoadOptions, UmTemplates};
@@ -25,6 +25,78 @@ use crate::transport::{
     load_certificates, load_private_key, Destination, ListenerInfo, ListenerSpec, Outbound, OutboundTls, TlsClientSpec,
     TlsServerSpec, Transport, TransportHub, TransportLimits,
 };
+
+fn reload_tls_listeners(hub: &TransportHub, listen: &[Listen]) -> usize {
+    let mut reloaded = 0;
+    for l in listen {
+        let Some(tls) = &l.tls else { continue };
+        match server_tls(tls).and_then(|spec| hub.reload_tls(l.address, spec).map_err(StartError::from)) {
+            Ok(()) => {
+                reloaded += 1;
+                info!(address = %l.address, "TLS certificate reloaded");
+            }
+            Err(e) => warn!(address = %l.address, error = %e, "TLS certificate not reloaded; keeping the old one"),
+        }
+    }
+    reloaded
+}
+
+fn reload_directory_handle(directory: &DirectoryHandle) -> bool {
+    match directory.reload() {
+        Ok(_) => {
+            info!("directory reloaded");
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "directory not reloaded; keeping the one in use");
+            false
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reload on file change as on SIGHUP: the directory file when it
+/// changes, the TLS listeners when any of their files does. Polling every
+/// `every` keeps it portable; a failed reload keeps what is in use and is
+/// retried on the next change.
+fn spawn_file_watch(
+    hub: Option<Arc<TransportHub>>,
+    listen: Vec<Listen>,
+    directory: Arc<DirectoryHandle>,
+    directory_file: Option<PathBuf>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let tls_files: Vec<PathBuf> = listen
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| [Some(t.certificate.clone()), Some(t.private_key.clone()), t.client_ca.clone()])
+        .flatten()
+        .collect();
+    tokio::spawn(async move {
+        let stamp = |files: &[PathBuf]| files.iter().map(|f| modified(f)).collect::<Vec<_>>();
+        let mut dir_seen = directory_file.as_deref().and_then(modified);
+        let mut tls_seen = stamp(&tls_files);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let dir_now = directory_file.as_deref().and_then(modified);
+            if dir_now != dir_seen {
+                dir_seen = dir_now;
+                reload_directory_handle(&directory);
+            }
+            let tls_now = stamp(&tls_files);
+            if tls_now != tls_seen {
+                tls_seen = tls_now;
+                if let Some(hub) = &hub {
+                    reload_tls_listeners(hub, &listen);
+                }
+            }
+        }
+    })
+}
 
 /// How often every UM server is pinged with OPTIONS.
 const UM_HEALTH_CHECK_S: u64 = 30;
@@ -273,6 +345,7 @@ pub struct Server {
     pub metrics: Arc<Metrics>,
     core: Arc<CoreHandle>,
     health_task: tokio::task::JoinHandle<()>,
+    watch_task: tokio::task::JoinHandle<()>,
     admin: Option<AdminHandle>,
     config: Config,
     directory: Arc<DirectoryHandle>,
@@ -368,7 +441,17 @@ impl Server {
         for l in hub.listeners() {
             info!(transport = %l.transport, address = %l.local, "listening");
         }
-        Ok(Server { hub, metrics, core, admin, config, directory, health_task })
+        let watch_task = spawn_file_watch(
+            Some(hub.clone()),
+            config.listen.clone(),
+            directory.clone(),
+            match config.directory.backend {
+                DirectoryBackend::File => config.directory.file.clone(),
+                DirectoryBackend::Ldap => None,
+            },
+            Duration::from_secs(2),
+        );
+        Ok(Server { hub, metrics, core, admin, config, directory, health_task, watch_task })
     }
 
     /// The admin listener's address, when there is one.
@@ -380,33 +463,13 @@ impl Server {
     /// use the new certificate, connections already up keep their session.
     /// A file that does not load leaves that listener as it was.
     pub fn reload_tls(&self) -> usize {
-        let mut reloaded = 0;
-        for l in &self.config.listen {
-            let Some(tls) = &l.tls else { continue };
-            match server_tls(tls).and_then(|spec| self.hub.reload_tls(l.address, spec).map_err(StartError::from)) {
-                Ok(()) => {
-                    reloaded += 1;
-                    info!(address = %l.address, "TLS certificate reloaded");
-                }
-                Err(e) => warn!(address = %l.address, error = %e, "TLS certificate not reloaded; keeping the old one"),
-            }
-        }
-        reloaded
+        reload_tls_listeners(&self.hub, &self.config.listen)
     }
 
     /// Re-read the directory file; a bad file keeps the directory in use
     /// (and says why). Calls in progress keep the snapshot they started with.
     pub fn reload_directory(&self) -> bool {
-        match self.directory.reload() {
-            Ok(_) => {
-                info!("directory reloaded");
-                true
-            }
-            Err(e) => {
-                warn!(error = %e, "directory not reloaded; keeping the one in use");
-                false
-            }
-        }
+        reload_directory_handle(&self.directory)
     }
 
     /// Stop accepting, let transactions drain for up to `grace`, then stop.
@@ -418,9 +481,50 @@ impl Server {
         }
         self.hub.close();
         self.health_task.abort();
+        self.watch_task.abort();
         self.core.abort();
         if let Some(a) = self.admin {
             a.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE_USER: &str = "[[user]]\nsip_address = \"sip:alice@example.test\"\n";
+    const TWO_USERS: &str =
+        "[[user]]\nsip_address = \"sip:alice@example.test\"\n[[user]]\nsip_address = \"sip:bob@example.test\"\n";
+
+    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_directory_is_reloaded_when_its_file_changes_and_kept_when_the_new_file_is_bad() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("directory.toml");
+        std::fs::write(&file, ONE_USER).expect("write");
+        let opts = LoadOptions { has_tls_listener: false, domains: vec!["example.test".into()] };
+        let handle = Arc::new(DirectoryHandle::open(&file, opts).expect("loads"));
+        let task = spawn_file_watch(None, Vec::new(), handle.clone(), Some(file.clone()), Duration::from_millis(20));
+        assert!(handle.snapshot().user("bob", "example.test").is_none());
+        // File systems with coarse timestamps need the write to land in a
+        // later second to show as a change.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        std::fs::write(&file, TWO_USERS).expect("write");
+        assert!(eventually(|| handle.snapshot().user("bob", "example.test").is_some()).await, "bob appears");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        std::fs::write(&file, "[[user]]\nsip_address = 42\n").expect("write");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(handle.snapshot().user("bob", "example.test").is_some(), "a bad file keeps the directory in use");
+        task.abort();
     }
 }
