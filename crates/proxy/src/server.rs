@@ -275,6 +275,9 @@ impl Wire for TransportHub {
     fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         TransportHub::is_local(self, host, port)
     }
+    fn alias(&self, flow: crate::transport::FlowId, addr: SocketAddr) {
+        TransportHub::alias(self, flow, addr);
+    }
 }
 
 impl Resolve for Resolver {

@@ -32,7 +32,7 @@ use super::validate::{validate_request, Rejection};
 use super::CoreConfig;
 use crate::metrics::{Direction, Metrics};
 use crate::transport::{
-    Destination, Inbound, ListenerInfo, Outbound, Peer, SendFailure, SendToken, TlsIdentity, Transport,
+    Destination, FlowId, Inbound, ListenerInfo, Outbound, Peer, SendFailure, SendToken, TlsIdentity, Transport,
 };
 
 /// Sending, and the proxy's own addresses.
@@ -42,6 +42,10 @@ pub trait Wire: Send + Sync + 'static {
     fn listener_for(&self, transport: Transport, remote: &SocketAddr) -> Option<ListenerInfo>;
     /// Whether `host[:port]` names this proxy.
     fn is_local(&self, host: &str, port: Option<u16>) -> bool;
+    /// RFC 5923: requests to `addr` may reuse connection `flow`.
+    fn alias(&self, flow: FlowId, addr: SocketAddr) {
+        let _ = (flow, addr);
+    }
 }
 
 /// A future resolving a next-hop URI to the destinations to try in order.
@@ -374,6 +378,23 @@ impl Shard {
                 self.metrics.request(m, Direction::In);
             }
             let reply = reply_destination(&msg, &peer);
+            // RFC 5923 §5: `alias` in the top Via of a request on a TCP
+            // connection lets requests to its sent-by reuse the connection.
+            // Not on TLS, where the alias would need checking against the
+            // peer's certificate.
+            if let (Transport::Tcp, Some(flow)) = (peer.transport, peer.flow) {
+                let via = msg.top_via();
+                if via.params().has("alias") {
+                    let ip = match via.host_kind() {
+                        HostKind::Ipv4(a) => Some(IpAddr::V4(a)),
+                        HostKind::Ipv6(a) => Some(IpAddr::V6(a)),
+                        HostKind::Domain => None,
+                    };
+                    if let Some(ip) = ip {
+                        self.wire.alias(flow, SocketAddr::new(ip, via.port().unwrap_or(5060)));
+                    }
+                }
+            }
             let span = tracing::debug_span!("request", call_id = %escape(msg.call_id()), method = msg.method_str().unwrap_or("?"));
             let _entered = span.enter();
             self.current = Some((peer, tls));

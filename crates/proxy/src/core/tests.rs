@@ -22,6 +22,7 @@ const PROXY: &str = "10.0.0.1";
 #[derive(Default)]
 struct RecordingWire {
     sent: Mutex<Vec<Outbound>>,
+    aliases: Mutex<Vec<(crate::transport::FlowId, SocketAddr)>>,
 }
 
 impl Wire for RecordingWire {
@@ -34,6 +35,9 @@ impl Wire for RecordingWire {
     }
     fn is_local(&self, host: &str, port: Option<u16>) -> bool {
         host == PROXY && matches!(port, None | Some(5060) | Some(5061))
+    }
+    fn alias(&self, flow: crate::transport::FlowId, addr: SocketAddr) {
+        self.aliases.lock().expect("lock").push((flow, addr));
     }
 }
 
@@ -685,4 +689,20 @@ fn originated_requests_report_their_final_status_or_none_on_timeout() {
     h.shard.handle_input(ShardInput::Originate { request: options, dest: dest("192.0.2.72:5061"), reply: tx }, h.now);
     h.advance(Duration::from_secs(33));
     assert_eq!(rx.try_recv().ok(), Some(None));
+}
+
+#[test]
+fn via_alias_on_tcp_lets_the_connection_be_reused() {
+    let mut h = Harness::new();
+    let text = invite("sip:bob@192.0.2.20", "z9hG4bKa1").replace(";rport\r\n", ";rport;alias\r\n");
+    let msg = Message::parse_slice(text.as_bytes()).expect("parses");
+    let peer = Peer {
+        transport: Transport::Tcp,
+        remote: "192.0.2.10:40000".parse().expect("addr"),
+        local: format!("{PROXY}:5060").parse().expect("addr"),
+        flow: Some(crate::transport::FlowId(7)),
+    };
+    h.shard.handle_input(ShardInput::Inbound(Inbound { msg, peer, tls: None }), h.now);
+    let aliases = h.wire.aliases.lock().expect("lock").clone();
+    assert_eq!(aliases, vec![(crate::transport::FlowId(7), "192.0.2.10:5060".parse().expect("addr"))]);
 }
