@@ -7,6 +7,7 @@
 //! is parsed on demand from its span.
 
 use crate::error::{ErrorKind, ParseError};
+use crate::grammar::chars::{is, TOKEN};
 use crate::grammar::name_addr::{locate_name_addrs, name_addr, NameAddr};
 use crate::grammar::scalar::{bounded_number, call_id, cseq, media_type, option_tag};
 use crate::grammar::uri::{uri, Uri, UriContext};
@@ -96,9 +97,31 @@ fn err(kind: ErrorKind, base: &[u8], at: &[u8]) -> ParseError {
     ParseError::new(kind, offset(base, at).min(base.len()))
 }
 
+/// The line at the start of `rest` (which begins at `pos`), CR excluded,
+/// and the offset of its LF.
+#[inline]
+fn line_of(rest: &[u8], pos: usize) -> Result<(&[u8], usize), ParseError> {
+    let Some(nl) = memchr::memchr(b'\n', rest) else {
+        return Err(ParseError::new(ErrorKind::Truncated, pos + rest.len()));
+    };
+    match rest.get(..nl) {
+        Some([l @ .., b'\r']) => Ok((l, nl)),
+        _ => Err(ParseError::new(ErrorKind::HeaderLine, pos + nl)),
+    }
+}
+
+/// How many SP / HTAB end `v`.
+#[inline]
+fn trailing_ws(v: &[u8]) -> usize {
+    v.iter().rev().take_while(|c| matches!(c, b' ' | b'\t')).count()
+}
+
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`. Returns Ok(true) for 2.0,
 /// Ok(false) for another well-formed version.
 fn sip_version(v: &[u8]) -> Result<bool, ()> {
+    if v == b"SIP/2.0" {
+        return Ok(true);
+    }
     let rest = tag_ci(v, b"SIP/").ok_or(())?;
     let dot = rest.iter().position(|&c| c == b'.').ok_or(())?;
     let (major, minor) = (rest.get(..dot).unwrap_or_default(), rest.get(dot + 1..).unwrap_or_default());
@@ -459,61 +482,51 @@ impl Parser<'_> {
         }
 
         // ---- header lines ----
+        // One pass: the name is scanned with the token table, then `memchr`
+        // finds the line end from the value's start; the value is trimmed on
+        // the way, so folds (rare) are the only lines looked at twice.
         let headers_start = eol + 1;
         let mut headers: Vec<Header> = Vec::with_capacity(24);
         let mut pos = headers_start;
         let headers_end;
         loop {
             let rest = b.get(pos..).unwrap_or_default();
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
-                return Err(ParseError::new(ErrorKind::Truncated, b.len()));
-            };
-            let line = match rest.get(..nl) {
-                Some([l @ .., b'\r']) => l,
-                _ => return Err(ParseError::new(ErrorKind::HeaderLine, pos + nl)),
-            };
-            if line.is_empty() {
-                headers_end = pos;
-                pos += nl + 1;
-                break;
-            }
-            match line {
+            match rest {
+                [b'\r', b'\n', ..] => {
+                    headers_end = pos;
+                    pos += 2;
+                    break;
+                }
                 [b' ' | b'\t', ..] => {
                     // A fold: the line continues the previous header's value.
+                    let (line, nl) = line_of(rest, pos)?;
                     let Some(last) = headers.last_mut() else {
                         return Err(ParseError::new(ErrorKind::HeaderLine, pos));
                     };
                     let end = (pos + line.len()) as u32;
-                    if !line.iter().all(|c| matches!(c, b' ' | b'\t')) {
-                        last.value_span.end = end;
+                    let lead = line.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+                    if lead < line.len() {
+                        if last.value_span.is_empty() {
+                            // The value starts on this continuation line.
+                            last.value_span.start = (pos + lead) as u32;
+                        }
+                        last.value_span.end = end - trailing_ws(line) as u32;
                     }
                     last.line_span.end = end;
                     if last.line_span.len() > self.limits.max_header_line {
                         return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderLine), pos));
                     }
+                    pos += nl + 1;
                 }
                 _ => {
                     if headers.len() >= self.limits.max_headers {
                         return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderCount), pos));
                     }
-                    if line.len() > self.limits.max_header_line {
-                        return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderLine), pos));
-                    }
-                    headers.push(self.header_line(b, line)?);
+                    let (h, next) = self.header_line(b, pos)?;
+                    headers.push(h);
+                    pos = next;
                 }
             }
-            pos += nl + 1;
-        }
-        // Trim white space that folds may have left on either side: a value
-        // may start on a continuation line (`To :` CRLF SP `sip:…`, RFC 4475
-        // §3.1.1.1).
-        for h in &mut headers {
-            let v = b.get(h.value_span.range()).unwrap_or_default();
-            let is_lws = |c: &&u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
-            let lead = v.iter().take_while(is_lws).count();
-            let trail = v.get(lead..).unwrap_or_default().iter().rev().take_while(is_lws).count();
-            h.value_span.start += lead as u32;
-            h.value_span.end -= trail as u32;
         }
 
         // ---- eager header values ----
@@ -651,24 +664,55 @@ impl Parser<'_> {
         })
     }
 
-    /// `message-header = field-name *(SP / HTAB) ":" SWS field-value`
-    fn header_line(&self, b: &[u8], line: &[u8]) -> Result<Header, ParseError> {
-        let (r, name) = token(line).map_err(|_| err(ErrorKind::HeaderLine, b, line))?;
-        let r = {
-            let n = r.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
-            r.get(n..).unwrap_or_default()
+    /// `message-header = field-name *(SP / HTAB) ":" SWS field-value`,
+    /// for the line starting at `pos`. Returns the header and where the
+    /// next line starts.
+    #[inline]
+    fn header_line(&self, b: &[u8], pos: usize) -> Result<(Header, usize), ParseError> {
+        let rest = b.get(pos..).unwrap_or_default();
+        let name_len = rest.iter().take_while(|&&c| is(c, TOKEN)).count();
+        let mut i = name_len;
+        while let Some(b' ' | b'\t') = rest.get(i) {
+            i += 1;
+        }
+        if name_len == 0 || rest.get(i) != Some(&b':') {
+            // The line's own shape first: an unterminated line is a
+            // truncated message rather than a bad header.
+            let (_, nl) = line_of(rest, pos)?;
+            let at = if name_len == 0 { pos } else { pos + i };
+            return Err(ParseError::new(ErrorKind::HeaderLine, at.min(pos + nl)));
+        }
+        i += 1;
+        while let Some(b' ' | b'\t') = rest.get(i) {
+            i += 1;
+        }
+        let value = rest.get(i..).unwrap_or_default();
+        let Some(nl) = memchr::memchr(b'\n', value) else {
+            return Err(ParseError::new(ErrorKind::Truncated, b.len()));
         };
-        let [b':', value @ ..] = r else {
-            return Err(err(ErrorKind::HeaderLine, b, r));
+        // The line must end in CRLF; a bare LF right after the colon's
+        // white space (nl == 0) has no CR before it.
+        let Some(v) = nl.checked_sub(1).and_then(|k| match value.get(..=k) {
+            Some([v @ .., b'\r']) => Some(v),
+            _ => None,
+        }) else {
+            return Err(ParseError::new(ErrorKind::HeaderLine, pos + i + nl));
         };
-        let n = value.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
-        let value = value.get(n..).unwrap_or_default();
-        Ok(Header {
-            name: HeaderName::from_bytes(name),
-            name_span: Span::of(b, name),
-            value_span: Span::of(b, value),
-            line_span: Span::of(b, line),
-        })
+        let line_end = pos + i + v.len();
+        if line_end - pos > self.limits.max_header_line {
+            return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderLine), pos));
+        }
+        let name = rest.get(..name_len).unwrap_or_default();
+        let value_end = line_end - trailing_ws(v);
+        Ok((
+            Header {
+                name: HeaderName::from_bytes(name),
+                name_span: Span { start: pos as u32, end: (pos + name_len) as u32 },
+                value_span: Span { start: (pos + i) as u32, end: value_end as u32 },
+                line_span: Span { start: pos as u32, end: line_end as u32 },
+            },
+            line_end + 2,
+        ))
     }
 
     fn eager(&self, b: &[u8], h: &Header, e: &mut Eager) -> Result<(), ParseError> {

@@ -18,6 +18,10 @@ pub(crate) const HEX: u16 = 1 << 8;
 pub(crate) const URIC: u16 = 1 << 9;
 /// tel URI: characters allowed in a telephone-subscriber and its params
 pub(crate) const TEL: u16 = 1 << 10;
+/// token / ":" (a header parameter's token-or-host value)
+pub(crate) const GEN_VALUE: u16 = 1 << 11;
+/// SP / HTAB / CR / LF: LWS inside a header value (see [`is_ws`])
+pub(crate) const WS: u16 = 1 << 12;
 
 // `i` runs over 0..256, the array's length: no index can fail.
 #[allow(clippy::indexing_slicing)]
@@ -94,6 +98,12 @@ const fn build() -> [u16; 256] {
         {
             f |= TEL;
         }
+        if f & TOKEN != 0 || c == b':' {
+            f |= GEN_VALUE;
+        }
+        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            f |= WS;
+        }
         t[i] = f;
         i += 1;
     }
@@ -113,5 +123,5 @@ pub(crate) fn is(c: u8, class: u16) -> bool {
 pub(crate) fn is_ws(c: u8) -> bool {
     // Inside a header value the splitter guarantees that CR and LF only occur
     // as part of a fold (CRLF followed by SP/HT), so all four are LWS here.
-    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+    is(c, WS)
 }

@@ -1,7 +1,7 @@
 //! Parameters: URI parameters (`;name=value`, no white space, escapes) and
 //! header parameters (`SEMI generic-param`, with LWS, quoted values).
 
-use super::chars::{is, HEX, PARAM, TOKEN};
+use super::chars::{is, GEN_VALUE, HEX, PARAM, TOKEN};
 use super::{fail, quoted_string, sep, take_class, GResult};
 
 /// Take 1*(class / escaped). `escaped = "%" HEXDIG HEXDIG`.
@@ -97,7 +97,7 @@ pub fn gen_value(i: &[u8]) -> GResult<'_, &[u8]> {
         // token / host; `:` admits the unbracketed IPv6 addresses that
         // `received` (RFC 3261 §20.42) and RFC 5118 §4.5 allow.
         _ => {
-            let n = i.iter().take_while(|&&c| is(c, TOKEN) || c == b':').count();
+            let n = i.iter().take_while(|&&c| is(c, GEN_VALUE)).count();
             if n == 0 {
                 return fail(i);
             }

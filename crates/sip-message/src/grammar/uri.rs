@@ -193,17 +193,23 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
     // the way: hostname = *( domainlabel "." ) toplabel [ "." ],
     // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum.
     // All digits and dots means an IPv4address instead.
-    // `prev` is 0 at the start of the host and `.` at each label start.
+    // `prev` starts as `.`, so the host's start is checked like a label's.
     let mut n = 0;
-    let mut prev = 0u8;
-    while let Some(&c) = i.get(n) {
+    let mut prev = b'.';
+    let mut non_numeric = false;
+    for &c in i {
         if !is(c, DOMAIN) {
             break;
         }
-        match c {
-            b'.' if prev == 0 || prev == b'.' || prev == b'-' => return fail(i),
-            b'-' if prev == 0 || prev == b'.' => return fail(i),
-            _ => {}
+        // `-` and `.` are the only DOMAIN bytes at or below `.`; letters are
+        // the only ones above `9`.
+        if c <= b'.' {
+            if prev == b'.' || (c == b'.' && prev == b'-') {
+                return fail(i);
+            }
+            non_numeric |= c == b'-';
+        } else {
+            non_numeric |= c > b'9';
         }
         prev = c;
         n += 1;
@@ -212,8 +218,7 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
         return fail(i);
     }
     // Only a host starting with a digit can be all digits and dots.
-    let is_numeric = i.first().is_some_and(u8::is_ascii_digit)
-        && i.get(..n).unwrap_or_default().iter().all(|&c| c.is_ascii_digit() || c == b'.');
+    let is_numeric = !non_numeric && i.first().is_some_and(u8::is_ascii_digit);
     let (h, rest) = i.split_at(n);
     if is_numeric {
         return match ipv4(h) {
