@@ -280,6 +280,45 @@ impl Wire for TransportHub {
     }
 }
 
+/// RFC 3263 resolution with the next hops that said they are out of
+/// service (503 + Retry-After) moved to the end of the list: still tried,
+/// but after the others.
+pub struct NextHops {
+    resolver: Resolver,
+    blacklist: crate::dns::Blacklist,
+}
+
+impl NextHops {
+    pub fn new(resolver: Resolver) -> NextHops {
+        NextHops { resolver, blacklist: crate::dns::Blacklist::new() }
+    }
+
+    fn down_last(&self, dests: Vec<Destination>) -> Vec<Destination> {
+        let now = std::time::Instant::now();
+        let key =
+            |d: &Destination| crate::dns::Target { transport: d.transport, addr: d.addr, server_name: String::new() };
+        let (up, down): (Vec<_>, Vec<_>) = dests.into_iter().partition(|d| !self.blacklist.is_down(&key(d), now));
+        up.into_iter().chain(down).collect()
+    }
+}
+
+impl Resolve for NextHops {
+    fn resolve(&self, uri: String) -> Resolving {
+        let fut = Resolve::resolve(&self.resolver, uri);
+        let me = NextHops { resolver: self.resolver.clone(), blacklist: self.blacklist.clone() };
+        Box::pin(async move { fut.await.map(|d| me.down_last(d)) })
+    }
+    fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
+        let fut = Resolve::resolve_service(&self.resolver, name, transport);
+        let me = NextHops { resolver: self.resolver.clone(), blacklist: self.blacklist.clone() };
+        Box::pin(async move { fut.await.map(|d| me.down_last(d)) })
+    }
+    fn mark_down(&self, dest: &Destination, duration: Duration) {
+        let target = crate::dns::Target { transport: dest.transport, addr: dest.addr, server_name: String::new() };
+        self.blacklist.mark_down(&target, std::time::Instant::now(), duration);
+    }
+}
+
 impl Resolve for Resolver {
     fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
         let me = self.clone();
@@ -388,7 +427,7 @@ impl Server {
             ..CoreConfig::default()
         };
         let core = Core::new(core_cfg, metrics.clone());
-        let resolver: Arc<dyn Resolve> = Arc::new(Resolver::from_config(&config.dns)?);
+        let resolver: Arc<dyn Resolve> = Arc::new(NextHops::new(Resolver::from_config(&config.dns)?));
         let health = Arc::new(
             UmHealth::register(metrics.registry())
                 .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?,
@@ -508,6 +547,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         false
+    }
+
+    #[test]
+    fn next_hops_marked_down_are_tried_last() {
+        let resolver =
+            Resolver::with_nameservers(&["127.0.0.1:9".parse().expect("addr")], Duration::from_millis(10), 1)
+                .expect("resolver");
+        let hops = NextHops::new(resolver);
+        let d = |a: &str| Destination {
+            transport: Transport::Udp,
+            addr: a.parse().expect("addr"),
+            flow: None,
+            server_name: None,
+        };
+        hops.mark_down(&d("192.0.2.1:5060"), Duration::from_secs(60));
+        let order = hops.down_last(vec![d("192.0.2.1:5060"), d("192.0.2.2:5060")]);
+        assert_eq!(order, vec![d("192.0.2.2:5060"), d("192.0.2.1:5060")]);
     }
 
     #[tokio::test]

@@ -54,6 +54,10 @@ pub type Resolving = Pin<Box<dyn Future<Output = Result<Vec<Destination>, String
 /// RFC 3263 next-hop resolution.
 pub trait Resolve: Send + Sync + 'static {
     fn resolve(&self, uri: String) -> Resolving;
+    /// `dest` answered 503 with Retry-After: avoid it for `duration`.
+    fn mark_down(&self, dest: &Destination, duration: Duration) {
+        let _ = (dest, duration);
+    }
     /// The targets of an SRV service name, in RFC 2782 order.
     fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
         let _ = transport;
@@ -964,6 +968,13 @@ impl Shard {
                 self.check_complete(server, now);
             }
             _ => {
+                // RFC 3261 §21.5.4: a 503 with Retry-After says how long
+                // this next hop is out; later requests try others first.
+                if code == 503 {
+                    if let (Some(secs), Some(dest)) = (retry_after(&msg), &branch.current) {
+                        self.resolver.mark_down(dest, Duration::from_secs(secs));
+                    }
+                }
                 // RFC 3263 §4.3 / DESIGN: a 503 moves to the next destination
                 // of the same branch.
                 if (300..400).contains(&code) && ctx.redirects_left > 0 && !ctx.cancelled && !ctx.no_answer {
@@ -1488,6 +1499,15 @@ pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
         out.push_str(&format!(";received={src_ip}"));
     }
     Some(out)
+}
+
+/// The seconds of a Retry-After header (RFC 3261 §20.33: `delta-seconds
+/// [comment] *(; params)`), bounded to a day.
+fn retry_after(msg: &Message) -> Option<u64> {
+    let v = msg.header_values_named("Retry-After").next()?;
+    let digits: &[u8] = v.split(|c| !c.is_ascii_digit()).next()?;
+    let secs: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(secs.min(86_400))
 }
 
 /// Peer text made safe for a log line: control characters escaped.

@@ -41,10 +41,16 @@ impl Wire for RecordingWire {
     }
 }
 
-struct NoDns;
+#[derive(Default)]
+struct NoDns {
+    marked_down: Mutex<Vec<(SocketAddr, Duration)>>,
+}
 impl Resolve for NoDns {
     fn resolve(&self, uri: String) -> Resolving {
         Box::pin(async move { Err(format!("no DNS in this test: {uri}")) })
+    }
+    fn mark_down(&self, dest: &Destination, duration: Duration) {
+        self.marked_down.lock().expect("lock").push((dest.addr, duration));
     }
 }
 
@@ -130,6 +136,7 @@ fn dest(addr: &str) -> Destination {
 }
 
 struct Harness {
+    dns: Arc<NoDns>,
     vm: Arc<VoiceMail>,
     shard: Shard,
     wire: Arc<RecordingWire>,
@@ -143,17 +150,18 @@ impl Harness {
         let (tx, _rx) = mpsc::channel(16);
         let cfg = CoreConfig { workers: 1, ..CoreConfig::default() };
         let vm = Arc::new(VoiceMail::default());
+        let dns = Arc::new(NoDns::default());
         let shard = Shard::new(
             0,
             Arc::new(cfg),
             wire.clone(),
             Arc::new(TestRouter(vm.clone())),
-            Arc::new(NoDns),
+            dns.clone(),
             Arc::new(super::branch::BranchMinter::default()),
             Arc::new(Metrics::new()),
             tx.downgrade(),
         );
-        Harness { vm, shard, wire, now: Instant::now(), _tx: tx }
+        Harness { dns, vm, shard, wire, now: Instant::now(), _tx: tx }
     }
 
     fn feed(&mut self, text: &str, from: &str) {
@@ -705,4 +713,17 @@ fn via_alias_on_tcp_lets_the_connection_be_reused() {
     h.shard.handle_input(ShardInput::Inbound(Inbound { msg, peer, tls: None }), h.now);
     let aliases = h.wire.aliases.lock().expect("lock").clone();
     assert_eq!(aliases, vec![(crate::transport::FlowId(7), "192.0.2.10:5060".parse().expect("addr"))]);
+}
+
+#[test]
+fn a_503_with_retry_after_marks_the_next_hop_down() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKra"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    let busy =
+        answer(&fwd, 503, "t").replace("Content-Length: 0", "Retry-After: 120 (maintenance)\r\nContent-Length: 0");
+    h.feed(&busy, "192.0.2.20:5060");
+    assert_eq!(statuses(&h.take()), vec![500], "§16.7: a downstream 503 goes up as 500");
+    let marked = h.dns.marked_down.lock().expect("lock").clone();
+    assert_eq!(marked, vec![("192.0.2.20:5060".parse().expect("addr"), Duration::from_secs(120))]);
 }
