@@ -212,7 +212,10 @@ run_point() {
     d1=$(udp_rcvbuf_errors)
     pd=$(udp_socket_drops "$PROXY_PORT")
     if ! kill -0 "$proxy_pid" 2>/dev/null; then
-        echo "$proxy exited during the run (log $dir/proxy.log)" >>"$dir/interrupted"
+        local status=0
+        wait "$proxy_pid" || status=$?
+        echo "$proxy exited during the run with status $status$([ "$status" -gt 128 ] &&
+            echo " (signal $(kill -l $((status - 128))))") (log $dir/proxy.log)" >>"$dir/interrupted"
     fi
     stop_pid "$uas_pid" TERM
     uas_pid=""
@@ -252,18 +255,18 @@ if attempted < int(calls):
 PY
 }
 
-# run_point, once more if something outside ended a process of the run early
+# run_point, again (up to 3 tries) if something outside ended a process of the run early
 # (another user's `pkill sipp` on a shared machine): the proxy exited, or the
 # UAC stopped before creating all its calls. The first try's files are kept.
 measure() { # proxy transport rate calls dir
     local try
-    for try in 1 2; do
+    for try in 1 2 3; do
         run_point "$@"
         [ -f "$5/interrupted" ] || return 0
         log "  run interrupted: $(cat "$5/interrupted")"
         mv "$5" "$5.interrupted-$try"
     done
-    die "$1 over $2 at $3 calls/s was interrupted twice; see $5.interrupted-*"
+    die "$1 over $2 at $3 calls/s was interrupted three times; see $5.interrupted-*"
 }
 
 HEADER="proxy\ttransport\trate\tcalls\tattempted\tsuccessful\tfailed\tretrans_uac\tretrans_uas\tcpu_us\tus_per_call\tsipp_rc\tudp_rcvbuf_drops\tfailed_uas\tproxy_udp_drops"
