@@ -424,6 +424,7 @@ impl Server {
                 ..sip_transaction::Config::default()
             },
             limits: config.limits.sip_limits(),
+            max_forwards: u32::from(config.proxy.max_forwards),
             ..CoreConfig::default()
         };
         let core = Core::new(core_cfg, metrics.clone());

@@ -43,6 +43,8 @@ pub struct CoreConfig {
     pub transactions: sip_transaction::Config,
     /// Limits for reparsing what the proxy itself forwards.
     pub limits: Limits,
+    /// Max-Forwards given to requests that arrive without one (§16.6 step 3).
+    pub max_forwards: u32,
 }
 
 impl Default for CoreConfig {
@@ -54,6 +56,7 @@ impl Default for CoreConfig {
             timer_c: shard::DEFAULT_TIMER_C,
             transactions: sip_transaction::Config::default(),
             limits: Limits::default(),
+            max_forwards: 70,
         }
     }
 }

@@ -821,8 +821,16 @@ impl Shard {
                 None => None,
             };
             let base = own.as_ref().or(ctx.forward_base.as_ref()).unwrap_or(&ctx.request);
-            let bytes =
-                build_forward(ctx, base, &branch.target, &dest, &out_listener, in_listener.as_ref(), &branch_id);
+            let bytes = build_forward(
+                ctx,
+                self.cfg.max_forwards,
+                base,
+                &branch.target,
+                &dest,
+                &out_listener,
+                in_listener.as_ref(),
+                &branch_id,
+            );
             let is_invite = ctx.method == Method::Invite;
             let msg = match Message::parse(bytes, &self.limits) {
                 Ok(m) => m,
@@ -1352,8 +1360,10 @@ fn send_stateless(
 }
 
 /// The forwarded copy of a request for one branch (RFC 3261 §16.6).
+#[allow(clippy::too_many_arguments)]
 fn build_forward(
     ctx: &ProxyTx,
+    max_forwards: u32,
     msg: &Message,
     target: &Target,
     dest: &Destination,
@@ -1367,7 +1377,10 @@ fn build_forward(
         ed = ed.push_route(r);
     }
     // Step 3.
-    ed = ed.decrement_max_forwards();
+    ed = match msg.max_forwards() {
+        Some(n) => ed.set_max_forwards(n.saturating_sub(1)),
+        None => ed.set_max_forwards(max_forwards),
+    };
     // Step 4 (RFC 5658 double Record-Route when the transport or interface
     // changes): the entry facing the callee on top.
     if ctx.record_route {

@@ -148,7 +148,7 @@ impl Harness {
     fn new() -> Harness {
         let wire = Arc::new(RecordingWire::default());
         let (tx, _rx) = mpsc::channel(16);
-        let cfg = CoreConfig { workers: 1, ..CoreConfig::default() };
+        let cfg = CoreConfig { workers: 1, max_forwards: 40, ..CoreConfig::default() };
         let vm = Arc::new(VoiceMail::default());
         let dns = Arc::new(NoDns::default());
         let shard = Shard::new(
@@ -726,4 +726,12 @@ fn a_503_with_retry_after_marks_the_next_hop_down() {
     assert_eq!(statuses(&h.take()), vec![500], "§16.7: a downstream 503 goes up as 500");
     let marked = h.dns.marked_down.lock().expect("lock").clone();
     assert_eq!(marked, vec![("192.0.2.20:5060".parse().expect("addr"), Duration::from_secs(120))]);
+}
+
+#[test]
+fn a_request_without_max_forwards_gets_the_configured_value() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20", "z9hG4bKmf").replace("Max-Forwards: 70\r\n", ""), CALLER);
+    let out = h.take();
+    assert_eq!(requests(&out, "INVITE")[0].1.max_forwards(), Some(40), "the configured [proxy] max_forwards");
 }
