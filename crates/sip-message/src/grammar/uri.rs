@@ -135,31 +135,51 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], scheme: Scheme, ctx: UriContext
     // userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
     // User characters include `;`, `?` and `/`, so whether there is a
     // userinfo is only known at the `@`.
+    // USER holds every PASSWORD byte, so one scan over USER / ":" / "%"
+    // finds the `@`, the first `:` and whether escapes need a check.
     let (mut rest, mut user, mut password) = (after, None, None);
-    let scan = after.iter().position(|&c| !(is(c, USER | PASSWORD) || c == b':' || c == b'%'));
-    if let Some(at) = scan {
-        if after.get(at) == Some(&b'@') {
-            let info = after.get(..at).unwrap_or_default();
-            let (u, p) = match info.iter().position(|&c| c == b':') {
-                Some(colon) => (info.get(..colon).unwrap_or_default(), info.get(colon + 1..)),
-                None => (info, None),
-            };
-            match take_escaped(u, USER) {
-                Ok(([], _)) => {}
-                _ => return fail(after),
-            }
-            if let Some(p) = p {
-                if !p.is_empty() {
-                    match take_escaped(p, PASSWORD) {
-                        Ok(([], _)) => {}
-                        _ => return fail(after),
-                    }
+    let mut colon = None;
+    let mut escaped = false;
+    let mut at = after.len();
+    for (k, &c) in after.iter().enumerate() {
+        if is(c, USER) {
+            continue;
+        }
+        match c {
+            b':' => {
+                if colon.is_none() {
+                    colon = Some(k);
                 }
             }
-            user = Some(u);
-            password = p;
-            rest = after.get(at + 1..).unwrap_or_default();
+            b'%' => escaped = true,
+            _ => {
+                at = k;
+                break;
+            }
         }
+    }
+    if after.get(at) == Some(&b'@') {
+        let info = after.get(..at).unwrap_or_default();
+        let (u, p) = match colon {
+            Some(colon) => (info.get(..colon).unwrap_or_default(), info.get(colon + 1..)),
+            None => (info, None),
+        };
+        // The user is USER bytes and `%`s by the scan; only escapes and
+        // emptiness are left to check.
+        if u.is_empty() || (escaped && !matches!(take_escaped(u, USER), Ok(([], _)))) {
+            return fail(after);
+        }
+        if let Some(p) = p {
+            if !p.is_empty() {
+                match take_escaped(p, PASSWORD) {
+                    Ok(([], _)) => {}
+                    _ => return fail(after),
+                }
+            }
+        }
+        user = Some(u);
+        password = p;
+        rest = after.get(at + 1..).unwrap_or_default();
     }
     let (r, (host, host_kind)) = host(rest)?;
     let (r, port) = port(r)?;
