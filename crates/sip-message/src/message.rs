@@ -1,10 +1,23 @@
 //! The parsed message: one `Bytes` buffer plus spans into it.
 //!
-//! Parsing splits the header section into lines (folds joined), records each
-//! header as `(name, value)` offsets (hyper's `record_header_indices`), and
-//! validates eagerly the headers a proxy touches on every message, keeping
-//! the hot results (branch, tags, Call-ID, CSeq …) as spans. Everything else
-//! is parsed on demand from its span.
+//! Parsing walks the header section once: each line's name is scanned with
+//! the token table and recognised by length and first letter, the line end is
+//! found with `memchr` from the value's start, and each header is recorded as
+//! `(name, value)` offsets (hyper's `record_header_indices`). Then:
+//!
+//! - **Parsed eagerly** (full RFC 3261 grammar, errors at parse time): the
+//!   start line and Request-URI, every Via (top branch kept), From and To
+//!   (tags kept), Call-ID, CSeq, Max-Forwards, Content-Length, Expires,
+//!   Content-Type, Require / Proxy-Require / Supported.
+//! - **Located and counted eagerly, grammar-checked on access**: Route,
+//!   Record-Route and Contact. Parsing checks that quotes are closed, `<` and
+//!   `>` pair up, each URI has a scheme and Route / Record-Route elements are
+//!   bracketed, and it counts the elements against the limits. The URI
+//!   grammar (userinfo, host, parameters) runs in `routes()`,
+//!   `record_routes()` and `contacts()`, which stop at a malformed element;
+//!   [`Message::check_name_addrs`] reports it as the parse error it used to
+//!   be. A REGISTER's Contacts stay fully eager: a registrar stores them.
+//! - Everything else is parsed on demand from its span.
 
 use crate::error::{ErrorKind, ParseError};
 use crate::grammar::chars::{is, TOKEN};
@@ -313,6 +326,26 @@ impl Message {
     pub fn is_contact_star(&self) -> bool {
         self.is_contact_star
     }
+    /// Run the full grammar over every Route, Record-Route and Contact
+    /// element. Parsing only locates and counts them (quotes, brackets and
+    /// scheme checked); [`Self::routes`], [`Self::record_routes`] and
+    /// [`Self::contacts`] parse each element when read and stop at the first
+    /// malformed one. Call this to refuse such a message with the error the
+    /// parser would have given (`Header(name)`, a 400).
+    pub fn check_name_addrs(&self) -> Result<(), ParseError> {
+        let b: &[u8] = &self.buf;
+        for h in &self.headers {
+            let require_brackets = match h.name {
+                HeaderName::Route | HeaderName::RecordRoute => true,
+                HeaderName::Contact if !self.is_contact_star => false,
+                _ => continue,
+            };
+            let v = self.bytes_at(h.value_span);
+            for_each_element(v, |i| name_addr(i, require_brackets), |_| Ok(()))
+                .map_err(|at| err(ErrorKind::Header(h.name), b, at))?;
+        }
+        Ok(())
+    }
     /// Option tags of every Require header.
     pub fn require(&self) -> impl Iterator<Item = &str> + '_ {
         self.option_tags(HeaderName::Require)
@@ -397,12 +430,16 @@ impl<'a, T, F: Fn(&'a [u8]) -> crate::grammar::GResult<'a, T>> Iterator for List
                 [] => return None,
                 [b',', rest @ ..] => self.rest = rest,
                 _ => {
+                    // An element must end at a comma or the value's end,
+                    // as `for_each_element` requires at parse time; anything
+                    // else (a Contact `sip:a@b?x`, checked only on access)
+                    // ends the list without yielding the misparsed element.
                     return match (self.elem)(r) {
-                        Ok((rest, v)) => {
+                        Ok((rest, v)) if matches!(sws(rest), [] | [b',', ..]) => {
                             self.rest = rest;
                             Some(v)
                         }
-                        Err(_) => {
+                        _ => {
                             self.rest = &[];
                             None
                         }

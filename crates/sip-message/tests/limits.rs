@@ -103,3 +103,26 @@ fn framer_enforces_size_limits_before_buffering() {
     let mut buf = BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n"[..]);
     assert_eq!(f.next_frame(&mut buf), Err(FramingError::MissingContentLength));
 }
+
+#[test]
+fn route_elements_are_counted_at_parse_time_and_parsed_on_access() {
+    // Structure (brackets, quotes, scheme) is checked by the parser…
+    for bad in ["sip:p1.example.com;lr", "<sip:p1.example.com;lr", "< sip:p1.example.com>", "\"x <sip:p1>"] {
+        let e = Message::parse(msg(&format!("Route: {bad}\r\n"), ""), &Limits::default()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Header(sip_message::HeaderName::Route), "{bad}");
+    }
+    // …the URI grammar when the elements are read.
+    let m = Message::parse(
+        msg("Route: <sip:p1.example.com;lr>, <sip:-bad-.example.com;lr>, <sip:p3.example.com>\r\n", ""),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(m.route_count(), 3);
+    let hosts: Vec<_> = m.routes().map(|r| r.uri.host().to_string()).collect();
+    assert_eq!(hosts, ["p1.example.com"]);
+    let e = m.check_name_addrs().unwrap_err();
+    assert_eq!((e.kind, e.status()), (ErrorKind::Header(sip_message::HeaderName::Route), Some(400)));
+    let good =
+        Message::parse(msg("Record-Route: <sip:p1.example.com;lr>\r\nContact: <sip:a@b>\r\n", ""), &Limits::default());
+    assert!(good.unwrap().check_name_addrs().is_ok());
+}

@@ -294,7 +294,18 @@ fn baddate() {
 
 #[test]
 fn regbadct() {
+    // A REGISTER's Contacts get the full grammar at parse time.
     assert_eq!(reject(fixture!("regbadct")), (ErrorKind::Header(HeaderName::Contact), Some(400)));
+    // Elsewhere Contacts are located and counted at parse time and parsed on
+    // access: the same value in an INVITE parses, `contacts()` stops at it,
+    // and `check_name_addrs` reports the error the parser used to give.
+    let text = String::from_utf8_lossy(fixture!("regbadct"))
+        .replace("REGISTER sip:", "INVITE sip:")
+        .replace("CSeq: 1 REGISTER", "CSeq: 1 INVITE");
+    let m = parse(text.as_bytes());
+    assert_eq!(m.contact_count(), 1);
+    assert_eq!(m.contacts().count(), 0);
+    assert_eq!(m.check_name_addrs().unwrap_err().kind, ErrorKind::Header(HeaderName::Contact));
 }
 
 #[test]
