@@ -1,1 +1,31 @@
 //! End-to-end tests of the ExUM routing application (issue 6).
+//!
+//! The real umproxy binary on loopback with a mixed-mode directory: SIPp
+//! callers and registered callees over UDP, UM servers and hosting providers
+//! as mutual-TLS peers ([`e2e_support::TlsUas`]) that record what they
+//! receive. Each test starts its own proxy and peers on fresh ports. Tests
+//! that need SIPp skip without it, unless `CI` is set, where they fail.
+
+mod failover;
+mod fixture;
+mod hosted;
+mod on_prem;
+mod provider;
+mod reload;
+
+use std::path::{Path, PathBuf};
+
+/// The umproxy binary cargo built for this test.
+pub fn umproxy() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_umproxy"))
+}
+
+/// A SIPp scenario of `tests/e2e_exum/scenarios/`.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e_exum/scenarios").join(name)
+}
+
+/// Whether SIPp tests can run (panics under CI when `sipp` is missing).
+pub fn have_sipp() -> bool {
+    e2e_support::require_tool("sipp")
+}

@@ -1,0 +1,125 @@
+//! On-premises UM failover over mutual TLS: the next server on an error
+//! response, a timeout, a refused connection or a certificate that does not
+//! name the server; 480 to the caller when every server failed (EXUM.md
+//! behaviours 8 and 14).
+
+use std::time::{Duration, Instant};
+
+use e2e_support::{Answer, TlsUas, WAIT};
+
+use crate::fixture::{
+    assert_um_invite, dead_addr, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki, ACCEPT, UM_ATTEMPT_MS,
+};
+use crate::have_sipp;
+
+fn peers(um: Vec<(&str, std::net::SocketAddr)>) -> Peers {
+    Peers { um: um.into_iter().map(|(f, a)| (f.to_owned(), a)).collect(), exap: dead_addr(), sfb: dead_addr() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn um_server_answering_503_fails_over_to_the_next_server() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let um1 = pki.uas(&["um1.contoso.test"], Answer::Reject(503)).await;
+    let um2 = pki.uas(&["um2.contoso.test"], ACCEPT).await;
+    let exum = Exum::start(
+        &pki,
+        &directory_toml(&peers(vec![("um1.contoso.test", um1.addr), ("um2.contoso.test", um2.addr)]), None),
+    );
+    let log = || exum.proxy.log();
+    // alice is not registered: unavailable.
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    caller.assert_all_succeeded(1);
+    let first = um_invite(&um1, WAIT, &log).await;
+    assert_eq!(first.request_uri(), Some("sip:um1.contoso.test;transport=tls"), "{first}");
+    let second = um_invite(&um2, WAIT, &log).await;
+    assert_um_invite(
+        &second,
+        &call,
+        &Expected {
+            request_uri: "sip:um2.contoso.test;transport=tls",
+            diversion: Some("<sip:alice@contoso.test>;reason=unavailable;counter=1"),
+            history_info: &[
+                "<sip:alice@contoso.test>;index=1",
+                "<sip:um2.contoso.test;transport=tls;cause=404>;index=1.1;mp=1",
+            ],
+        },
+        &log,
+    );
+    assert_eq!(exum.metric(r#"umproxy_exum_um_failures_total{mode="on_prem",reason="all_failed"}"#), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_um_servers_failing_gives_480_within_the_attempt_timers() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    // One that never answers (attempt timer), one refusing connections,
+    // one answering 500.
+    let silent = pki.uas(&["um1.contoso.test"], Answer::RingForever).await;
+    let failing = pki.uas(&["um3.contoso.test"], Answer::Reject(500)).await;
+    let exum = Exum::start(
+        &pki,
+        &directory_toml(
+            &peers(vec![
+                ("um1.contoso.test", silent.addr),
+                ("um2.contoso.test", dead_addr()),
+                ("um3.contoso.test", failing.addr),
+            ]),
+            None,
+        ),
+    );
+    let log = || exum.proxy.log();
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    let started = Instant::now();
+    let caller = call.run(exum.proxy.udp_addr(), Some(480)).await;
+    let took = started.elapsed();
+    assert!(caller.succeeded(), "caller did not get 480:\n{}\nproxy log:\n{}", caller.describe(), log());
+    // Three attempts, each bounded by the attempt timer, plus slack.
+    let bound = Duration::from_millis(3 * UM_ATTEMPT_MS) + Duration::from_secs(3);
+    assert!(took < bound, "480 after {took:?}, more than {bound:?}");
+    assert!(silent.wait_for("INVITE", WAIT).await.is_some(), "first server never tried:\n{}", log());
+    assert!(silent.wait_for("CANCEL", WAIT).await.is_some(), "timed-out attempt not cancelled:\n{}", log());
+    assert!(failing.wait_for("INVITE", WAIT).await.is_some(), "last server never tried:\n{}", log());
+    assert_eq!(exum.metric(r#"umproxy_exum_um_failures_total{mode="on_prem",reason="all_failed"}"#), 1.0);
+    assert!(log().contains(&call.call_id), "no log line naming the call:\n{}", log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn um_server_with_a_wrong_certificate_is_refused_and_the_next_one_used() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    // A certificate from the right CA that names another host, and one
+    // naming the right host from a CA the proxy does not trust.
+    let misnamed = pki.uas(&["other.contoso.test"], ACCEPT).await;
+    let rogue_cert = pki.rogue.server_cert(&["um2.contoso.test"]);
+    let rogue = TlsUas::start(&rogue_cert, Some(&pki.ca), ACCEPT).await.expect("rogue UAS");
+    let good = pki.uas(&["um3.contoso.test"], ACCEPT).await;
+    let exum = Exum::start(
+        &pki,
+        &directory_toml(
+            &peers(vec![
+                ("um1.contoso.test", misnamed.addr),
+                ("um2.contoso.test", rogue.addr),
+                ("um3.contoso.test", good.addr),
+            ]),
+            None,
+        ),
+    );
+    let log = || exum.proxy.log();
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    assert!(caller.succeeded(), "caller:\n{}\nproxy log:\n{}", caller.describe(), log());
+    let invite = um_invite(&good, WAIT, &log).await;
+    assert_eq!(invite.request_uri(), Some("sip:um3.contoso.test;transport=tls"), "{invite}");
+    assert!(misnamed.received().is_empty(), "a server with a misnamed certificate got requests");
+    assert!(rogue.received().is_empty(), "a server with an untrusted certificate got requests");
+    let refused = exum.metric_sum("umproxy_transport_tls_handshake_failures_total", r#"direction="outbound""#);
+    assert!(refused >= 2.0, "outbound handshake failures {refused}:\n{}", exum.proxy.metrics());
+}

@@ -1,0 +1,88 @@
+//! Hosted UM: users with the hosted voice-mail flag divert to the hosting
+//! provider's edge over mutual TLS, the Request-URI built from their policy
+//! (user tag, site, global); a mixed directory serves both kinds in one run
+//! (EXUM.md behaviours 1, 2, 5, 10, 14).
+
+use e2e_support::{SipMessage, TlsUas, WAIT};
+
+use crate::fixture::{
+    assert_um_invite, dead_addr, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki, ACCEPT, EXAP_FQDN,
+};
+use crate::have_sipp;
+
+const TENANT_A_URI: &str =
+    "sip:exap.um.example.net;opaque=app:voicemail;ms-organization=tenant-a.example.net%2Ctenant-a2.example.net";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_user_diverts_to_the_provider_with_the_user_policy_in_the_request_uri() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
+    let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap.addr, sfb: dead_addr() };
+    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let log = || exum.proxy.log();
+    // bob is not registered: unavailable, hosted by his granted policy.
+    let call = Call::new("sip:carl@example.net", "sip:bob@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    assert!(caller.succeeded(), "caller:\n{}\nproxy log:\n{}", caller.describe(), log());
+    let invite = um_invite(&exap, WAIT, &log).await;
+    let um_target = format!("{TENANT_A_URI};cause=404");
+    assert_um_invite(
+        &invite,
+        &call,
+        &Expected {
+            request_uri: TENANT_A_URI,
+            diversion: Some("<sip:bob@contoso.test>;reason=unavailable;counter=1"),
+            history_info: &["<sip:bob@contoso.test>;index=1", &format!("<{um_target}>;index=1.1;mp=1")],
+        },
+        &log,
+    );
+    assert_eq!(exum.metric(r#"umproxy_exum_routes_total{mode="hosted",reason="unavailable"}"#), 1.0);
+}
+
+/// The INVITE with `call_id` among those `uas` received.
+fn invite_of(uas: &TlsUas, call_id: &str) -> Option<SipMessage> {
+    uas.received().into_iter().find(|m| m.method() == Some("INVITE") && m.header("Call-ID") == Some(call_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_directory_sends_each_user_to_on_prem_or_hosted_um_by_settings_and_policy() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let um1 = pki.uas(&["um1.contoso.test"], ACCEPT).await;
+    let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
+    let peers = Peers { um: vec![("um1.contoso.test".into(), um1.addr)], exap: exap.addr, sfb: dead_addr() };
+    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let log = || exum.proxy.log();
+    // (callee, the peer that must get the call, its Request-URI).
+    let cases: [(&str, &TlsUas, &str); 4] = [
+        ("alice", &um1, "sip:um1.contoso.test;transport=tls"),
+        // Site policy (paris).
+        ("carol", &exap, "sip:exap.um.example.net;opaque=app:voicemail;ms-organization=paris.contoso.test"),
+        // Global policy (redmond has no site policy).
+        ("dave", &exap, "sip:exap.um.example.net;opaque=app:voicemail;ms-organization=corp.contoso.test"),
+        // Hosted flag and on-premises binding: hosted wins.
+        ("erin", &exap, "sip:exap.um.example.net;opaque=app:voicemail;ms-organization=corp.contoso.test"),
+    ];
+    for (user, peer, uri) in cases {
+        let call = Call::new("sip:carl@example.net", &format!("sip:{user}@contoso.test"));
+        let caller = call.run(exum.proxy.udp_addr(), None).await;
+        assert!(caller.succeeded(), "{user}: caller:\n{}\nproxy log:\n{}", caller.describe(), log());
+        let Some(invite) = invite_of(peer, &call.call_id) else {
+            panic!("{user}: the expected UM peer got no INVITE; proxy log:\n{}", log())
+        };
+        assert_eq!(invite.request_uri(), Some(uri), "{user}: {invite}");
+        let diversion = format!("<sip:{user}@contoso.test>;reason=unavailable;counter=1");
+        assert_eq!(invite.header_values("Diversion"), vec![diversion], "{user}: {invite}");
+    }
+    assert!(
+        invite_of(&um1, "").is_none() && um1.received().iter().filter(|m| m.method() == Some("INVITE")).count() == 1,
+        "erin (hosted and on-prem) reached the on-premises UM server"
+    );
+    assert_eq!(exum.metric(r#"umproxy_exum_routes_total{mode="on_prem",reason="unavailable"}"#), 1.0);
+    assert_eq!(exum.metric(r#"umproxy_exum_routes_total{mode="hosted",reason="unavailable"}"#), 3.0);
+}
