@@ -1,1 +1,37 @@
 //! End-to-end tests of the registrar, digest authentication and relay protection (issue 5).
+//!
+//! Each test starts its own umproxy (and SIPp, redis-server) on fresh
+//! loopback ports, so tests run in parallel. Tests that need `sipp` or
+//! `redis-server` skip without them, unless `CI` is set, where a missing
+//! tool fails the test.
+
+mod client;
+mod digest;
+mod forking;
+mod harness;
+mod redis_store;
+mod relay;
+mod restart;
+mod sipp_register;
+
+use std::path::{Path, PathBuf};
+
+/// The umproxy binary cargo built for this test.
+pub fn umproxy() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_umproxy"))
+}
+
+/// A SIPp scenario of `tests/e2e_registrar/scenarios/`.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e_registrar/scenarios").join(name)
+}
+
+/// Whether SIPp tests can run (panics under CI when `sipp` is missing).
+pub fn have_sipp() -> bool {
+    e2e_support::require_tool("sipp")
+}
+
+/// Whether Redis tests can run (panics under CI when `redis-server` is missing).
+pub fn have_redis() -> bool {
+    e2e_support::require_tool("redis-server")
+}

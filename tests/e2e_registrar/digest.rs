@@ -1,0 +1,81 @@
+//! Digest authentication of REGISTER with SHA-256 (RFC 8760), replay
+//! protection by nonce-count, and the lock-out after repeated wrong
+//! passwords, driven by this suite's own digest client.
+
+use std::time::Duration;
+
+use crate::client::{bindings, challenge_for, challenges, credentials, Alg, Ua};
+use crate::harness::{Setup, Umproxy, DOMAIN};
+
+const WAIT: Duration = Duration::from_secs(8);
+
+#[test]
+fn register_is_challenged_with_sha256_and_md5_and_sha256_credentials_register() {
+    let proxy = Umproxy::start(Setup::new().user("alice", "wonderland"));
+    let mut ua = Ua::new(proxy.sip_addr());
+    let contact = format!("<sip:alice@{}>", ua.local);
+    let first = ua.register_request("alice", &[("Contact", &contact)]);
+    let challenge = ua.transact(&first, WAIT).expect("challenge");
+    assert_eq!(challenge.status(), Some(401), "{challenge}\nlog:\n{}", proxy.log());
+    let offered = challenges(&challenge, "WWW-Authenticate");
+    let algs: Vec<&str> = offered.iter().map(|c| c.algorithm.as_str()).collect();
+    assert_eq!(algs, ["SHA-256", "MD5"], "one challenge per algorithm, preferred first (RFC 7616 §3.7)");
+    assert!(offered.iter().all(|c| c.realm == DOMAIN && c.qop.split(',').any(|q| q.trim() == "auth")), "{offered:?}");
+
+    let ch = challenge_for(&challenge, "WWW-Authenticate", Alg::Sha256).expect("SHA-256 challenge");
+    let second = ua.register_request("alice", &[("Contact", &contact)]);
+    let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 1, "c1");
+    let ok = ua.transact(&second.with_header("Authorization", &auth), WAIT).expect("200");
+    assert_eq!(ok.status(), Some(200), "{ok}\nlog:\n{}", proxy.log());
+    let bound = bindings(&ok);
+    assert_eq!(bound.len(), 1, "{ok}");
+    assert_eq!(bound[0].0, format!("sip:alice@{}", ua.local));
+
+    // MD5, the other challenge offered, is accepted too.
+    let ok = ua.register("alice", "wonderland", Alg::Md5, &[("Contact", &contact)]);
+    assert_eq!(ok.status(), Some(200), "MD5 credentials:\n{ok}");
+}
+
+#[test]
+fn replayed_authorization_with_the_same_nonce_count_is_rejected() {
+    let proxy = Umproxy::start(Setup::new().user("alice", "wonderland"));
+    let mut ua = Ua::new(proxy.sip_addr());
+    let contact = format!("<sip:alice@{}>", ua.local);
+    let first = ua.register_request("alice", &[("Contact", &contact)]);
+    let challenge = ua.transact(&first, WAIT).expect("401");
+    let ch = challenge_for(&challenge, "WWW-Authenticate", Alg::Sha256).expect("SHA-256 challenge");
+    let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 1, "c1");
+    let second = ua.register_request("alice", &[("Contact", &contact)]).with_header("Authorization", &auth);
+    let ok = ua.transact(&second, WAIT);
+    assert_eq!(ok.expect("200").status(), Some(200), "log:\n{}", proxy.log());
+
+    // The same credentials (nonce and nc=00000001) on a new request: a replay.
+    let replay = ua.register_request("alice", &[("Contact", &contact)]).with_header("Authorization", &auth);
+    let answer = ua.transact(&replay, WAIT).expect("answer to the replay");
+    assert_eq!(answer.status(), Some(401), "a replayed nonce-count must not authenticate:\n{answer}");
+    assert!(!challenges(&answer, "WWW-Authenticate").is_empty(), "a fresh challenge comes with it:\n{answer}");
+
+    // The next nonce-count of the same nonce is fine.
+    let next = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 2, "c2");
+    let fourth = ua.register_request("alice", &[("Contact", &contact)]).with_header("Authorization", &next);
+    let ok = ua.transact(&fourth, WAIT);
+    assert_eq!(ok.expect("200").status(), Some(200), "nc=00000002 is not a replay; log:\n{}", proxy.log());
+}
+
+#[test]
+fn wrong_passwords_get_401_until_the_lockout_threshold_then_403() {
+    let threshold = 3;
+    let proxy = Umproxy::start(Setup::new().user("alice", "wonderland").lockout_per_ip(threshold));
+    let mut ua = Ua::new(proxy.sip_addr());
+    let contact = format!("<sip:alice@{}>", ua.local);
+    for attempt in 1..=threshold {
+        let answer = ua.register("alice", "guess", Alg::Sha256, &[("Contact", &contact)]);
+        assert_eq!(answer.status(), Some(401), "wrong password, attempt {attempt}:\n{answer}");
+    }
+    let answer = ua.register("alice", "guess", Alg::Sha256, &[("Contact", &contact)]);
+    assert_eq!(answer.status(), Some(403), "after {threshold} failures the source is locked out:\n{answer}");
+    // Locked out means the right password does not help either.
+    let answer = ua.register("alice", "wonderland", Alg::Sha256, &[("Contact", &contact)]);
+    assert_eq!(answer.status(), Some(403), "the lock-out holds for the right password too:\n{answer}");
+    assert!(proxy.log().contains("lock-out"), "the lock-out is logged:\n{}", proxy.log());
+}

@@ -1,0 +1,75 @@
+//! Not an open relay (DESIGN.md §5): a request to a foreign domain from a
+//! source that is neither trusted nor authenticated gets 403, even with a
+//! catch-all route that would carry it; a local user's call from outside
+//! must prove who it is (407).
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use e2e_support::SipMessage;
+
+use crate::client::{challenges, Ua};
+use crate::harness::{Setup, Umproxy, DOMAIN};
+
+const WAIT: Duration = Duration::from_secs(8);
+
+/// A UDP socket standing for the foreign next hop: nothing may reach it.
+fn foreign_hop() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").expect("bind")
+}
+
+/// Loopback, where every test peer lives, is not trusted here.
+fn untrusted_setup() -> Setup {
+    Setup::new().user("alice", "wonderland").trusted("10.99.0.0/16")
+}
+
+/// With a catch-all `[[route]]` to `hop` (as the built-in example has).
+fn relay_setup(hop: &UdpSocket) -> Setup {
+    let port = hop.local_addr().expect("addr").port();
+    untrusted_setup().extra(&format!("[[route]]\nmatch = \"*\"\nnext_hop = \"sip:127.0.0.1:{port};transport=udp\"\n"))
+}
+
+fn invite_to_foreign(ua: &mut Ua) -> SipMessage {
+    ua.request("INVITE", "sip:x@foreign.test", "sip:mallory@elsewhere.test", "sip:x@foreign.test")
+}
+
+#[test]
+fn invite_to_a_foreign_domain_from_an_untrusted_unauthenticated_source_gets_403() {
+    let proxy = Umproxy::start(untrusted_setup());
+    let mut ua = Ua::new(proxy.sip_addr());
+    let invite = invite_to_foreign(&mut ua);
+    let answer = ua.transact(&invite, WAIT).expect("final response");
+    assert_eq!(answer.status(), Some(403), "not an open relay:\n{answer}\nlog:\n{}", proxy.log());
+}
+
+#[test]
+fn a_catch_all_route_does_not_open_the_relay_to_untrusted_sources() {
+    let hop = foreign_hop();
+    let proxy = Umproxy::start(relay_setup(&hop));
+    let mut ua = Ua::new(proxy.sip_addr());
+    let invite = invite_to_foreign(&mut ua);
+    let answer = ua.transact(&invite, WAIT).unwrap_or_else(|e| {
+        panic!("{e}; the foreign hop got: {:?}\nlog:\n{}", received(&hop), proxy.log());
+    });
+    assert_eq!(answer.status(), Some(403), "not an open relay:\n{answer}\nlog:\n{}", proxy.log());
+    assert_eq!(received(&hop), None, "the foreign next hop received a request");
+}
+
+/// What the hop has received so far (the first datagram), without waiting.
+fn received(hop: &UdpSocket) -> Option<String> {
+    hop.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 4096];
+    hop.recv_from(&mut buf).ok().map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn call_from_a_local_user_outside_the_trusted_peers_is_challenged_with_407() {
+    let proxy = Umproxy::start(untrusted_setup());
+    let mut ua = Ua::new(proxy.sip_addr());
+    let from = format!("sip:alice@{DOMAIN}");
+    let invite = ua.request("INVITE", "sip:x@foreign.test", &from, "sip:x@foreign.test");
+    let answer = ua.transact(&invite, WAIT).expect("final response");
+    assert_eq!(answer.status(), Some(407), "{answer}\nlog:\n{}", proxy.log());
+    let offered = challenges(&answer, "Proxy-Authenticate");
+    assert!(!offered.is_empty() && offered.iter().all(|c| c.realm == DOMAIN), "{answer}");
+}

@@ -1,0 +1,148 @@
+//! The embedded store persists every registration (DESIGN.md §5): after a
+//! SIGKILL and a restart on the same configuration, all 1000 AORs still
+//! have their binding, and calls to them still route.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use e2e_support::SipMessage;
+
+use crate::client::{bindings, Alg, Ua};
+use crate::harness::{Setup, Umproxy, DOMAIN};
+
+const AORS: usize = 1000;
+/// Client threads registering at once (the machine has two cores).
+const WORKERS: usize = 8;
+
+fn user(i: usize) -> String {
+    format!("user{i:04}")
+}
+
+fn password(i: usize) -> String {
+    format!("pw-{i}-secret")
+}
+
+/// A UAS answering 200 to every request but ACK, remembering the
+/// Request-URIs it got. Stops (and joins) on drop.
+struct Responder {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    fn start() -> Responder {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let addr = sock.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Some(req) = SipMessage::parse(&buf[..n]) else { continue };
+                let Some(method) = req.method() else { continue };
+                if method == "ACK" {
+                    continue;
+                }
+                seen2.lock().unwrap_or_else(|e| e.into_inner()).push(req.request_uri().unwrap_or_default().to_owned());
+                let _ = sock.send_to(&req.response(200, "OK", Some("uas")).to_bytes(), from);
+            }
+        });
+        Responder { addr, seen, stop, thread: Some(thread) }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Run `each(ua, i)` for every AOR index on `WORKERS` threads, each with its
+/// own UA; returns the indexes whose check failed, with why.
+fn for_all_aors(proxy: SocketAddr, each: impl Fn(&mut Ua, usize) -> Result<(), String> + Sync) -> Vec<String> {
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..WORKERS {
+            let (each, failures) = (&each, &failures);
+            s.spawn(move || {
+                let mut ua = Ua::new(proxy);
+                for i in (w..AORS).step_by(WORKERS) {
+                    if let Err(e) = each(&mut ua, i) {
+                        failures.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{}: {e}", user(i)));
+                    }
+                }
+            });
+        }
+    });
+    failures.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_thousand_registrations_survive_sigkill_and_still_route() {
+    let uas = Responder::start();
+    let mut setup = Setup::new();
+    setup.users = (0..AORS).map(|i| (user(i), password(i))).collect();
+    let mut proxy = Umproxy::start(setup);
+    let contact = |i: usize| format!("sip:{}@{}", user(i), uas.addr);
+
+    let failed = for_all_aors(proxy.sip_addr(), |ua, i| {
+        let c = format!("<{}>", contact(i));
+        let ok = ua.register(&user(i), &password(i), Alg::Sha256, &[("Contact", &c), ("Expires", "3600")]);
+        (ok.status() == Some(200)).then_some(()).ok_or_else(|| ok.start_line.clone())
+    });
+    assert!(
+        failed.is_empty(),
+        "{} REGISTERs failed, e.g. {:?}\nlog:\n{:.3000}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        proxy.log()
+    );
+
+    proxy.kill();
+    proxy.restart();
+
+    // Every AOR: a query (REGISTER without Contact) lists its binding.
+    let failed = for_all_aors(proxy.sip_addr(), |ua, i| {
+        let ok = ua.register(&user(i), &password(i), Alg::Sha256, &[]);
+        match bindings(&ok).as_slice() {
+            [(uri, Some(_))] if ok.status() == Some(200) && *uri == contact(i) => Ok(()),
+            other => Err(format!("{}: {other:?}", ok.start_line)),
+        }
+    });
+    assert!(
+        failed.is_empty(),
+        "{} AORs lost their binding, e.g. {:?}\nlog:\n{:.3000}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        proxy.log()
+    );
+
+    // A sample of them is still reached: an OPTIONS to the AOR arrives at the
+    // registered contact, whose 200 comes back.
+    let mut caller = Ua::new(proxy.sip_addr());
+    let sample: Vec<usize> = (0..AORS).step_by(AORS / 20).collect();
+    for &i in &sample {
+        let aor = format!("sip:{}@{DOMAIN}", user(i));
+        let options = caller.request("OPTIONS", &aor, "sip:probe@probe.test", &aor);
+        let answer = caller.transact(&options, Duration::from_secs(8)).expect("OPTIONS answered");
+        assert_eq!(answer.status(), Some(200), "OPTIONS to {aor}: {answer}\nlog:\n{:.3000}", proxy.log());
+    }
+    let seen = uas.seen();
+    for &i in &sample {
+        assert!(seen.contains(&contact(i)), "no request reached {}; seen {seen:?}", contact(i));
+    }
+}
