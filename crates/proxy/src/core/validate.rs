@@ -33,6 +33,12 @@ pub fn validate_request(msg: &Message) -> Result<(), Rejection> {
         Some(uri) if matches!(uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
         _ => return Err(Rejection::new(416, "Unsupported URI Scheme")),
     }
+    // Step 1 (syntax) for what routing reads: the parser only locates Route
+    // elements; their grammar is checked when read, and a malformed one
+    // stops the iteration short of the count.
+    if msg.routes().count() != msg.route_count() {
+        return Err(Rejection::new(400, "Bad Request"));
+    }
     // Step 3: Max-Forwards. Zero means the request may not go further; an
     // OPTIONS with zero is answered by the proxy itself (§16.3 step 3 lets a
     // proxy respond to OPTIONS in that case) by the caller of this function.
@@ -89,6 +95,16 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(validate_request(&options), Ok(()));
+    }
+
+    #[test]
+    fn a_malformed_route_is_400() {
+        let r = validate_request(&req("sip:b@example.test", "Route: <sip:10.0.0.1;lr>, <sip:[bad;lr>\r\n"));
+        assert_eq!(r.map_err(|r| r.code), Err(400));
+        assert_eq!(
+            validate_request(&req("sip:b@example.test", "Route: <sip:10.0.0.1;lr>, <sip:10.0.0.2;lr>\r\n")),
+            Ok(())
+        );
     }
 
     #[test]
