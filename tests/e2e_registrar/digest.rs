@@ -54,6 +54,7 @@ fn replayed_authorization_with_the_same_nonce_count_is_rejected() {
     let answer = ua.transact(&replay, WAIT).expect("answer to the replay");
     assert_eq!(answer.status(), Some(401), "a replayed nonce-count must not authenticate:\n{answer}");
     assert!(!challenges(&answer, "WWW-Authenticate").is_empty(), "a fresh challenge comes with it:\n{answer}");
+    assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"replay\"}"), 1.0, "counted as a replay");
 
     // The next nonce-count of the same nonce is fine.
     let next = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 2, "c2");
@@ -78,4 +79,6 @@ fn wrong_passwords_get_401_until_the_lockout_threshold_then_403() {
     let answer = ua.register("alice", "wonderland", Alg::Sha256, &[("Contact", &contact)]);
     assert_eq!(answer.status(), Some(403), "the lock-out holds for the right password too:\n{answer}");
     assert!(proxy.log().contains("lock-out"), "the lock-out is logged:\n{}", proxy.log());
+    assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"wrong_response\"}"), f64::from(threshold));
+    assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"locked_out\"}"), 2.0);
 }

@@ -242,6 +242,16 @@ impl Umproxy {
         self.setup.sip_addr()
     }
 
+    /// The value of one series of a fresh `/metrics` scrape (0 when absent),
+    /// e.g. `umproxy_auth_failures_total{reason="replay"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let admin = SocketAddr::from(([127, 0, 0, 1], self.setup.admin_port));
+        match e2e_support::http_get(admin, "/metrics") {
+            Ok((200, body)) => e2e_support::metric_value(&body, series).unwrap_or(0.0),
+            other => panic!("GET /metrics: {other:?}"),
+        }
+    }
+
     fn current_log(&self) -> String {
         read_log(&self.log_path(self.runs))
     }
