@@ -12,7 +12,7 @@ use e2e_support::tls_ua::client_config;
 use e2e_support::{Ca, Proxy, ProxyConfig, Sipp, WAIT};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use crate::{have_sipp, umproxy};
 
