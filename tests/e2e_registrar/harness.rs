@@ -315,7 +315,7 @@ impl RedisServer {
         assert!(up.is_some(), "redis-server on port {port} did not answer PING within {WAIT:?}");
     }
 
-    /// Kill it (SIGKILL) and wait until the port refuses connections.
+    /// Kill it (SIGKILL) and reap it; its port is closed when this returns.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2e_support::{poll_until, Sipp};
 
-use crate::client::{Alg, Ua};
+use crate::client::{bindings, Alg, Ua};
 use crate::harness::{RedisServer, Setup, Store, Umproxy, DOMAIN};
 use crate::{have_redis, have_sipp, scenario};
 
@@ -42,6 +42,10 @@ fn instances_share_registrations_through_redis_and_survive_its_outage() {
     // Registered on A, called through B.
     let uas = callee();
     assert_eq!(register(&a, &format!("sip:alice@{}", uas.local_addr())), Some(200), "log A:\n{}", a.log());
+    // B sees the binding A wrote: a query on B lists it.
+    let fetched = Ua::new(b.sip_addr()).register("alice", "wonderland", Alg::Sha256, &[]);
+    let listed: Vec<String> = bindings(&fetched).into_iter().map(|(u, _)| u).collect();
+    assert_eq!(listed, [format!("sip:alice@{}", uas.local_addr())], "{fetched}");
     let uas = uas.spawn();
     let call = call_through(&b);
     let uas = uas.wait();
@@ -59,6 +63,7 @@ fn instances_share_registrations_through_redis_and_survive_its_outage() {
     let invite = ua.request("INVITE", &aor, "sip:carol@caller.test", &aor);
     let answer = ua.transact(&invite, Duration::from_secs(10)).expect("final response to the INVITE");
     assert_eq!(answer.status(), Some(503), "call with Redis down:\n{answer}\nlog B:\n{}", b.log());
+    assert!(b.log().contains("location lookup failed"), "B logs why the call failed:\n{}", b.log());
 
     // Redis back on the same port (empty: it keeps nothing on disk): a new
     // registration on A works again, and B routes to it.
