@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use e2e_support::{Answer, TlsUas, WAIT};
 
 use crate::fixture::{
-    assert_um_invite, dead_addr, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki, ACCEPT, UM_ATTEMPT_MS,
+    assert_call_succeeded, assert_um_invite, dead_addr, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki,
+    ACCEPT, UM_ATTEMPT_MS,
 };
 use crate::have_sipp;
 
@@ -32,7 +33,7 @@ async fn um_server_answering_503_fails_over_to_the_next_server() {
     // alice is not registered: unavailable.
     let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
     let caller = call.run(exum.proxy.udp_addr(), None).await;
-    caller.assert_all_succeeded(1);
+    assert_call_succeeded(&caller, &log);
     let first = um_invite(&um1, WAIT, &log).await;
     assert_eq!(first.request_uri(), Some("sip:um1.contoso.test;transport=tls"), "{first}");
     let second = um_invite(&um2, WAIT, &log).await;

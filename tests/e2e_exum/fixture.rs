@@ -314,6 +314,18 @@ impl Call {
     }
 }
 
+/// Assert that SIPp's one call succeeded, with the proxy's log and SIPp's
+/// messages on failure.
+pub fn assert_call_succeeded(outcome: &SippOutcome, log: &dyn Fn() -> String) {
+    assert!(
+        outcome.succeeded() && outcome.successful == 1,
+        "caller failed:\n{}\n--- caller messages ---\n{}\n--- proxy log ---\n{}",
+        outcome.describe(),
+        outcome.messages,
+        log()
+    );
+}
+
 /// A registered callee: SIPp answering with `status` after a ring, or
 /// (`None`) ringing until cancelled.
 pub fn callee(status: Option<u16>) -> e2e_support::sipp::SippProcess {

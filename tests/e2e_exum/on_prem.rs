@@ -8,7 +8,8 @@ use std::time::Duration;
 use e2e_support::WAIT;
 
 use crate::fixture::{
-    assert_um_invite, callee, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki, ACCEPT, RING_TIME_S,
+    assert_call_succeeded, assert_um_invite, callee, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki,
+    ACCEPT, RING_TIME_S,
 };
 use crate::have_sipp;
 
@@ -37,7 +38,7 @@ async fn busy_callee_diverts_to_um_with_one_diversion_and_history_info() {
         .header("Diversion: <sip:old@example.net>;reason=unconditional;counter=1");
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
-    caller.assert_all_succeeded(1);
+    assert_call_succeeded(&caller, &log);
     let invite = um_invite(&um1, WAIT, &log).await;
     assert_um_invite(
         &invite,
@@ -76,7 +77,7 @@ async fn unanswered_callee_is_cancelled_after_its_ring_time_and_diverted() {
     let started = std::time::Instant::now();
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
-    caller.assert_all_succeeded(1);
+    assert_call_succeeded(&caller, &log);
     let invite = um_invite(&um1, WAIT, &log).await;
     let waited = started.elapsed();
     assert!(
@@ -112,7 +113,7 @@ async fn unregistered_callee_diverts_as_unavailable() {
     let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
-    caller.assert_all_succeeded(1);
+    assert_call_succeeded(&caller, &log);
     let invite = um_invite(&um1, WAIT, &log).await;
     // RFC 6044 as EXUM.md records it: unavailable ⇒ cause 404.
     assert_um_invite(
@@ -142,7 +143,7 @@ async fn owner_calling_own_voicemail_gets_subscriber_access_without_diversion() 
     let call = Call::new("sip:alice@contoso.test", "sip:alice@contoso.test;opaque=app:voicemail");
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
-    caller.assert_all_succeeded(1);
+    assert_call_succeeded(&caller, &log);
     let invite = um_invite(&um1, WAIT, &log).await;
     assert_eq!(invite.request_uri(), Some("sip:um1.contoso.test;transport=tls"), "{invite}");
     assert!(invite.header_values("Diversion").is_empty(), "own voice mail carries a Diversion:\n{invite}");
@@ -160,8 +161,32 @@ async fn subscriber_access_contact_reaches_its_dial_plan_without_diversion() {
     let call = Call::new("sip:carl@example.net", "sip:sa-redmond@contoso.test");
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
-    caller.assert_all_succeeded(1);
+    assert_call_succeeded(&caller, &log);
     let invite = um_invite(&um1, WAIT, &log).await;
     assert_eq!(invite.request_uri(), Some("sip:um1.contoso.test;transport=tls"), "{invite}\n{}", log());
     assert!(invite.header_values("Diversion").is_empty(), "SA call carries a Diversion:\n{invite}");
+}
+
+/// A registration whose phone has gone (the contact answers nothing, not
+/// even 100 Trying): the ring time still bounds the wait before voice mail.
+/// RFC 3261 §9.1 forbids a CANCEL before a provisional response, but it
+/// does not make the caller wait for the branch's Timer B (32 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_but_silent_contact_diverts_when_the_ring_time_expires() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let (exum, um1) = setup(&pki).await;
+    exum.register("alice", crate::fixture::dead_addr()).await;
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    let started = std::time::Instant::now();
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    let log = || exum.proxy.log();
+    assert_call_succeeded(&caller, &log);
+    let invite = um_invite(&um1, WAIT, &log).await;
+    let waited = started.elapsed();
+    let bound = Duration::from_secs(RING_TIME_S + 4);
+    assert!(waited < bound, "voice mail reached after {waited:?}; ring time {RING_TIME_S} s");
+    assert_eq!(invite.header_values("Diversion"), vec!["<sip:alice@contoso.test>;reason=no-answer;counter=1"]);
 }
