@@ -22,6 +22,8 @@ pub(crate) const TEL: u16 = 1 << 10;
 pub(crate) const GEN_VALUE: u16 = 1 << 11;
 /// SP / HTAB / CR / LF: LWS inside a header value (see [`is_ws`])
 pub(crate) const WS: u16 = 1 << 12;
+/// ALPHA / DIGIT
+pub(crate) const ALNUM: u16 = 1 << 13;
 
 // `i` runs over 0..256, the array's length: no index can fail.
 #[allow(clippy::indexing_slicing)]
@@ -103,6 +105,9 @@ const fn build() -> [u16; 256] {
         }
         if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
             f |= WS;
+        }
+        if alnum {
+            f |= ALNUM;
         }
         t[i] = f;
         i += 1;

@@ -1,7 +1,7 @@
 //! URIs: `SIP-URI`, `SIPS-URI` (RFC 3261 §19.1, §25.1), `tel` (RFC 3966)
 //! and any other `absoluteURI` (RFC 2396), kept opaque.
 
-use super::chars::{is, DOMAIN, PASSWORD, TEL, URIC, USER};
+use super::chars::{is, ALNUM, PASSWORD, TEL, URIC, USER};
 use super::params::{take_escaped, uri_params, Params};
 use super::{fail, tag_ci, GResult};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -209,36 +209,47 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
         let (h, rest) = i.split_at(close + 1);
         return Ok((rest, (h, HostKind::Ipv6(addr))));
     }
-    // One pass over `alphanum / "-" / "."`, checking the label rules on
-    // the way: hostname = *( domainlabel "." ) toplabel [ "." ],
+    // hostname = *( domainlabel "." ) toplabel [ "." ],
     // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum.
-    // All digits and dots means an IPv4address instead.
-    // `prev` starts as `.`, so the host's start is checked like a label's.
+    // Runs of alphanumerics are scanned with one table test per byte; the
+    // label rules are checked only at each `-` run and `.`.
+    let alnum_run =
+        |from: usize| from + i.get(from..).unwrap_or_default().iter().take_while(|&&c| is(c, ALNUM)).count();
     let mut n = 0;
-    let mut prev = b'.';
-    let mut non_numeric = false;
-    for &c in i {
-        if !is(c, DOMAIN) {
-            break;
+    'labels: loop {
+        let end = alnum_run(n);
+        if end == n {
+            // Empty label: the host starts with `.` or `-`, or has `..` / `.-`.
+            return fail(i);
         }
-        // `-` and `.` are the only DOMAIN bytes at or below `.`; letters are
-        // the only ones above `9`.
-        if c <= b'.' {
-            if prev == b'.' || (c == b'.' && prev == b'-') {
-                return fail(i);
+        n = end;
+        loop {
+            match i.get(n) {
+                Some(b'-') => {
+                    n += i.get(n..).unwrap_or_default().iter().take_while(|&&c| c == b'-').count();
+                    let end = alnum_run(n);
+                    if end == n {
+                        // A label may not end with `-`.
+                        return fail(i);
+                    }
+                    n = end;
+                }
+                Some(b'.') => {
+                    n += 1;
+                    match i.get(n) {
+                        Some(&c) if is(c, ALNUM) => continue 'labels,
+                        Some(b'.' | b'-') => return fail(i),
+                        // A trailing dot ends the host.
+                        _ => break 'labels,
+                    }
+                }
+                _ => break 'labels,
             }
-            non_numeric |= c == b'-';
-        } else {
-            non_numeric |= c > b'9';
         }
-        prev = c;
-        n += 1;
-    }
-    if n == 0 || prev == b'-' {
-        return fail(i);
     }
     // Only a host starting with a digit can be all digits and dots.
-    let is_numeric = !non_numeric && i.first().is_some_and(u8::is_ascii_digit);
+    let is_numeric = i.first().is_some_and(u8::is_ascii_digit)
+        && i.get(..n).unwrap_or_default().iter().all(|&c| c.is_ascii_digit() || c == b'.');
     let (h, rest) = i.split_at(n);
     if is_numeric {
         return match ipv4(h) {
@@ -437,6 +448,41 @@ mod tests {
         assert_eq!(u.as_str(), "urn:service:sos");
         assert!(Uri::parse(b"tel:").is_none());
         assert!(Uri::parse(b"sip:user@host with space").is_none());
+    }
+
+    /// The label rules written plainly, one byte at a time.
+    fn reference_host_len(i: &[u8]) -> Option<usize> {
+        let n = i.iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b'.').count();
+        let h = &i[..n];
+        if n == 0 || h[n - 1] == b'-' {
+            return None;
+        }
+        let labels: Vec<&[u8]> = h.strip_suffix(b".").unwrap_or(h).split(|&c| c == b'.').collect();
+        let ok = labels.iter().all(|l| !l.is_empty() && l[0] != b'-' && l[l.len() - 1] != b'-');
+        ok.then_some(n)
+    }
+
+    #[test]
+    fn host_label_rules_match_a_plain_reading() {
+        let alphabet = b"a1.-:";
+        let mut word = Vec::new();
+        for len in 1..=6u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                word.clear();
+                for _ in 0..len {
+                    word.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let got = host(&word).ok().map(|(rest, _)| word.len() - rest.len());
+                let want = reference_host_len(&word);
+                // All-digit hosts go on to the IPv4 check, which may refuse them.
+                let numeric =
+                    word[0].is_ascii_digit() && word.iter().take(want.unwrap_or(0)).all(|c| *c != b'a' && *c != b'-');
+                if !numeric {
+                    assert_eq!(got, want, "{}", String::from_utf8_lossy(&word));
+                }
+            }
+        }
     }
 
     #[test]
