@@ -82,3 +82,21 @@ fn wrong_passwords_get_401_until_the_lockout_threshold_then_403() {
     assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"wrong_response\"}"), f64::from(threshold));
     assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"locked_out\"}"), 2.0);
 }
+
+#[test]
+fn one_users_credentials_do_not_register_another_users_aor() {
+    let proxy = Umproxy::start(Setup::new().user("alice", "wonderland").user("bob", "builder"));
+    let mut ua = Ua::new(proxy.sip_addr());
+    let contact = format!("<sip:alice@{}>", ua.local);
+    let first = ua.register_request("bob", &[("Contact", &contact)]);
+    let challenge = ua.transact(&first, WAIT).expect("401");
+    let ch = challenge_for(&challenge, "WWW-Authenticate", Alg::Sha256).expect("SHA-256 challenge");
+    // Right credentials, but alice's: RFC 3261 §10.3 step 3.
+    let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &format!("sip:{DOMAIN}"), 1, "c1");
+    let second = ua.register_request("bob", &[("Contact", &contact)]).with_header("Authorization", &auth);
+    let answer = ua.transact(&second, WAIT).expect("answer");
+    assert_eq!(answer.status(), Some(403), "alice may not bind bob's AOR:\n{answer}");
+    let fetched = Ua::new(proxy.sip_addr()).register("bob", "builder", Alg::Sha256, &[]);
+    assert_eq!(fetched.status(), Some(200), "{fetched}");
+    assert!(bindings(&fetched).is_empty(), "bob has no binding:\n{fetched}");
+}

@@ -6,12 +6,14 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e_support::{free_port, poll_until, strip_ansi, WAIT};
+use e2e_support::{free_port, poll_until, strip_ansi, SipMessage, WAIT};
 use md5::Digest as _;
 use tempfile::TempDir;
 
@@ -340,4 +342,51 @@ fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 16];
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// A UDP user agent server answering 200 to every request but ACK, and
+/// keeping what it got. Stops (and is joined) on drop.
+pub struct Responder {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SipMessage>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    pub fn start() -> Responder {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let addr = sock.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                let Some(req) = SipMessage::parse(&buf[..n]) else { continue };
+                if req.method().is_none_or(|m| m == "ACK") {
+                    continue;
+                }
+                let _ = sock.send_to(&req.response(200, "OK", Some("uas")).to_bytes(), from);
+                seen2.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+            }
+        });
+        Responder { addr, seen, stop, thread: Some(thread) }
+    }
+
+    /// The requests received so far.
+    pub fn seen(&self) -> Vec<SipMessage> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

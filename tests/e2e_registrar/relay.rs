@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use e2e_support::SipMessage;
 
-use crate::client::{challenges, Ua};
-use crate::harness::{Setup, Umproxy, DOMAIN};
+use crate::client::{challenge_for, challenges, credentials, Alg, Ua};
+use crate::harness::{Responder, Setup, Umproxy, DOMAIN};
 
 const WAIT: Duration = Duration::from_secs(8);
 
@@ -74,4 +74,28 @@ fn call_from_a_local_user_outside_the_trusted_peers_is_challenged_with_407() {
     assert_eq!(answer.status(), Some(407), "{answer}\nlog:\n{}", proxy.log());
     let offered = challenges(&answer, "Proxy-Authenticate");
     assert!(!offered.is_empty() && offered.iter().all(|c| c.realm == DOMAIN), "{answer}");
+}
+
+#[test]
+fn local_user_outside_the_trusted_peers_who_answers_the_407_reaches_a_registered_user() {
+    let bob_phone = Responder::start();
+    let proxy = Umproxy::start(untrusted_setup().user("bob", "builder"));
+    let contact = format!("<sip:bob@{}>", bob_phone.addr);
+    let ok = Ua::new(proxy.sip_addr()).register("bob", "builder", Alg::Sha256, &[("Contact", &contact)]);
+    assert_eq!(ok.status(), Some(200), "{ok}");
+
+    let mut ua = Ua::new(proxy.sip_addr());
+    let (from, to) = (format!("sip:alice@{DOMAIN}"), format!("sip:bob@{DOMAIN}"));
+    let options = ua.request("OPTIONS", &to, &from, &to);
+    let challenge = ua.transact(&options, WAIT).expect("407");
+    assert_eq!(challenge.status(), Some(407), "{challenge}");
+    assert!(bob_phone.seen().is_empty(), "the unauthenticated request reached bob");
+    let ch = challenge_for(&challenge, "Proxy-Authenticate", Alg::Sha256).expect("SHA-256 challenge");
+    let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "OPTIONS", &to, 1, "c1");
+    let options = ua.request("OPTIONS", &to, &from, &to).with_header("Proxy-Authorization", &auth);
+    let answer = ua.transact(&options, WAIT).expect("final response");
+    assert_eq!(answer.status(), Some(200), "authenticated alice reaches bob:\n{answer}\nlog:\n{}", proxy.log());
+    let seen = bob_phone.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].request_uri(), Some(format!("sip:bob@{}", bob_phone.addr).as_str()));
 }

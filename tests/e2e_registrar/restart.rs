@@ -2,15 +2,12 @@
 //! SIGKILL and a restart on the same configuration, all 1000 AORs still
 //! have their binding, and calls to them still route.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use e2e_support::SipMessage;
-
 use crate::client::{bindings, Alg, Ua};
-use crate::harness::{Setup, Umproxy, DOMAIN};
+use crate::harness::{Responder, Setup, Umproxy, DOMAIN};
 
 const AORS: usize = 1000;
 /// Client threads registering at once (the machine has two cores).
@@ -22,53 +19,6 @@ fn user(i: usize) -> String {
 
 fn password(i: usize) -> String {
     format!("pw-{i}-secret")
-}
-
-/// A UAS answering 200 to every request but ACK, remembering the
-/// Request-URIs it got. Stops (and joins) on drop.
-struct Responder {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Responder {
-    fn start() -> Responder {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        let addr = sock.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-                let Some(req) = SipMessage::parse(&buf[..n]) else { continue };
-                let Some(method) = req.method() else { continue };
-                if method == "ACK" {
-                    continue;
-                }
-                seen2.lock().unwrap_or_else(|e| e.into_inner()).push(req.request_uri().unwrap_or_default().to_owned());
-                let _ = sock.send_to(&req.response(200, "OK", Some("uas")).to_bytes(), from);
-            }
-        });
-        Responder { addr, seen, stop, thread: Some(thread) }
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Run `each(ua, i)` for every AOR index on `WORKERS` threads, each with its
@@ -141,7 +91,7 @@ fn a_thousand_registrations_survive_sigkill_and_still_route() {
         let answer = caller.transact(&options, Duration::from_secs(8)).expect("OPTIONS answered");
         assert_eq!(answer.status(), Some(200), "OPTIONS to {aor}: {answer}\nlog:\n{:.3000}", proxy.log());
     }
-    let seen = uas.seen();
+    let seen: Vec<String> = uas.seen().iter().filter_map(|m| m.request_uri().map(str::to_owned)).collect();
     for &i in &sample {
         assert!(seen.contains(&contact(i)), "no request reached {}; seen {seen:?}", contact(i));
     }
