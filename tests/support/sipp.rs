@@ -269,9 +269,10 @@ impl SippOutcome {
     fn read(status: Option<ExitStatus>, dir: &Path) -> SippOutcome {
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
         let stat = read("stat.csv");
-        let mut lines = stat.lines().filter(|l| !l.trim().is_empty());
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-        let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+        let lines: Vec<&str> = stat.lines().filter(|l| !l.trim().is_empty()).collect();
+        let header: Vec<&str> = lines.first().copied().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> =
+            if lines.len() > 1 { lines.last().copied().unwrap_or_default().split(';').collect() } else { Vec::new() };
         let field = |name: &str| -> u64 {
             header
                 .iter()
