@@ -1,7 +1,7 @@
 //! Parameters: URI parameters (`;name=value`, no white space, escapes) and
 //! header parameters (`SEMI generic-param`, with LWS, quoted values).
 
-use super::chars::{is, GEN_VALUE, HEX, PARAM, TOKEN};
+use super::chars::{is, is_ws, GEN_VALUE, HEX, PARAM, TOKEN};
 use super::{fail, quoted_string, sep, take_class, GResult};
 
 /// Take 1*(class / escaped). `escaped = "%" HEXDIG HEXDIG`.
@@ -51,24 +51,51 @@ pub fn header_params(i: &[u8]) -> GResult<'_, &[u8]> {
 /// `want` (case-insensitive), if present with a value, from the same pass:
 /// the hot `branch` and `tag` cost no second scan.
 pub fn header_params_finding<'a>(i: &'a [u8], want: &[u8]) -> GResult<'a, (&'a [u8], Option<&'a [u8]>)> {
-    let mut rest = i;
-    let mut end = i;
+    // Offsets into `i`, one forward pass; `end` is where the last complete
+    // parameter ends (trailing LWS is not part of the run).
+    let ws = |k: usize| k + i.get(k..).unwrap_or_default().iter().take_while(|&&c| is_ws(c)).count();
+    let run = |k: usize, class: u16| k + i.get(k..).unwrap_or_default().iter().take_while(|&&c| is(c, class)).count();
+    let mut end = 0;
     let mut found = None;
-    while let Some(r) = sep(rest, b';') {
-        let (r, name) = take_nonempty(r, TOKEN)?;
-        end = r;
-        rest = r;
-        if let Some(v) = sep(r, b'=') {
-            let (r, value) = gen_value(v)?;
-            if found.is_none() && !want.is_empty() && name.eq_ignore_ascii_case(want) {
-                found = Some(value);
+    loop {
+        let semi = ws(end);
+        if i.get(semi) != Some(&b';') {
+            break;
+        }
+        let name_start = ws(semi + 1);
+        let name_end = run(name_start, TOKEN);
+        if name_end == name_start {
+            return fail(i.get(name_start..).unwrap_or_default());
+        }
+        end = name_end;
+        let eq = ws(name_end);
+        if i.get(eq) == Some(&b'=') {
+            let v_start = ws(eq + 1);
+            let v_end = match i.get(v_start) {
+                Some(b'"' | b'[') => {
+                    let v = i.get(v_start..).unwrap_or_default();
+                    let (r, _) = gen_value(v)?;
+                    v_start + v.len() - r.len()
+                }
+                _ => {
+                    let e = run(v_start, GEN_VALUE);
+                    if e == v_start {
+                        return fail(i.get(v_start..).unwrap_or_default());
+                    }
+                    e
+                }
+            };
+            if found.is_none() && !want.is_empty() {
+                let name = i.get(name_start..name_end).unwrap_or_default();
+                if name.eq_ignore_ascii_case(want) {
+                    found = i.get(v_start..v_end);
+                }
             }
-            end = r;
-            rest = r;
+            end = v_end;
         }
     }
-    let len = i.len() - end.len();
-    Ok((end, (i.get(..len).unwrap_or_default(), found)))
+    let (run, rest) = i.split_at(end.min(i.len()));
+    Ok((rest, (run, found)))
 }
 
 fn take_nonempty(i: &[u8], class: u16) -> GResult<'_, &[u8]> {
