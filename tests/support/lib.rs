@@ -4,6 +4,21 @@
 //! Every spawned process sits in a guard that kills it on drop, and every
 //! wait has a deadline, so a failing test never leaves a process behind and
 //! never hangs.
+//!
+//! A typical test (the binary path comes from the test crate, which alone
+//! sees `CARGO_BIN_EXE_umproxy`):
+//!
+//! ```ignore
+//! let uas = Sipp::scenario_file(scenario("uas_rr.xml")).calls(1);   // port chosen now
+//! let hop = format!("sip:127.0.0.1:{};transport=udp", uas.port);
+//! let proxy = Proxy::start(bin, ProxyConfig::new().route("*", &[&hop]));
+//! let uas = uas.spawn();
+//! Sipp::builtin("uac").remote(proxy.udp_addr()).service("bob").calls(1).run().assert_all_succeeded(1);
+//! ```
+//!
+//! TLS peers: `Ca::new` → `ca.server_cert(&["127.0.0.1"])` / `ca.client_cert(..)`
+//! (PEM files for the proxy's config, DER for rustls), `TlsUas::start(&cert,
+//! client_ca, Answer::Accept)`, `TlsClient::connect(addr, name, &ca, client_cert)`.
 
 pub mod certs;
 pub mod dns;
