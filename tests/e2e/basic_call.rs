@@ -112,3 +112,33 @@ fn builtin_sipp_scenarios_complete_over_udp_and_tcp() {
         assert!(uas.succeeded(), "{transport:?} callee:\n{}\nproxy log:\n{}", uas.describe(), proxy.log());
     }
 }
+
+/// The callee scenario's Record-Route check is not vacuous: without
+/// Record-Route (`proxy.record_route = false`) the callee fails the call.
+#[test]
+fn callee_scenario_rejects_a_call_without_record_route() {
+    if !have_sipp() {
+        return;
+    }
+    let uas = Sipp::scenario_file(scenario("uas_rr.xml")).calls(1).timeout(Duration::from_secs(10));
+    let hop = format!("sip:127.0.0.1:{};transport=udp", uas.port);
+    let mut config = ProxyConfig::new().route("*", &[&hop]);
+    config.record_route = false;
+    let proxy = Proxy::start(umproxy(), config);
+    let uas = uas.spawn();
+    let uac = Sipp::scenario_file(scenario("uac_rr.xml"))
+        .remote(proxy.udp_addr())
+        .service("bob")
+        .calls(1)
+        .timeout(Duration::from_secs(10))
+        .run();
+    let uas = uas.wait();
+    assert!(!uas.succeeded(), "the callee accepted an INVITE without Record-Route:\n{}", uas.describe());
+    assert_eq!(uas.successful, 0, "{}", uas.describe());
+    assert!(
+        uas.errors.contains("regexp"),
+        "failed for another reason than the Record-Route check:\n{}",
+        uas.describe()
+    );
+    drop(uac);
+}

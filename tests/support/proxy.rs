@@ -32,6 +32,8 @@ pub struct ProxyConfig {
     pub tls: Option<TlsListener>,
     pub admin_port: u16,
     pub domains: Vec<String>,
+    /// `proxy.record_route`.
+    pub record_route: bool,
     /// `(match, next hops, fork)`.
     pub routes: Vec<(String, Vec<String>, Option<String>)>,
     /// Raw TOML appended to the file (`[limits]`, `[dns]`, `[tls_client]`, `[timers]` …).
@@ -54,6 +56,7 @@ impl ProxyConfig {
             tls: None,
             admin_port: free_port(),
             domains: vec!["example.test".into()],
+            record_route: true,
             routes: Vec::new(),
             extra: String::new(),
             log_level: "info".into(),
@@ -128,7 +131,12 @@ impl ProxyConfig {
             t.push('\n');
         }
         let domains: Vec<String> = self.domains.iter().map(|d| toml_str(d)).collect();
-        let _ = writeln!(t, "[proxy]\ndomains = [{}]\ntrusted_peers = [\"127.0.0.1/32\"]\n", domains.join(", "));
+        let _ = writeln!(
+            t,
+            "[proxy]\ndomains = [{}]\ntrusted_peers = [\"127.0.0.1/32\"]\nrecord_route = {}\n",
+            domains.join(", "),
+            self.record_route
+        );
         let _ = writeln!(t, "[admin]\naddress = \"{}\"\n", self.admin_addr());
         for (pattern, hops, fork) in &self.routes {
             let hops: Vec<String> = hops.iter().map(|h| toml_str(h)).collect();
