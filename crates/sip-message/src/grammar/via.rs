@@ -97,10 +97,19 @@ impl<'a> Via<'a> {
 /// `sent-by = host [ COLON port ]`
 pub fn via_parm(i: &[u8]) -> GResult<'_, Via<'_>> {
     let start = i;
-    let (r, protocol) = token(i)?;
-    let Some(r) = sep(r, b'/') else { return fail(r) };
-    let (r, version) = token(r)?;
-    let Some(r) = sep(r, b'/') else { return fail(r) };
+    // Nearly every Via starts `SIP/2.0/` with no LWS inside: take it whole.
+    let (r, protocol, version) = match i {
+        [b'S' | b's', b'I' | b'i', b'P' | b'p', b'/', b'2', b'.', b'0', b'/', r @ ..] => {
+            (sws(r), i.get(..3).unwrap_or_default(), i.get(4..7).unwrap_or_default())
+        }
+        _ => {
+            let (r, protocol) = token(i)?;
+            let Some(r) = sep(r, b'/') else { return fail(r) };
+            let (r, version) = token(r)?;
+            let Some(r) = sep(r, b'/') else { return fail(r) };
+            (r, protocol, version)
+        }
+    };
     let (r, transport) = token(r)?;
     let after = sws(r);
     if after.len() == r.len() {
@@ -155,6 +164,22 @@ mod tests {
         let (_, v) = via_parm(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
         assert_eq!(v.received(), Some("2001:db8::9:255"));
         assert!(!v.is_reliable());
+    }
+
+    #[test]
+    fn via_fast_prefix_matches_the_general_rule() {
+        for text in
+            ["SIP/2.0/UDP h", "sip/2.0/ UDP h", "SIP/2.0/\r\n UDP h", "SIP / 2.0 / UDP h", "SIP/2.0/TLS h:5061;x"]
+        {
+            let (_, v) = via_parm(text.as_bytes()).unwrap();
+            assert_eq!(
+                (v.protocol().to_ascii_uppercase().as_str(), v.version(), v.host()),
+                ("SIP", "2.0", "h"),
+                "{text}"
+            );
+        }
+        assert!(via_parm(b"SIP/2.0/ h").is_err());
+        assert!(via_parm(b"SIP/2.0/").is_err());
     }
 
     #[test]
