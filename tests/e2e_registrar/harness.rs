@@ -369,8 +369,10 @@ impl Responder {
                 if req.method().is_none_or(|m| m == "ACK") {
                     continue;
                 }
-                let _ = sock.send_to(&req.response(200, "OK", Some("uas")).to_bytes(), from);
+                let response = req.response(200, "OK", Some("uas")).to_bytes();
+                // Recorded before answering: whoever gets the 200 finds the request here.
                 seen2.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+                let _ = sock.send_to(&response, from);
             }
         });
         Responder { addr, seen, stop, thread: Some(thread) }
