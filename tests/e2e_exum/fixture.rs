@@ -66,7 +66,7 @@ pub fn dead_addr() -> SocketAddr {
 /// The mixed-mode directory: alice on-premises (ring time 2 s), bob hosted
 /// by his user policy, carol by her site's, dave by the global one, erin with
 /// both a hosted flag and an on-premises binding, frank without voice mail,
-/// heidi homed at the users-hosting provider, and a Subscriber Access
+/// grace forwarding every call to voice mail, heidi homed at the users-hosting provider, and a Subscriber Access
 /// contact on the dial plan. `extra_user` adds a user (for reloads).
 pub fn directory_toml(peers: &Peers, extra_user: Option<&str>) -> String {
     let servers: Vec<String> =
@@ -111,6 +111,13 @@ um_extension = "2004"
 [[user]]
 sip_address = "sip:frank@contoso.test"
 line_uri = "tel:+15550105"
+
+[[user]]
+sip_address = "sip:grace@contoso.test"
+line_uri = "tel:+15550106"
+um_dial_plan = "dp-redmond"
+um_extension = "2006"
+forward_to_voicemail = true
 
 [[user]]
 sip_address = "sip:heidi@contoso.test"
@@ -286,6 +293,10 @@ impl Call {
     /// The SIPp caller: answered (`None`) or rejected with `status`.
     fn sipp(&self, proxy: SocketAddr, status: Option<u16>) -> Sipp {
         let file = if status.is_some() { "uac_rejected.xml" } else { "uac_answered.xml" };
+        self.sipp_with(file, proxy, status)
+    }
+
+    fn sipp_with(&self, file: &str, proxy: SocketAddr, status: Option<u16>) -> Sipp {
         let xml = std::fs::read_to_string(scenario(file)).expect("read scenario");
         let extra: String = self.extra_headers.iter().map(|h| format!("      {h}\n")).collect();
         let per_call = if self.calls > 1 { "-[call_number]" } else { "" };
@@ -295,6 +306,7 @@ impl Call {
             .replace("FROM_TAG", &format!("{}{per_call}", self.from_tag))
             .replace("EXTRA_HEADERS", &extra)
             .replace("HOLD_MS", &self.hold_ms.to_string())
+            .replace("BRANCH", &unique("exum-branch-"))
             .replace("STATUS", &status.map(|s| s.to_string()).unwrap_or_default());
         Sipp::scenario_text(xml)
             .remote(proxy)
@@ -305,6 +317,12 @@ impl Call {
             .rate(self.rate)
             .timeout(Duration::from_secs(30))
             .trace_msg()
+    }
+
+    /// A caller that hangs up while the callee rings (run to completion).
+    pub async fn run_cancelled(&self, proxy: SocketAddr) -> SippOutcome {
+        let sipp = self.sipp_with("uac_cancel.xml", proxy, None);
+        tokio::task::spawn_blocking(move || sipp.run()).await.expect("sipp task")
     }
 
     /// Run the caller to completion (off the async workers).
@@ -337,6 +355,12 @@ pub fn callee(status: Option<u16>) -> e2e_support::sipp::SippProcess {
         None => Sipp::scenario_file(scenario("uas_ring_cancel.xml")),
     };
     sipp.calls(1).timeout(Duration::from_secs(20)).trace_msg().spawn()
+}
+
+/// A registered callee that answers (SIPp's built-in `uas`: 180, 200,
+/// then ACK and BYE).
+pub fn answering_callee() -> e2e_support::sipp::SippProcess {
+    Sipp::builtin("uas").calls(1).timeout(Duration::from_secs(20)).trace_msg().spawn()
 }
 
 /// What a UM peer must have received.

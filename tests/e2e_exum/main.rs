@@ -12,6 +12,7 @@ mod hosted;
 mod on_prem;
 mod provider;
 mod reload;
+mod triggers;
 
 use std::path::{Path, PathBuf};
 
