@@ -1,6 +1,20 @@
 //! SIP messages for umproxy: a zero-copy parser, span-copy editor and stream
 //! framer (RFC 3261). No I/O and no clock: bytes in, values out.
 //!
+//! What the parser checks when:
+//! - **Parsed eagerly**: start line and Request-URI, every Via, From and To
+//!   (tags kept), Call-ID, CSeq, Max-Forwards, Content-Length, Expires,
+//!   Content-Type, Require / Proxy-Require / Supported. A malformed one fails
+//!   [`Message::parse`].
+//! - **Located and counted eagerly, grammar-checked on access**: Route,
+//!   Record-Route and Contact (except a REGISTER's Contacts, which are fully
+//!   eager). Parsing checks their structure (quotes, `<…>`, a URI scheme) and
+//!   counts them against [`Limits`]; [`Message::routes`],
+//!   [`Message::record_routes`] and [`Message::contacts`] run the URI grammar
+//!   and stop at a malformed element, and [`Message::check_name_addrs`]
+//!   returns it as an error.
+//! - Everything else: on demand from its span.
+//!
 //! ```
 //! use sip_message::{Message, Method};
 //! let msg = Message::parse_slice(
