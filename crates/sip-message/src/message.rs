@@ -523,7 +523,9 @@ impl Parser<'_> {
         // finds the line end from the value's start; the value is trimmed on
         // the way, so folds (rare) are the only lines looked at twice.
         let headers_start = eol + 1;
-        let mut headers: Vec<Header> = Vec::with_capacity(24);
+        // 32 covers a message that crossed ten proxies (26 lines in the bench
+        // corpus) without a reallocation.
+        let mut headers: Vec<Header> = Vec::with_capacity(32);
         let mut pos = headers_start;
         let headers_end;
         loop {
