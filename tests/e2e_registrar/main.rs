@@ -9,6 +9,7 @@ mod client;
 mod digest;
 mod forking;
 mod harness;
+mod outbound;
 mod path;
 mod redis_store;
 mod relay;
