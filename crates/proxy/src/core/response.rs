@@ -33,20 +33,30 @@ pub struct BestResponse {
 }
 
 /// Preference among final non-2xx responses: lower is better.
-/// §16.7 step 6: any 6xx wins; otherwise the lowest class; within 4xx,
-/// 401, 407, 415, 420 and 484 are preferred (they ask the caller to fix
-/// something it can fix). A synthetic 408/503 ranks after a real response of
-/// the same class, so that a real answer is forwarded rather than our guess.
-fn rank(f: &Final) -> (u8, u8, u16) {
+/// §16.7 step 6: any 6xx wins; otherwise the lowest class. Within a class
+/// the RFC leaves the choice open; within 4xx we prefer, in order: what the
+/// caller can fix itself (401, 407, 415, 420, 484, as §16.7 suggests), then
+/// what says the user exists but cannot take the call (486 Busy Here, 480
+/// Temporarily Unavailable, 408 Request Timeout), then the rest by code. So
+/// a fork where one contact is busy and another stale (404) tells the caller
+/// "busy". A synthetic 408/503 ranks after a real response of the same
+/// class, so that a real answer is forwarded rather than our guess.
+fn rank(f: &Final) -> (u8, u8, u8, u16) {
     let code = f.code();
     let class = match code / 100 {
         6 => 0,
         c @ 3..=5 => c as u8,
         _ => 9,
     };
-    let preferred = matches!(code, 401 | 407 | 415 | 420 | 484);
+    let preference = match code {
+        401 | 407 | 415 | 420 | 484 => 0,
+        486 => 1,
+        480 => 2,
+        408 => 3,
+        _ => 4,
+    };
     let synthetic = matches!(f, Final::Synthetic(_));
-    (class, u8::from(!preferred) + 2 * u8::from(synthetic), code)
+    (class, u8::from(synthetic), preference, code)
 }
 
 impl BestResponse {
@@ -132,6 +142,19 @@ mod tests {
         assert_eq!(b.code(), Some(407));
         b.offer(resp(302, ""));
         assert_eq!(b.code(), Some(302));
+    }
+
+    #[test]
+    fn busy_beats_not_found_within_4xx() {
+        let mut b = BestResponse::default();
+        b.offer(resp(404, ""));
+        b.offer(resp(486, ""));
+        assert_eq!(b.code(), Some(486));
+        let mut b = BestResponse::default();
+        b.offer(resp(486, ""));
+        b.offer(resp(404, ""));
+        b.offer(resp(480, ""));
+        assert_eq!(b.code(), Some(486), "order of arrival does not matter");
     }
 
     #[test]

@@ -332,7 +332,7 @@ fn best_response_is_chosen_when_all_branches_fail() {
     assert!(statuses(&h.take()).is_empty(), "waits for the other branch");
     h.feed(&answer(&fwd[1], 404, "t2"), "192.0.2.22:5060");
     let out = h.take();
-    assert_eq!(statuses(&out), vec![404], "lowest class wins (4xx), first-ranked within it");
+    assert_eq!(statuses(&out), vec![486], "lowest class wins (4xx); within it busy beats not found");
 }
 
 #[test]
