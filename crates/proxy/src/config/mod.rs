@@ -141,8 +141,36 @@ impl Config {
     /// Parse and validate configuration text, resolving relative paths
     /// against `base`.
     pub fn from_str_with_base(text: &str, name: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { file: name.to_owned(), message: e.to_string() })?;
+        let syntax = |e: toml::de::Error| ConfigError::Syntax { file: name.to_owned(), message: e.to_string() };
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
+        // serde_path_to_error knows where in the tree a value failed; an
+        // unknown key then reads `proxy.bogus: unknown key`, not a parser
+        // message with a byte span.
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.message().to_owned();
+            match message.strip_prefix("unknown field `").and_then(|m| m.split_once('`')) {
+                Some((field, rest)) => {
+                    // The path ends at the unknown key itself.
+                    let key = if path.is_empty() || path == "." {
+                        field.to_owned()
+                    } else if path == field || path.ends_with(&format!(".{field}")) {
+                        path
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    let expected = rest.trim_start_matches(',').trim();
+                    let problem = if expected.is_empty() {
+                        "unknown key".to_owned()
+                    } else {
+                        format!("unknown key ({expected})")
+                    };
+                    ConfigError::Invalid { file: name.to_owned(), key, problem }
+                }
+                None => syntax(inner),
+            }
+        })?;
         raw.validate(&raw::Ctx { file: name, base })
     }
 
