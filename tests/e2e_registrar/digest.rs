@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use e2e_support::poll_until;
+
 use crate::client::{bindings, challenge_for, challenges, credentials, Alg, Ua};
 use crate::harness::{Setup, Umproxy, DOMAIN};
 
@@ -99,4 +101,73 @@ fn one_users_credentials_do_not_register_another_users_aor() {
     let fetched = Ua::new(proxy.sip_addr()).register("bob", "builder", Alg::Sha256, &[]);
     assert_eq!(fetched.status(), Some(200), "{fetched}");
     assert!(bindings(&fetched).is_empty(), "bob has no binding:\n{fetched}");
+}
+
+#[test]
+fn an_expired_nonce_gets_a_stale_challenge_and_the_fresh_nonce_works() {
+    // The shortest nonce lifetime the configuration allows.
+    let proxy = Umproxy::start(Setup::new().user("alice", "wonderland").auth("nonce_ttl_s = 10"));
+    let mut ua = Ua::new(proxy.sip_addr());
+    let contact = format!("<sip:alice@{}>", ua.local);
+    let first = ua.register_request("alice", &[("Contact", &contact)]);
+    let ch = challenge_for(&ua.transact(&first, WAIT).expect("401"), "WWW-Authenticate", Alg::Sha256).expect("SHA-256");
+    let uri = format!("sip:{DOMAIN}");
+    // Use the nonce (next nonce-count each time) until the proxy calls it
+    // stale: the right password throughout, so the 401 is about the nonce.
+    let mut nc = 0;
+    let stale = poll_until(Duration::from_secs(20), || {
+        nc += 1;
+        let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &uri, nc, "st");
+        let req = ua.register_request("alice", &[("Contact", &contact)]).with_header("Authorization", &auth);
+        let answer = ua.transact(&req, WAIT).expect("answer");
+        match answer.status() {
+            Some(200) => {
+                // Pace the probes: about twenty over the nonce's life.
+                std::thread::sleep(Duration::from_millis(480));
+                None
+            }
+            _ => Some(answer),
+        }
+    })
+    .expect("the nonce never went stale");
+    assert_eq!(stale.status(), Some(401), "{stale}");
+    assert!(nc > 1, "the nonce was good at first");
+    let fresh = challenge_for(&stale, "WWW-Authenticate", Alg::Sha256).expect("a fresh challenge");
+    let header =
+        stale.headers.iter().find(|(n, v)| n.eq_ignore_ascii_case("WWW-Authenticate") && v.contains("SHA-256"));
+    assert!(header.is_some_and(|(_, v)| v.contains("stale=true")), "RFC 7616 §3.3: stale=true:\n{stale}");
+    assert_ne!(fresh.nonce, ch.nonce);
+    let auth = credentials(&fresh, Alg::Sha256, "alice", "wonderland", "REGISTER", &uri, 1, "st2");
+    let req = ua.register_request("alice", &[("Contact", &contact)]).with_header("Authorization", &auth);
+    assert_eq!(ua.transact(&req, WAIT).expect("answer").status(), Some(200));
+    assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"wrong_response\"}"), 0.0, "not counted as a guess");
+}
+
+#[test]
+fn instances_sharing_the_nonce_secret_accept_each_others_nonces_and_others_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("nonce.key");
+    std::fs::write(&secret, "a nonce key shared by both instances, 32+ bytes").expect("write secret");
+    let shared = format!("secret_file = {:?}", secret.display().to_string());
+    let a = Umproxy::start(Setup::new().user("alice", "wonderland").auth(&shared));
+    let b = Umproxy::start(Setup::new().user("alice", "wonderland").auth(&shared));
+    let stranger = Umproxy::start(Setup::new().user("alice", "wonderland"));
+    let uri = format!("sip:{DOMAIN}");
+
+    // Challenged by A, answered to B (as after a DNS SRV failover).
+    let mut ua = Ua::new(a.sip_addr());
+    let first = ua.register_request("alice", &[]);
+    let ch = challenge_for(&ua.transact(&first, WAIT).expect("401"), "WWW-Authenticate", Alg::Sha256).expect("SHA-256");
+    let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &uri, 1, "x1");
+    let mut to_b = Ua::new(b.sip_addr());
+    let req = to_b.register_request("alice", &[]).with_header("Authorization", &auth);
+    let answer = to_b.transact(&req, WAIT);
+    assert_eq!(answer.expect("answer").status(), Some(200), "B accepts A's nonce; log B:\n{}", b.log());
+
+    // An instance with its own key refuses it.
+    let auth = credentials(&ch, Alg::Sha256, "alice", "wonderland", "REGISTER", &uri, 2, "x2");
+    let mut to_s = Ua::new(stranger.sip_addr());
+    let req = to_s.register_request("alice", &[]).with_header("Authorization", &auth);
+    let answer = to_s.transact(&req, WAIT);
+    assert_eq!(answer.expect("answer").status(), Some(401), "a nonce signed with another key is refused");
 }

@@ -74,6 +74,8 @@ pub struct Setup {
     pub lockout_per_ip: Option<u32>,
     /// `[auth] algorithms`, when not the default (SHA-256, MD5).
     pub algorithms: Option<Vec<String>>,
+    /// More `key = value` lines for `[auth]`.
+    pub auth_lines: Vec<String>,
     /// Raw `[[route]]` tables and the like, appended.
     pub extra: String,
 }
@@ -89,6 +91,7 @@ impl Setup {
             users: Vec::new(),
             lockout_per_ip: None,
             algorithms: None,
+            auth_lines: Vec::new(),
             extra: String::new(),
         }
     }
@@ -116,6 +119,12 @@ impl Setup {
     /// Offer these digest algorithms, in this order.
     pub fn algorithms(mut self, algs: &[&str]) -> Setup {
         self.algorithms = Some(algs.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
+    /// One more `key = value` line in `[auth]`.
+    pub fn auth(mut self, line: &str) -> Setup {
+        self.auth_lines.push(line.into());
         self
     }
 
@@ -156,6 +165,9 @@ impl Setup {
         if let Some(algs) = &self.algorithms {
             let algs: Vec<String> = algs.iter().map(|a| format!("\"{a}\"")).collect();
             let _ = writeln!(t, "algorithms = [{}]", algs.join(", "));
+        }
+        for line in &self.auth_lines {
+            let _ = writeln!(t, "{line}");
         }
         t.push('\n');
         let _ = writeln!(t, "[log]\nlevel = \"info\"\n");
