@@ -66,8 +66,8 @@ pub fn dead_addr() -> SocketAddr {
 /// The mixed-mode directory: alice on-premises (ring time 2 s), bob hosted
 /// by his user policy, carol by her site's, dave by the global one, erin with
 /// both a hosted flag and an on-premises binding, frank without voice mail,
-/// grace forwarding every call to voice mail, heidi homed at the users-hosting provider, and a Subscriber Access
-/// contact on the dial plan. `extra_user` adds a user (for reloads).
+/// grace forwarding every call to voice mail, heidi homed at the users-hosting provider, a Subscriber Access contact
+/// on the dial plan and an Auto Attendant hosted by the tenant-a policy. `extra_user` adds a user (for reloads).
 pub fn directory_toml(peers: &Peers, extra_user: Option<&str>) -> String {
     let servers: Vec<String> =
         peers.um.iter().map(|(fqdn, addr)| format!("{{ fqdn = \"{fqdn}\", address = \"{addr}\" }}")).collect();
@@ -166,6 +166,12 @@ kind = "subscriber_access"
 sip_address = "sip:sa-redmond@contoso.test"
 line_uri = "tel:+15550199"
 um_dial_plan = "dp-redmond"
+
+[[exum_contact]]
+kind = "auto_attendant"
+sip_address = "sip:aa-main@contoso.test"
+line_uri = "tel:+15550198"
+hosted_voicemail_policy = "tag:tenant-a"
 "#,
         servers = servers.join(", "),
         exap = peers.exap,
@@ -260,6 +266,8 @@ pub struct Call {
     /// gets its own Call-ID and tag (`call_id` and `from_tag` are prefixes).
     pub calls: u32,
     pub rate: u32,
+    /// SIPp's overall timeout.
+    pub timeout: Duration,
 }
 
 impl Call {
@@ -273,6 +281,7 @@ impl Call {
             hold_ms: 200,
             calls: 1,
             rate: 1,
+            timeout: Duration::from_secs(30),
         }
     }
 
@@ -315,7 +324,7 @@ impl Call {
             .arg(if self.calls > 1 { format!("{}-%u", self.call_id) } else { self.call_id.clone() })
             .calls(self.calls)
             .rate(self.rate)
-            .timeout(Duration::from_secs(30))
+            .timeout(self.timeout)
             .trace_msg()
     }
 

@@ -86,3 +86,40 @@ async fn mixed_directory_sends_each_user_to_on_prem_or_hosted_um_by_settings_and
     assert_eq!(exum.metric(r#"umproxy_exum_routes_total{mode="on_prem",reason="unavailable"}"#), 1.0);
     assert_eq!(exum.metric(r#"umproxy_exum_routes_total{mode="hosted",reason="unavailable"}"#), 3.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_hosted_user_and_auto_attendant_reach_the_provider() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
+    let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap.addr, sfb: dead_addr() };
+    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let log = || exum.proxy.log();
+    let bob = crate::fixture::callee(Some(486));
+    exum.register("bob", bob.local_addr()).await;
+    let call = Call::new("sip:carl@example.net", "sip:bob@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    crate::fixture::assert_call_succeeded(&caller, &log);
+    let invite = invite_of(&exap, &call.call_id).unwrap_or_else(|| panic!("bob's call missing; log:\n{}", log()));
+    let um_target = format!("<{TENANT_A_URI};cause=486>;index=1.1;mp=1");
+    assert_um_invite(
+        &invite,
+        &call,
+        &Expected {
+            request_uri: TENANT_A_URI,
+            diversion: Some("<sip:bob@contoso.test>;reason=user-busy;counter=1"),
+            history_info: &["<sip:bob@contoso.test>;index=1", &um_target],
+        },
+        &log,
+    );
+    assert!(bob.wait().succeeded(), "bob's phone did not see the call through");
+    // The Auto Attendant contact, hosted by the tenant-a policy: no Diversion.
+    let call = Call::new("sip:carl@example.net", "sip:aa-main@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    crate::fixture::assert_call_succeeded(&caller, &log);
+    let invite = invite_of(&exap, &call.call_id).unwrap_or_else(|| panic!("AA call missing; log:\n{}", log()));
+    assert_eq!(invite.request_uri(), Some(TENANT_A_URI), "{invite}");
+    assert!(invite.header_values("Diversion").is_empty(), "AA call carries a Diversion:\n{invite}");
+}

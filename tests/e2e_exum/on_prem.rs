@@ -101,6 +101,11 @@ async fn unanswered_callee_is_cancelled_after_its_ring_time_and_diverted() {
     let callee_out = alice.wait();
     assert!(callee_out.succeeded(), "callee was not cancelled cleanly:\n{}", callee_out.describe());
     assert_eq!(exum.metric(r#"umproxy_exum_routes_total{mode="on_prem",reason="no-answer"}"#), 1.0);
+    // The latency histogram saw one diversion after at least the ring time.
+    let count = exum.metric(r#"umproxy_exum_diversion_seconds_count{mode="on_prem",reason="no-answer"}"#);
+    let sum = exum.metric(r#"umproxy_exum_diversion_seconds_sum{mode="on_prem",reason="no-answer"}"#);
+    assert_eq!(count, 1.0, "{}", exum.proxy.metrics());
+    assert!(sum >= RING_TIME_S as f64 - 0.1, "diversion latency {sum}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +184,9 @@ async fn registered_but_silent_contact_diverts_when_the_ring_time_expires() {
     let pki = Pki::new();
     let (exum, um1) = setup(&pki).await;
     exum.register("alice", crate::fixture::dead_addr()).await;
-    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    let mut call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    // Long enough to see when the proxy does divert.
+    call.timeout = Duration::from_secs(45);
     let started = std::time::Instant::now();
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
@@ -189,4 +196,59 @@ async fn registered_but_silent_contact_diverts_when_the_ring_time_expires() {
     let bound = Duration::from_secs(RING_TIME_S + 4);
     assert!(waited < bound, "voice mail reached after {waited:?}; ring time {RING_TIME_S} s");
     assert_eq!(invite.header_values("Diversion"), vec!["<sip:alice@contoso.test>;reason=no-answer;counter=1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_history_info_is_kept_and_extended_with_privacy() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let (exum, um1) = setup(&pki).await;
+    let log = || exum.proxy.log();
+    // An upstream hop already recorded the mailbox as the target: only the
+    // UM entry is added under it.
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test")
+        .header("History-Info: <sip:alice@contoso.test>;index=1");
+    assert_call_succeeded(&call.run(exum.proxy.udp_addr(), None).await, &log);
+    let invite = um_invite(&um1, WAIT, &log).await;
+    assert_um_invite(
+        &invite,
+        &call,
+        &Expected {
+            request_uri: "sip:um1.contoso.test;transport=tls",
+            diversion: Some("<sip:alice@contoso.test>;reason=unavailable;counter=1"),
+            history_info: &[
+                "<sip:alice@contoso.test>;index=1",
+                "<sip:um1.contoso.test;transport=tls;cause=404>;index=1.1;mp=1",
+            ],
+        },
+        &log,
+    );
+    // Another original target, and Privacy: history: the mailbox is its
+    // retarget, and our entries carry the privacy in their URIs.
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test")
+        .header("History-Info: <sip:+15550100@contoso.test;user=phone>;index=1")
+        .header("Privacy: history");
+    assert_call_succeeded(&call.run(exum.proxy.udp_addr(), None).await, &log);
+    let invite = um1
+        .received()
+        .into_iter()
+        .find(|m| m.method() == Some("INVITE") && m.header("Call-ID") == Some(call.call_id.as_str()))
+        .unwrap_or_else(|| panic!("second call did not reach UM; proxy log:\n{}", log()));
+    assert_um_invite(
+        &invite,
+        &call,
+        &Expected {
+            request_uri: "sip:um1.contoso.test;transport=tls",
+            diversion: Some("<sip:alice@contoso.test>;reason=unavailable;counter=1"),
+            history_info: &[
+                "<sip:+15550100@contoso.test;user=phone>;index=1",
+                "<sip:alice@contoso.test?Privacy=history>;index=1.1",
+                "<sip:um1.contoso.test;transport=tls;cause=404?Privacy=history>;index=1.1.1;mp=1.1",
+            ],
+        },
+        &log,
+    );
+    assert_eq!(invite.header("Privacy"), Some("history"), "{invite}");
 }
