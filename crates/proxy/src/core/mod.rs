@@ -35,7 +35,9 @@ pub use shard::{Resolve, Resolving, ShardInput, Wire};
 pub struct CoreConfig {
     /// Worker shards; one per core by default.
     pub workers: usize,
-    /// Messages queued per shard before the transports answer 503.
+    /// Messages queued per shard. Requests are refused (503) once a
+    /// quarter of it is left, so that responses and ACKs, which nothing
+    /// retransmits on TCP, still find room.
     pub queue_depth: usize,
     pub record_route: bool,
     /// RFC 3261 §16.6 step 11.
@@ -51,7 +53,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            queue_depth: 4096,
+            queue_depth: 32_768,
             record_route: true,
             timer_c: shard::DEFAULT_TIMER_C,
             transactions: sip_transaction::Config::default(),
@@ -64,6 +66,8 @@ impl Default for CoreConfig {
 /// The transports' way in: spreads messages over the shards.
 pub struct CoreDispatch {
     shards: Vec<mpsc::Sender<ShardInput>>,
+    /// Free queue slots kept for responses and ACKs.
+    reserve: usize,
     /// SipHash with a random key: Call-IDs are chosen by peers, who must not
     /// be able to aim every call at one shard.
     hasher: RandomState,
@@ -82,6 +86,12 @@ impl Dispatch for CoreDispatch {
         let idx = self.shard_for(inbound.msg.call_id());
         let Some(tx) = self.shards.get(idx) else { return Err(Overloaded) };
         let is_request = inbound.msg.is_request() && inbound.msg.method() != Some(Method::Ack);
+        if is_request && tx.capacity() <= self.reserve {
+            // Overloaded: new work is refused early, while the headroom
+            // left lets calls in progress finish.
+            self.metrics.dropped(DropReason::Overload);
+            return Err(Overloaded);
+        }
         match tx.try_send(ShardInput::Inbound(inbound)) {
             Ok(()) => Ok(()),
             Err(_) => {
@@ -158,7 +168,9 @@ impl Core {
             shards.push(tx);
             receivers.push(rx);
         }
-        let dispatch = Arc::new(CoreDispatch { shards, hasher: RandomState::new(), metrics: metrics.clone() });
+        let reserve = cfg.queue_depth.max(16) / 4;
+        let dispatch =
+            Arc::new(CoreDispatch { shards, reserve, hasher: RandomState::new(), metrics: metrics.clone() });
         Core { dispatch, receivers, cfg: Arc::new(cfg), metrics }
     }
 

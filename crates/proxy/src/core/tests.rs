@@ -735,3 +735,31 @@ fn a_request_without_max_forwards_gets_the_configured_value() {
     let out = h.take();
     assert_eq!(requests(&out, "INVITE")[0].1.max_forwards(), Some(40), "the configured [proxy] max_forwards");
 }
+
+#[test]
+fn an_overloaded_shard_refuses_new_requests_but_keeps_room_for_responses() {
+    use crate::transport::Dispatch;
+    let core =
+        super::Core::new(CoreConfig { workers: 1, queue_depth: 16, ..CoreConfig::default() }, Arc::new(Metrics::new()));
+    let dispatch = core.dispatch();
+    let inbound = |text: String| Inbound {
+        msg: Message::parse_slice(text.as_bytes()).expect("parses"),
+        peer: Peer {
+            transport: Transport::Tcp,
+            remote: CALLER.parse().expect("addr"),
+            local: format!("{PROXY}:5060").parse().expect("addr"),
+            flow: None,
+        },
+        tls: None,
+    };
+    let mut accepted = 0;
+    while dispatch.deliver(inbound(invite("sip:bob@192.0.2.20", &format!("z9hG4bKq{accepted}")))).is_ok() {
+        accepted += 1;
+        assert!(accepted <= 16, "requests must be refused before the queue is full");
+    }
+    assert_eq!(accepted, 12, "a quarter of the queue is kept");
+    let fwd = Message::parse_slice(invite("sip:bob@192.0.2.20", "z9hG4bKq0").as_bytes()).expect("parses");
+    for _ in 0..4 {
+        assert!(dispatch.deliver(inbound(answer(&fwd, 200, "t"))).is_ok(), "responses still fit");
+    }
+}

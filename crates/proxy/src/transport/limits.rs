@@ -30,10 +30,15 @@ pub struct TransportLimits {
     /// Writing one batch to a connection (10 s): a peer that stops reading
     /// is cut off instead of holding its queue forever.
     pub write_timeout: Duration,
-    /// Messages waiting to be written on one connection (256); beyond it a
-    /// send fails with `Overloaded`.
+    /// Messages waiting to be written on one connection (4096: a trunk
+    /// carrying thousands of calls per second sends bursts; the queue's
+    /// slots are allocated only as they fill); beyond it a send fails with
+    /// `Overloaded`.
     pub write_queue: usize,
-    /// `SO_RCVBUF` of UDP sockets, in bytes; `None` keeps the OS default.
+    /// `SO_RCVBUF` of UDP sockets, in bytes (4 MiB, so a burst does not
+    /// overflow the kernel's default ~200 KiB while a reader is busy; the
+    /// kernel may cap it at `net.core.rmem_max`); `None` keeps the OS
+    /// default.
     pub udp_recv_buffer: Option<usize>,
 }
 
@@ -48,8 +53,8 @@ impl Default for TransportLimits {
             tls_handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
-            write_queue: 256,
-            udp_recv_buffer: None,
+            write_queue: 4096,
+            udp_recv_buffer: Some(4 << 20),
         }
     }
 }
