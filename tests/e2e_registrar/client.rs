@@ -137,7 +137,13 @@ pub struct Ua {
 
 impl Ua {
     pub fn new(proxy: SocketAddr) -> Ua {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        Ua::bound(proxy, [127, 0, 0, 1])
+    }
+
+    /// A UA on another loopback address (all of 127/8 is local on Linux),
+    /// to be a different source IP.
+    pub fn bound(proxy: SocketAddr, ip: [u8; 4]) -> Ua {
+        let sock = UdpSocket::bind(SocketAddr::from((ip, 0))).expect("bind UDP");
         let local = sock.local_addr().expect("local addr");
         Ua { sock, local, proxy, call_id: unique("reg-"), from_tag: unique("ft"), cseq: 0 }
     }

@@ -81,6 +81,9 @@ fn wrong_passwords_get_401_until_the_lockout_threshold_then_403() {
     let answer = ua.register("alice", "wonderland", Alg::Sha256, &[("Contact", &contact)]);
     assert_eq!(answer.status(), Some(403), "the lock-out holds for the right password too:\n{answer}");
     assert!(proxy.log().contains("lock-out"), "the lock-out is logged:\n{}", proxy.log());
+    // Per source address: alice from another address is not locked out.
+    let elsewhere = Ua::bound(proxy.sip_addr(), [127, 0, 0, 2]).register("alice", "wonderland", Alg::Sha256, &[]);
+    assert_eq!(elsewhere.status(), Some(200), "another source IP is not locked out:\n{elsewhere}");
     assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"wrong_response\"}"), f64::from(threshold));
     assert_eq!(proxy.metric("umproxy_auth_failures_total{reason=\"locked_out\"}"), 2.0);
 }
