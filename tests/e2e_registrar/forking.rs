@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e_support::{poll_until, Sipp};
 
 use crate::client::{bindings, Alg, Ua};
-use crate::harness::{Setup, Umproxy};
+use crate::harness::{Responder, Setup, Umproxy, DOMAIN};
 use crate::{have_sipp, scenario};
 
 /// A callee scenario of this suite with its `DELAY_MS` filled in.
@@ -86,4 +86,29 @@ fn higher_q_contact_rings_first_and_the_lower_one_only_after_it_fails() {
     assert!(second.succeeded(), "answering callee:\n{}", second.describe());
     assert_eq!(invites(&first.messages), 1);
     assert_eq!(invites(&second.messages), 1);
+}
+
+#[test]
+fn a_603_from_the_higher_q_contact_ends_the_call_without_ringing_the_next() {
+    if !have_sipp() {
+        return;
+    }
+    // RFC 3261 §16.7 step 5: a 6xx ends the search; no further branches.
+    let xml = std::fs::read_to_string(scenario("uas_busy.xml")).expect("scenario");
+    let declining =
+        Sipp::scenario_text(xml.replace("DELAY_MS", "100").replace("486 Busy Here", "603 Decline")).calls(1);
+    let next = Responder::start();
+    let proxy = Umproxy::start(Setup::new().user("alice", "wonderland"));
+    let contacts = format!("<sip:alice@{}>;q=1.0, <sip:alice@{}>;q=0.5", declining.local_addr(), next.addr);
+    assert_eq!(register_two(&proxy, &contacts).len(), 2);
+
+    let declining = declining.spawn();
+    let mut caller = Ua::new(proxy.sip_addr());
+    let aor = format!("sip:alice@{DOMAIN}");
+    let invite = caller.request("INVITE", &aor, "sip:carol@caller.test", &aor);
+    let answer = caller.transact(&invite, Duration::from_secs(10)).expect("final response");
+    assert_eq!(answer.status(), Some(603), "{answer}\nlog:\n{}", proxy.log());
+    let declining = declining.wait();
+    assert!(declining.succeeded(), "declining callee (it needs the ACK):\n{}", declining.describe());
+    assert!(next.seen().is_empty(), "the q=0.5 contact rang after a 603: {:?}", next.seen());
 }
