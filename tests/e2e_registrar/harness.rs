@@ -81,7 +81,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// UDP on a fresh port, embedded store, nobody trusted, no users.
+    /// UDP and TCP on one fresh port, embedded store, nobody trusted, no users.
     pub fn new() -> Setup {
         Setup {
             sip_port: free_port(),

@@ -4,6 +4,11 @@
 //! loopback ports, so tests run in parallel. Tests that need `sipp` or
 //! `redis-server` skip without them, unless `CI` is set, where a missing
 //! tool fails the test.
+//!
+//! Two tests fail on purpose until the proxy is fixed:
+//! `relay::a_catch_all_route_does_not_open_the_relay_to_untrusted_sources`
+//! and `outbound::an_outbound_binding_without_a_transport_parameter_is_still_reached_over_its_tcp_flow`
+//! (their doc comments say where the fault lies).
 
 mod client;
 mod digest;
