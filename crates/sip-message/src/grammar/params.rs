@@ -2,7 +2,7 @@
 //! header parameters (`SEMI generic-param`, with LWS, quoted values).
 
 use super::chars::{is, is_ws, GEN_VALUE, HEX, PARAM, TOKEN};
-use super::{fail, quoted_string, sep, take_class, GResult};
+use super::{eq_ci, fail, quoted_string, sep, take_class, GResult};
 
 /// Take 1*(class / escaped). `escaped = "%" HEXDIG HEXDIG`.
 pub(crate) fn take_escaped(i: &[u8], class: u16) -> GResult<'_, &[u8]> {
@@ -87,7 +87,7 @@ pub fn header_params_finding<'a>(i: &'a [u8], want: &[u8]) -> GResult<'a, (&'a [
             };
             if found.is_none() && !want.is_empty() {
                 let name = i.get(name_start..name_end).unwrap_or_default();
-                if name.eq_ignore_ascii_case(want) {
+                if eq_ci(name, want) {
                     found = i.get(v_start..v_end);
                 }
             }
@@ -160,7 +160,7 @@ impl<'a> Params<'a> {
     /// Look a parameter up by name (case-insensitive). `Some(None)` means the
     /// parameter is present without a value (`;lr`).
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+        self.iter().find(|(n, _)| eq_ci(n, name.as_bytes())).map(|(_, v)| v)
     }
     /// Whether a parameter is present, with or without a value.
     pub fn has(&self, name: &str) -> bool {
