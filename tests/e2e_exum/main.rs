@@ -11,6 +11,7 @@ mod fixture;
 mod hosted;
 mod on_prem;
 mod provider;
+mod redirect;
 mod reload;
 mod triggers;
 
