@@ -123,3 +123,24 @@ async fn busy_hosted_user_and_auto_attendant_reach_the_provider() {
     assert_eq!(invite.request_uri(), Some(TENANT_A_URI), "{invite}");
     assert!(invite.header_values("Diversion").is_empty(), "AA call carries a Diversion:\n{invite}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_edge_not_named_by_its_certificate_is_refused_and_the_caller_gets_480() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    // The edge presents a certificate from the trusted CA that does not
+    // name the provider's proxy FQDN.
+    let impostor = pki.uas(&["edge.elsewhere.example.net"], ACCEPT).await;
+    let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: impostor.addr, sfb: dead_addr() };
+    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let log = || exum.proxy.log();
+    let call = Call::new("sip:carl@example.net", "sip:dave@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), Some(480)).await;
+    crate::fixture::assert_call_succeeded(&caller, &log);
+    assert!(impostor.received().is_empty(), "a request reached the impostor edge");
+    assert_eq!(exum.metric(r#"umproxy_exum_um_failures_total{mode="hosted",reason="all_failed"}"#), 1.0);
+    let refused = exum.metric_sum("umproxy_transport_tls_handshake_failures_total", r#"direction="outbound""#);
+    assert!(refused >= 1.0, "{}", exum.proxy.metrics());
+}

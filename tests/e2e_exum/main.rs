@@ -6,6 +6,7 @@
 //! receive. Each test starts its own proxy and peers on fresh ports. Tests
 //! that need SIPp skip without it, unless `CI` is set, where they fail.
 
+mod config;
 mod failover;
 mod fixture;
 mod hosted;

@@ -170,6 +170,16 @@ async fn subscriber_access_contact_reaches_its_dial_plan_without_diversion() {
     let invite = um_invite(&um1, WAIT, &log).await;
     assert_eq!(invite.request_uri(), Some("sip:um1.contoso.test;transport=tls"), "{invite}\n{}", log());
     assert!(invite.header_values("Diversion").is_empty(), "SA call carries a Diversion:\n{invite}");
+    // The same contact by its number (line_uri tel:+15550199).
+    let call = Call::new("sip:carl@example.net", "sip:+15550199@contoso.test;user=phone");
+    assert_call_succeeded(&call.run(exum.proxy.udp_addr(), None).await, &log);
+    let by_number = um1
+        .received()
+        .into_iter()
+        .find(|m| m.method() == Some("INVITE") && m.header("Call-ID") == Some(call.call_id.as_str()))
+        .unwrap_or_else(|| panic!("the SA number did not reach UM; proxy log:\n{}", log()));
+    assert_eq!(by_number.request_uri(), Some("sip:um1.contoso.test;transport=tls"), "{by_number}");
+    assert!(by_number.header_values("Diversion").is_empty(), "SA number call carries a Diversion:\n{by_number}");
 }
 
 /// A registration whose phone has gone (the contact answers nothing, not
