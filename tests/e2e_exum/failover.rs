@@ -169,3 +169,38 @@ async fn um_target_health_follows_options_pings() {
     );
     assert!(started.elapsed() < WAIT, "health known only after {:?}", started.elapsed());
 }
+
+/// EXUM.md behaviour 14 ("each diversion logs mode, reason, target and
+/// outcome") and 8 ("log line with call-id/user/servers tried"): the
+/// operator can tell from the log where a call went and which servers
+/// failed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_log_names_the_um_target_and_the_servers_tried() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let failing = pki.uas(&["um1.contoso.test"], Answer::Reject(500)).await;
+    let exum = Exum::start(
+        &pki,
+        &directory_toml(&peers(vec![("um1.contoso.test", failing.addr), ("um2.contoso.test", dead_addr())]), None),
+    );
+    let log = || exum.proxy.log();
+    let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), Some(480)).await;
+    assert_call_succeeded(&caller, &log);
+    let lines: Vec<String> = log().lines().filter(|l| l.contains(&call.call_id)).map(str::to_owned).collect();
+    let routed =
+        lines.iter().find(|l| l.contains("to voice mail")).unwrap_or_else(|| panic!("no routing line:\n{}", log()));
+    assert!(
+        routed.contains("dp-redmond") || routed.contains("um1.contoso.test"),
+        "the routing line does not name the UM target: {routed}"
+    );
+    let failed = lines
+        .iter()
+        .find(|l| l.contains("no UM server accepted"))
+        .unwrap_or_else(|| panic!("no failure line:\n{}", log()));
+    for server in ["um1.contoso.test", "um2.contoso.test"] {
+        assert!(failed.contains(server), "the failure line does not name {server}: {failed}");
+    }
+}
