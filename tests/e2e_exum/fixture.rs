@@ -195,6 +195,11 @@ impl Exum {
     /// listener trusting the PKI's CA, authentication off (callees register
     /// without digest), the proxy's client certificate for UM and providers.
     pub fn start(pki: &Pki, directory: &str) -> Exum {
+        Exum::start_with(pki, directory, "")
+    }
+
+    /// Like [`Exum::start`] with more TOML for `umproxy.toml` (`[dns]` …).
+    pub fn start_with(pki: &Pki, directory: &str, extra: &str) -> Exum {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("directory.toml");
         std::fs::write(&path, directory).expect("write directory");
@@ -211,7 +216,7 @@ impl Exum {
             key = pki.proxy_client.key_path.display().to_string(),
             ca = pki.ca.pem_path.display().to_string(),
         ));
-        let proxy = Proxy::start(umproxy(), config);
+        let proxy = Proxy::start(umproxy(), config.extra(extra));
         Exum { proxy, directory: path, _dir: dir }
     }
 

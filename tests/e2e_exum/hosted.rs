@@ -144,3 +144,41 @@ async fn provider_edge_not_named_by_its_certificate_is_refused_and_the_caller_ge
     let refused = exum.metric_sum("umproxy_transport_tls_handshake_failures_total", r#"direction="outbound""#);
     assert!(refused >= 1.0, "{}", exum.proxy.metrics());
 }
+
+/// A provider without a static address is found the way Lync federates:
+/// `_sipfederationtls._tcp.<proxy_fqdn>` SRV, then the target's address;
+/// its certificate must still name the proxy FQDN (EXUM.md behaviour 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_without_an_address_is_found_by_its_federation_srv_record() {
+    if !have_sipp() || !e2e_support::require_tool_sbin("dnsmasq") {
+        return;
+    }
+    const FQDN: &str = "exap.um.provider.test";
+    let pki = Pki::new();
+    let edge = pki.uas(&[FQDN], ACCEPT).await;
+    let records = vec![
+        format!("--srv-host=_sipfederationtls._tcp.{FQDN},edge1.provider.test,{},0,0", edge.addr.port()),
+        "--host-record=edge1.provider.test,127.0.0.1".to_owned(),
+    ];
+    let Some(dns) = e2e_support::DnsServer::start(&records) else { return };
+    let exap_placeholder = dead_addr();
+    let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap_placeholder, sfb: dead_addr() };
+    let directory = directory_toml(&peers, None)
+        .replace(&format!("address = \"{exap_placeholder}\"\n"), "")
+        .replace(EXAP_FQDN, FQDN);
+    let exum = Exum::start_with(
+        &pki,
+        &directory,
+        &format!("[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 1000\nattempts = 1\n", dns.addr),
+    );
+    let log = || exum.proxy.log();
+    let call = Call::new("sip:carl@example.net", "sip:dave@contoso.test");
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    crate::fixture::assert_call_succeeded(&caller, &log);
+    let invite = invite_of(&edge, &call.call_id).unwrap_or_else(|| panic!("no INVITE at the edge; log:\n{}", log()));
+    assert_eq!(
+        invite.request_uri(),
+        Some("sip:exap.um.provider.test;opaque=app:voicemail;ms-organization=corp.contoso.test"),
+        "{invite}"
+    );
+}
