@@ -29,8 +29,14 @@ pub(crate) fn fail<'a, O>(i: &'a [u8]) -> GResult<'a, O> {
 /// `SWS = [LWS]`: optional linear white space (folds included).
 #[inline]
 pub fn sws(i: &[u8]) -> &[u8] {
-    let n = i.iter().take_while(|&&c| is_ws(c)).count();
-    i.get(n..).unwrap_or_default()
+    // Most separators have no white space around them: one test first.
+    match i.first() {
+        Some(&c) if is_ws(c) => {
+            let n = i.iter().take_while(|&&c| is_ws(c)).count();
+            i.get(n..).unwrap_or_default()
+        }
+        _ => i,
+    }
 }
 
 /// Skip `SWS <c> SWS` (SEMI, COLON, EQUAL, SLASH, COMMA of §25.1).

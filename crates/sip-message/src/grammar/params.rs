@@ -1,7 +1,7 @@
 //! Parameters: URI parameters (`;name=value`, no white space, escapes) and
 //! header parameters (`SEMI generic-param`, with LWS, quoted values).
 
-use super::chars::{is, is_ws, GEN_VALUE, HEX, PARAM, TOKEN};
+use super::chars::{is, is_ws, GEN_VALUE, HEX, PARAM, TOKEN, WS};
 use super::{eq_ci, fail, quoted_string, sep, take_class, GResult};
 
 /// Take 1*(class / escaped). `escaped = "%" HEXDIG HEXDIG`.
@@ -53,8 +53,20 @@ pub fn header_params(i: &[u8]) -> GResult<'_, &[u8]> {
 pub fn header_params_finding<'a>(i: &'a [u8], want: &[u8]) -> GResult<'a, (&'a [u8], Option<&'a [u8]>)> {
     // Offsets into `i`, one forward pass; `end` is where the last complete
     // parameter ends (trailing LWS is not part of the run).
-    let ws = |k: usize| k + i.get(k..).unwrap_or_default().iter().take_while(|&&c| is_ws(c)).count();
-    let run = |k: usize, class: u16| k + i.get(k..).unwrap_or_default().iter().take_while(|&&c| is(c, class)).count();
+    let run = |mut k: usize, class: u16| {
+        while let Some(&c) = i.get(k) {
+            if !is(c, class) {
+                break;
+            }
+            k += 1;
+        }
+        k
+    };
+    // LWS is rare inside parameters: test one byte before looping.
+    let ws = |k: usize| match i.get(k) {
+        Some(&c) if is_ws(c) => run(k, WS),
+        _ => k,
+    };
     let mut end = 0;
     let mut found = None;
     loop {
