@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# REGISTER with digest authentication: umproxy vs Kamailio, side by side in
+# one run on this machine (DESIGN.md §8, issue #5).
+#
+# SIPp registers USERS distinct users (user0001…, each its own AOR and
+# Contact, all with password "secret") once each: REGISTER → 401 → REGISTER
+# with MD5 credentials → 200, at a fixed rate of REGISTER transactions per
+# second (two per registration). Proxies:
+#   kamailio       registrar + usrloc (db_mode 0, memory) + auth with
+#                  pv_auth_check against the fixed password (no database),
+#                  benches/register/kamailio-register.cfg, -x tlsf
+#   umproxy        [registrar] store = "embedded" persisted to a file in OUT,
+#                  directory file with every user's HA1, [auth] algorithms =
+#                  ["MD5"] (one challenge, as Kamailio sends)
+#   umproxy-2alg   the same with algorithms = ["MD5", "SHA-256"]: two
+#                  challenges per 401 (SIPp answers only the first, so MD5 goes
+#                  first; umproxy's default order, SHA-256 first, SIPp cannot
+#                  answer)
+#   umproxy-redis  store = "redis" on a redis-server this script starts on
+#                  REDIS_PORT (no persistence); its CPU is counted with
+#                  umproxy's (Kamailio's store is in-process)
+# Each run starts its proxy fresh, so every registration adds a binding.
+# Runs alternate proxies (kamailio, umproxy, …) so background load hits all.
+#
+# Reports per proxy and rate: successful/failed registrations, retransmissions,
+# CPU µs per successful registration (both transactions; user+sys of the
+# process tree from /proc/PID/stat, Kamailio's forked workers included), and
+# for umproxy the VmRSS growth per binding (VmRSS after the run minus before,
+# ÷ successful registrations). Last line:
+#   register cpu ratio vs kamailio: embedded=X 2alg=Y redis=Z
+# (umproxy ÷ Kamailio µs per registration at the highest rate every run of both
+# carried cleanly — all registered, none failed — else n/a).
+#
+# Environment (defaults in brackets; the defaults take about 8 minutes):
+#   RATES ["500 1000"]  REGISTER transactions/s (SIPp -r is half: registrations/s)
+#   USERS [20000]  registrations per run       RUNS [1]  runs per point
+#   PROXIES ["kamailio umproxy umproxy-2alg umproxy-redis"]  (umproxy-redis is
+#     skipped when redis-server is not installed)
+#   SETTLE_S [3]  seconds of CPU counted after the last registration
+#   PROXY_PORT [37160] UAC_PORT [37180] REDIS_PORT [37179]
+#   KAMAILIO [kamailio] SIPP [sipp] REDIS_SERVER [redis-server]
+#   KAMAILIO_SHM_MB [1024] KAMAILIO_PKG_MB [64]
+#   SKIP_BUILD [0]  1 = use the umproxy binary already built (honours CARGO_TARGET_DIR)
+#   OUT [a new temporary directory]  configs, logs, SIPp CSVs, results.tsv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATES=${RATES:-"500 1000"}
+USERS=${USERS:-20000}
+RUNS=${RUNS:-1}
+PROXIES=${PROXIES:-"kamailio umproxy umproxy-2alg umproxy-redis"}
+SETTLE_S=${SETTLE_S:-3}
+PROXY_PORT=${PROXY_PORT:-37160}
+UAC_PORT=${UAC_PORT:-37180}
+REDIS_PORT=${REDIS_PORT:-37179}
+KAMAILIO=${KAMAILIO:-kamailio}
+SIPP=${SIPP:-sipp}
+REDIS_SERVER=${REDIS_SERVER:-redis-server}
+KAMAILIO_SHM_MB=${KAMAILIO_SHM_MB:-1024}
+KAMAILIO_PKG_MB=${KAMAILIO_PKG_MB:-64}
+SKIP_BUILD=${SKIP_BUILD:-0}
+OUT=${OUT:-$(mktemp -d -t umproxy-register.XXXXXX)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+DOMAIN=bench.test
+PASSWORD=secret
+SMOKE=10
+CLK_TCK=$(getconf CLK_TCK)
+log() { printf '[register %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ABORT: $*"; exit 1; }
+
+for tool in "$KAMAILIO" "$SIPP" python3 ss; do
+    command -v "$tool" >/dev/null || die "$tool not found in PATH"
+done
+if [[ " $PROXIES " == *" umproxy-redis "* ]] && ! command -v "$REDIS_SERVER" >/dev/null; then
+    log "no $REDIS_SERVER: skipping umproxy-redis"
+    PROXIES=${PROXIES/umproxy-redis/}
+fi
+for p in "$PROXY_PORT" "$UAC_PORT" "$REDIS_PORT"; do
+    [ -z "$(ss -Hlntu "sport = :$p" 2>/dev/null)" ] ||
+        die "port $p is already in use (set PROXY_PORT/UAC_PORT/REDIS_PORT)"
+done
+
+# --- umproxy binary ------------------------------------------------------------
+target_dir=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
+UMPROXY=$target_dir/release/umproxy
+if [ "$SKIP_BUILD" != 1 ]; then
+    log "building umproxy (release)"
+    cargo build --release -p umproxy >&2
+fi
+[ -x "$UMPROXY" ] || die "no umproxy binary at $UMPROXY"
+
+# --- users: SIPp injection file and umproxy directory (HA1s, no passwords) ----
+# field1 is a whole [authentication] keyword: SIPp 3.6 cannot nest [field0]
+# inside one (see benches/register/register.xml).
+python3 - "$OUT" "$USERS" "$DOMAIN" "$PASSWORD" <<'PY'
+import hashlib, sys
+out, n, domain, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with open(f"{out}/users.csv", "w") as csv, open(f"{out}/directory.toml", "w") as d:
+    csv.write("SEQUENTIAL\n")
+    for i in range(1, n + 1):
+        user = f"user{i:04d}"
+        csv.write(f"{user};[authentication username={user} password={password}]\n")
+        a1 = f"{user}:{domain}:{password}".encode()
+        d.write(f'[[user]]\nsip_address = "sip:{user}@{domain}"\n'
+                f'ha1 = {{ md5 = "{hashlib.md5(a1).hexdigest()}", '
+                f'sha256 = "{hashlib.sha256(a1).hexdigest()}" }}\n\n')
+PY
+
+# --- process bookkeeping: only what this script started is ever stopped -------
+proxy_pid=""
+redis_pid=""
+stop_pid() { # pid [signal]
+    local pid=$1 sig=${2:-TERM} i
+    [ -n "$pid" ] || return 0
+    kill -"$sig" "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$proxy_pid"
+    stop_pid "$redis_pid"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Clock ticks of user+sys CPU of the process trees rooted at each PID given
+# (threads included, Kamailio's forked workers, reaped children's times).
+cpu_ticks() {
+    python3 - "$@" <<'PY'
+import os, sys
+stat, kids = {}, {}
+for name in os.listdir("/proc"):
+    if name.isdigit():
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stat[int(name)] = fields
+        kids.setdefault(int(fields[1]), []).append(int(name))
+total, todo = 0, [int(p) for p in sys.argv[1:] if p]
+while todo:
+    pid = todo.pop()
+    f = stat.get(pid)
+    if f:
+        total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+        todo.extend(kids.get(pid, []))
+print(total)
+PY
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+wait_udp() { # port pid
+    local i
+    for i in $(seq 100); do
+        kill -0 "$2" 2>/dev/null || return 1
+        [ -n "$(ss -Hlnu "sport = :$1" 2>/dev/null)" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+start_redis() { # dir
+    "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$1" </dev/null >"$1/redis.log" 2>&1 &
+    redis_pid=$!
+    local i
+    for i in $(seq 50); do
+        [ -n "$(ss -Hlnt "sport = :$REDIS_PORT" 2>/dev/null)" ] && return 0
+        sleep 0.1
+    done
+    die "redis-server did not start; see $1/redis.log"
+}
+
+start_proxy() { # proxy dir
+    local proxy=$1 dir=$2 algs='["MD5"]' store
+    if [ "$proxy" = kamailio ]; then
+        "$KAMAILIO" -f benches/register/kamailio-register.cfg -DD -E -x tlsf \
+            -m "$KAMAILIO_SHM_MB" -M "$KAMAILIO_PKG_MB" -l "udp:127.0.0.1:$PROXY_PORT" \
+            -A "PASSWORD=\"$PASSWORD\"" </dev/null >"$dir/proxy.log" 2>&1 &
+    else
+        store="store = \"embedded\"
+path = \"$dir/registrations.db\""
+        [ "$proxy" = umproxy-2alg ] && algs='["MD5", "SHA-256"]'
+        if [ "$proxy" = umproxy-redis ]; then
+            start_redis "$dir"
+            store="store = \"redis\"
+redis_url = \"redis://127.0.0.1:$REDIS_PORT/\""
+        fi
+        cat >"$dir/umproxy.toml" <<EOF
+# Written by benches/register-compare.sh ($proxy).
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:$PROXY_PORT"
+
+[proxy]
+domains = ["$DOMAIN"]
+
+[registrar]
+$store
+
+[directory]
+file = "$OUT/directory.toml"
+
+[auth]
+algorithms = $algs
+
+[log]
+format = "text"
+level = "warn"
+EOF
+        "$UMPROXY" check-config "$dir/umproxy.toml" >"$dir/proxy.log" 2>&1 ||
+            die "umproxy rejects the bench config: $(cat "$dir/proxy.log")"
+        "$UMPROXY" run "$dir/umproxy.toml" --grace-s 1 </dev/null >>"$dir/proxy.log" 2>&1 &
+    fi
+    proxy_pid=$!
+    wait_udp "$PROXY_PORT" "$proxy_pid" ||
+        die "$proxy did not start on 127.0.0.1:$PROXY_PORT; log $dir/proxy.log:
+$(tail -20 "$dir/proxy.log")"
+    sleep 1 # Kamailio's child_init; umproxy loads the directory
+}
+
+# One run; its row goes to $dir/row.tsv.
+run_point() { # proxy rate(transactions/s) registrations dir
+    local proxy=$1 rate=$2 n=$3 dir=$4 rc=0 c0 c1 r0 r1 cap
+    mkdir -p "$dir"
+    start_proxy "$proxy" "$dir"
+    r0=$(rss_kb "$proxy_pid")
+    c0=$(cpu_ticks "$proxy_pid" "$redis_pid")
+    cap=$((n * 2 / rate + 30))
+    "$SIPP" 127.0.0.1:"$PROXY_PORT" -sf benches/register/register.xml \
+        -inf "$OUT/users.csv" -auth_uri "$DOMAIN" -i 127.0.0.1 -p "$UAC_PORT" -t u1 \
+        -r "$(python3 -c "print(max(1, round($rate / 2)))")" -m "$n" \
+        -recv_timeout 5000 -timeout "${cap}s" -nostdin \
+        -trace_stat -stf "$dir/uac_stat.csv" -fd 1 \
+        -trace_err -error_file "$dir/uac_err.log" \
+        </dev/null >"$dir/uac.out" 2>&1 || rc=$?
+    sleep "$SETTLE_S"
+    c1=$(cpu_ticks "$proxy_pid" "$redis_pid")
+    r1=$(rss_kb "$proxy_pid")
+    kill -0 "$proxy_pid" 2>/dev/null || echo "$proxy exited during the run (log $dir/proxy.log)" >"$dir/interrupted"
+    stop_pid "$proxy_pid"; proxy_pid=""
+    stop_pid "$redis_pid"; redis_pid=""
+    python3 - "$dir" "$proxy" "$rate" "$n" "$((c1 - c0))" "$CLK_TCK" "$rc" "$r0" "$r1" <<'PY'
+import csv, os, sys
+d, proxy, rate, n, ticks, clk, rc, r0, r1 = sys.argv[1:]
+try:
+    with open(os.path.join(d, "uac_stat.csv"), newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    last = dict(zip(rows[0], rows[-1])) if len(rows) > 1 else {}
+except OSError:
+    last = {}
+num = lambda k: int(float(last.get(k, "0") or 0))
+att, ok, failed, rtx = num("TotalCallCreated"), num("SuccessfulCall(C)"), num("FailedCall(C)"), num("Retransmissions(C)")
+cpu_us = int(ticks) * 1_000_000 / int(clk)
+per = cpu_us / ok if ok else float("nan")
+if proxy == "kamailio":
+    rss = "n/a"  # shared memory, counted in every worker: not comparable
+else:
+    rss = f"{(int(r1) - int(r0)) * 1024 / ok:.0f}" if ok else "nan"
+row = [proxy, rate, n, att, ok, failed, rtx, f"{cpu_us:.0f}", f"{per:.1f}", r0, r1, rss, rc]
+with open(os.path.join(d, "row.tsv"), "w") as f:
+    f.write("\t".join(map(str, row)) + "\n")
+if att < int(n):
+    with open(os.path.join(d, "interrupted"), "a") as f:
+        f.write(f"SIPp ended after {att} of {n} registrations (exit {rc})\n")
+PY
+}
+
+HEADER="proxy\trate_tps\tusers\tattempted\tsuccessful\tfailed\tretrans\tcpu_us\tus_per_reg\trss0_kb\trss1_kb\trss_bytes_per_binding\tsipp_rc"
+
+log "results and logs in $OUT"
+log "load before: $(uptime)"
+for proxy in $PROXIES; do
+    dir=$OUT/smoke-$proxy
+    run_point "$proxy" 20 "$SMOKE" "$dir"
+    IFS=$'\t' read -r _ _ _ _ ok failed _ <"$dir/row.tsv"
+    [ "$ok" = "$SMOKE" ] || die "smoke failed: $proxy registered $ok of $SMOKE users ($failed failed).
+  SIPp errors ($dir/uac_err.log):
+$(head -c 1500 "$dir/uac_err.log" 2>/dev/null || true)
+  proxy log ($dir/proxy.log):
+$(tail -10 "$dir/proxy.log")"
+    log "smoke ok: $proxy ($ok/$SMOKE registrations)"
+done
+
+printf "$HEADER\n" >"$OUT/results.tsv"
+for rate in $RATES; do
+    for run in $(seq "$RUNS"); do
+        for proxy in $PROXIES; do
+            dir=$OUT/$rate-$run-$proxy
+            log "$proxy ${rate} REGISTER/s run $run/$RUNS: $USERS registrations; load $(cut -d' ' -f1-3 /proc/loadavg)"
+            run_point "$proxy" "$rate" "$USERS" "$dir"
+            [ ! -f "$dir/interrupted" ] || log "  interrupted: $(cat "$dir/interrupted")"
+            cat "$dir/row.tsv" >>"$OUT/results.tsv"
+            IFS=$'\t' read -r _ _ _ att ok failed rtx _ per _ _ rss _ <"$dir/row.tsv"
+            log "  -> $ok/$att registered, $failed failed, $rtx retrans, $per µs/registration, RSS $rss B/binding"
+        done
+    done
+done
+log "load after: $(uptime)"
+
+python3 - "$OUT/results.tsv" <<'PY'
+import csv, statistics, sys
+from collections import defaultdict
+runs = defaultdict(list)
+with open(sys.argv[1], newline="") as f:
+    for r in csv.DictReader(f, delimiter="\t"):
+        runs[(r["proxy"], int(r["rate_tps"]))].append(r)
+clean = lambda rs: all(int(r["failed"]) == 0 and int(r["successful"]) == int(r["users"]) for r in rs)
+def med(rs, k):
+    v = [float(r[k]) for r in rs if r[k] not in ("nan", "n/a")]
+    return statistics.median(v) if v else float("nan")
+print("| proxy | REGISTER/s | runs | µs CPU/registration (median) | successful/attempted | failed | retrans | RSS B/binding (median) | clean |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+for (p, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    rss = med(rs, "rss_bytes_per_binding")
+    print(f"| {p} | {rate} | {len(rs)} | {med(rs, 'us_per_reg'):.1f} | "
+          f"{sum(int(r['successful']) for r in rs)}/{sum(int(r['attempted']) for r in rs)} | "
+          f"{sum(int(r['failed']) for r in rs)} | {sum(int(r['retrans']) for r in rs)} | "
+          f"{'n/a' if rss != rss else f'{rss:.0f}'} | {'yes' if clean(rs) else 'NO'} |")
+print()
+out = {}
+for name, proxy in (("embedded", "umproxy"), ("2alg", "umproxy-2alg"), ("redis", "umproxy-redis")):
+    both = [rate for (p, rate) in runs if p == proxy and ("kamailio", rate) in runs
+            and clean(runs[(p, rate)]) and clean(runs[("kamailio", rate)])]
+    if both:
+        rate = max(both)
+        u, k = med(runs[(proxy, rate)], "us_per_reg"), med(runs[("kamailio", rate)], "us_per_reg")
+        out[name] = f"{u / k:.2f}"
+        print(f"{proxy}: at {rate} REGISTER/s, {u:.1f} µs/registration vs kamailio {k:.1f}")
+print(f"register cpu ratio vs kamailio: embedded={out.get('embedded', 'n/a')} "
+      f"2alg={out.get('2alg', 'n/a')} redis={out.get('redis', 'n/a')}")
+PY
