@@ -213,8 +213,15 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
     // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum.
     // Runs of alphanumerics are scanned with one table test per byte; the
     // label rules are checked only at each `-` run and `.`.
-    let alnum_run =
-        |from: usize| from + i.get(from..).unwrap_or_default().iter().take_while(|&&c| is(c, ALNUM)).count();
+    let alnum_run = |mut k: usize| {
+        while let Some(&c) = i.get(k) {
+            if !is(c, ALNUM) {
+                break;
+            }
+            k += 1;
+        }
+        k
+    };
     let mut n = 0;
     'labels: loop {
         let end = alnum_run(n);
