@@ -40,8 +40,31 @@ pub struct Contact {
     pub q: u16,
     /// Path values to route through, top first (RFC 3327).
     pub path: Vec<String>,
-    /// The connection it registered over (RFC 5626), with its source.
-    pub flow: Option<(FlowId, SocketAddr)>,
+    /// The connection it registered over (RFC 5626): its transport, id and
+    /// source address.
+    pub flow: Option<(Transport, FlowId, SocketAddr)>,
+}
+
+/// A registrar flow token carries the connection's id and, in its top two
+/// bits, its transport: a binding made over TCP or TLS is reached over the
+/// same connection, whatever its Contact URI says (RFC 5626 §5.3).
+/// Connection ids are sequential and never come near 2^62.
+fn flow_token(flow: FlowId, transport: Transport) -> FlowToken {
+    let t: u64 = match transport {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
+    };
+    FlowToken((flow.0 & (u64::MAX >> 2)) | (t << 62))
+}
+
+fn flow_of(token: FlowToken) -> (Transport, FlowId) {
+    let transport = match token.0 >> 62 {
+        1 => Transport::Tcp,
+        2 => Transport::Tls,
+        _ => Transport::Udp,
+    };
+    (transport, FlowId(token.0 & (u64::MAX >> 2)))
 }
 
 /// A future of a location lookup.
@@ -67,7 +90,10 @@ impl Locations for RegistrarLocations {
                     uri: b.contact_uri,
                     q: b.q.thousandths(),
                     path: b.path,
-                    flow: b.flow.zip(b.received).map(|(f, addr)| (FlowId(f.0), addr)),
+                    flow: b.flow.zip(b.received).map(|(f, addr)| {
+                        let (transport, flow) = flow_of(f);
+                        (transport, flow, addr)
+                    }),
                 })
                 .collect())
         })
@@ -239,10 +265,9 @@ pub fn fork_groups(mut contacts: Vec<Contact>, escape: Option<Duration>) -> Vec<
     contacts.sort_by_key(|c| std::cmp::Reverse(c.q));
     let mut groups: Vec<(u16, Vec<Target>)> = Vec::new();
     for c in contacts {
-        let next_hop = c.flow.map(|(flow, addr)| {
-            let transport = Uri::parse(c.uri.as_bytes())
-                .and_then(|u| u.transport().and_then(Transport::from_name))
-                .unwrap_or(Transport::Udp);
+        // A binding over a connection is reached over it (RFC 5626 §5.3);
+        // the hub opens a new one to the same address if it has closed.
+        let next_hop = c.flow.map(|(transport, flow, addr)| {
             NextHop::Destination(Destination { transport, addr, flow: Some(flow), server_name: None })
         });
         let t = Target { request_uri: Some(c.uri), next_hop, route: c.path, request: None, escape };
@@ -507,7 +532,7 @@ impl AppRouter {
         let ctx = RegisterContext {
             received: Some(req.source.remote),
             // RFC 5626: a binding over a connection remembers the connection.
-            flow: req.source.flow.map(|f| FlowToken(f.0)),
+            flow: req.source.flow.map(|f| flow_token(f, req.source.transport)),
             authenticated_user,
         };
         Routing::Pending(Box::pin(async move {
@@ -592,12 +617,18 @@ impl Router for AppRouter {
         // Requests from users of a served domain prove who they are, unless
         // they come from a trusted peer (an SBC that authenticated them).
         let from_host = req.msg.from().uri.host().to_ascii_lowercase();
-        if self.auth.is_some() && self.is_local_domain(&from_host) && !self.statics.is_trusted(req.source.remote.ip()) {
-            if let Err(answer) = self.authenticate(req, ChallengeKind::Proxy, &from_host) {
-                return Routing::Ready(answer);
+        let trusted = self.statics.is_trusted(req.source.remote.ip());
+        let mut authenticated = false;
+        if self.auth.is_some() && self.is_local_domain(&from_host) && !trusted {
+            match self.authenticate(req, ChallengeKind::Proxy, &from_host) {
+                Ok(user) => authenticated = user.is_some(),
+                Err(answer) => return Routing::Ready(answer),
             }
         }
-        let Some(handle) = &self.directory else { return self.statics.route(req) };
+        // Not an open relay: only trusted peers and authenticated local
+        // users may reach foreign domains (and routes to them).
+        let may_relay = trusted || authenticated;
+        let Some(handle) = &self.directory else { return Routing::Ready(self.statics.decide_for(req, may_relay)) };
         let dir = handle.snapshot();
         let msg = req.msg;
         let from = msg.from();
@@ -620,7 +651,7 @@ impl Router for AppRouter {
         };
         let class = classify_request(&dir, msg, caller_aor.as_deref(), from_provider.as_deref());
         match class {
-            Classification::NotOurs => self.statics.route(req),
+            Classification::NotOurs => Routing::Ready(self.statics.decide_for(req, may_relay)),
             Classification::NotFound => self.registered_only(msg),
             Classification::NoVoicemail { .. } => {
                 Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")))
@@ -683,7 +714,8 @@ mod tests {
         ])));
         let statics = StaticRouter::new(
             vec!["contoso.test".into()],
-            vec![],
+            // The tests' source is a trusted peer (relays need one).
+            vec!["192.0.2.1/32".parse().expect("net")],
             vec![Route {
                 matches: RouteMatch::Domain("fabrikam.test".into()),
                 next_hop: vec!["sip:192.0.2.99".into()],
@@ -738,6 +770,26 @@ mod tests {
     fn header(raw: &bytes::Bytes, name: &str) -> Vec<String> {
         let m = Message::parse(raw.clone(), &Default::default()).expect("UM INVITE parses");
         m.header_values_named(name).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+    }
+
+    #[test]
+    fn a_binding_over_tcp_is_reached_over_its_connection_whatever_the_contact_says() {
+        let token = flow_token(FlowId(42), Transport::Tcp);
+        assert_eq!(flow_of(token), (Transport::Tcp, FlowId(42)));
+        assert_eq!(flow_of(flow_token(FlowId(7), Transport::Tls)), (Transport::Tls, FlowId(7)));
+        let c = Contact {
+            uri: "sip:alice@192.0.2.5:40000;ob".into(),
+            q: 1000,
+            path: vec![],
+            flow: Some((Transport::Tcp, FlowId(42), "192.0.2.5:40000".parse().expect("addr"))),
+        };
+        let groups = fork_groups(vec![c], None);
+        match &groups[0][0].next_hop {
+            Some(NextHop::Destination(d)) => {
+                assert_eq!((d.transport, d.flow), (Transport::Tcp, Some(FlowId(42))));
+            }
+            other => panic!("the flow expected, got {other:?}"),
+        }
     }
 
     #[test]

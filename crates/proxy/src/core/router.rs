@@ -206,13 +206,27 @@ impl StaticRouter {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    /// The decision as a plain function.
+    /// The decision as a plain function, for a source that is trusted or
+    /// not.
     pub fn decide(&self, req: &RouteRequest<'_>) -> RouteDecision {
+        self.decide_for(req, self.is_trusted(req.source.remote.ip()))
+    }
+
+    /// The decision when whether the source may relay is known (a trusted
+    /// peer, or a local user who authenticated). Not an open relay: a
+    /// request for a foreign domain or a telephone number from anyone else
+    /// gets 403 before any route is looked at; requests for the served
+    /// domains need no such right.
+    pub fn decide_for(&self, req: &RouteRequest<'_>, may_relay: bool) -> RouteDecision {
         let Some(ruri) = req.msg.request_uri() else {
             return RouteDecision::Reject(Rejection::new(416, "Unsupported URI Scheme"));
         };
         let host = ruri.host();
         let user = ruri.user().unwrap_or_default();
+        let is_local_target = !matches!(ruri.scheme, Scheme::Tel) && self.is_local_domain(host);
+        if !is_local_target && !may_relay {
+            return RouteDecision::Reject(Rejection::new(403, "Forbidden"));
+        }
         for r in self.routes.iter() {
             let hit = match &r.matches {
                 RouteMatch::Any => true,
@@ -231,10 +245,8 @@ impl StaticRouter {
         if matches!(ruri.scheme, Scheme::Tel) || self.is_local_domain(host) {
             return RouteDecision::Reject(Rejection::new(404, "Not Found"));
         }
-        if self.is_trusted(req.source.remote.ip()) {
-            return RouteDecision::Forward(ForkPlan::single(Target::default()));
-        }
-        RouteDecision::Reject(Rejection::new(403, "Forbidden"))
+        // A foreign domain, for a source allowed to relay: RFC 3263.
+        RouteDecision::Forward(ForkPlan::single(Target::default()))
     }
 }
 
@@ -311,7 +323,21 @@ mod tests {
             Some(NextHop::Uri("sip:10.9.0.1".into()))
         );
         assert_eq!(hop(decide(&r, "sip:bob@example.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.2".into())));
-        assert_eq!(hop(decide(&r, "sip:bob@elsewhere.test", "192.0.2.1")), Some(NextHop::Uri("sip:10.9.0.3".into())));
+        assert_eq!(hop(decide(&r, "sip:bob@elsewhere.test", "10.1.0.9")), Some(NextHop::Uri("sip:10.9.0.3".into())));
+    }
+
+    #[test]
+    fn a_catch_all_route_does_not_open_the_relay() {
+        let r = router(vec![route(RouteMatch::Any, "sip:10.9.0.3")]);
+        assert!(matches!(decide(&r, "sip:bob@foreign.test", "192.0.2.1"), RouteDecision::Reject(x) if x.code == 403));
+        assert!(matches!(decide(&r, "tel:+4930123", "192.0.2.1"), RouteDecision::Reject(x) if x.code == 403));
+        assert!(matches!(decide(&r, "sip:bob@foreign.test", "10.1.2.3"), RouteDecision::Forward(_)), "trusted");
+        // Calls for the served domain from anyone still take the route.
+        assert!(matches!(decide(&r, "sip:bob@example.test", "192.0.2.1"), RouteDecision::Forward(_)));
+        let m = req("sip:bob@foreign.test");
+        let p = peer("192.0.2.1");
+        let authenticated = r.decide_for(&RouteRequest { msg: &m, source: &p, tls: None }, true);
+        assert!(matches!(authenticated, RouteDecision::Forward(_)), "an authenticated local user may relay");
     }
 
     #[test]
