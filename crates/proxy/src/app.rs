@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
-use sip_message::{Message, Uri};
+use sip_message::Message;
 use tracing::{info, warn};
 
 use crate::core::validate::Rejection;
@@ -170,12 +170,14 @@ impl UmHealth {
     }
 }
 
-/// The OPTIONS ping of one UM server.
-fn options_ping(fqdn: &str, n: u64) -> bytes::Bytes {
-    bytes::Bytes::from(format!(
+/// The OPTIONS ping of one UM server, and its Call-ID.
+fn options_ping(fqdn: &str, n: u64) -> (String, bytes::Bytes) {
+    let call_id = format!("umproxy-hc-{n:x}");
+    let bytes = bytes::Bytes::from(format!(
         "OPTIONS sip:{fqdn} SIP/2.0\r\nFrom: <sip:umproxy@{fqdn}>;tag=hc{n:x}\r\nTo: <sip:{fqdn}>\r\n\
-         Call-ID: umproxy-hc-{n:x}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ))
+         Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ));
+    (call_id, bytes)
 }
 
 /// Ping every dial plan's UM servers every `every`, through the core.
@@ -204,7 +206,10 @@ pub fn spawn_health_checks(
                         }
                     };
                     let up = match dest {
-                        Some(d) => core.originate(options_ping(&server.fqdn, n), d).await.is_some(),
+                        Some(d) => {
+                            let (call_id, ping) = options_ping(&server.fqdn, n);
+                            core.originate(&call_id, ping, d).await.is_some()
+                        }
                         None => false,
                     };
                     health.mark(&server.fqdn, up);
@@ -353,6 +358,18 @@ fn um_server_hop(server: &UmServer, transport: Transport) -> NextHop {
     }
 }
 
+/// What an operator needs to know about a UM target in a log line: the
+/// dial plan and its servers in order, or the hosting provider.
+fn describe_target(target: &UmTarget) -> String {
+    match &target.route {
+        UmRoute::OnPrem { dial_plan, servers, .. } => {
+            let names: Vec<&str> = servers.iter().map(|s| s.fqdn.as_str()).collect();
+            format!("dial plan {dial_plan} [{}]", names.join(", "))
+        }
+        UmRoute::Hosted { provider, destination, .. } => format!("provider {provider} ({destination})"),
+    }
+}
+
 /// Voice mail for a local user when the ring fails, and 480 when the UM
 /// servers fail too (DESIGN.md §9 "When a call diverts", "On-premises UM").
 struct VoiceMail {
@@ -366,16 +383,7 @@ impl Fallback for VoiceMail {
     fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
         let call_id = original.call_id();
         if outcome.stage > 0 {
-            // The UM attempts failed: a clean 480, a log line, a metric.
-            warn!(
-                call_id = %call_id,
-                mailbox = %self.target.mailbox.aor,
-                mode = self.target.mode(),
-                codes = ?outcome.codes,
-                "ExUM: no UM server accepted the call"
-            );
-            self.metrics.failures.with_label_values(&[self.target.mode(), "all_failed"]).inc();
-            return FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"));
+            return um_failed(call_id, &self.target, outcome, &self.metrics);
         }
         let call = if outcome.no_answer {
             CallOutcome::NoAnswerTimeout
@@ -402,16 +410,23 @@ struct UmFailure {
 
 impl Fallback for UmFailure {
     fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
-        warn!(
-            call_id = %original.call_id(),
-            mailbox = %self.target.mailbox.aor,
-            mode = self.target.mode(),
-            codes = ?outcome.codes,
-            "ExUM: no UM server accepted the call"
-        );
-        self.metrics.failures.with_label_values(&[self.target.mode(), "all_failed"]).inc();
-        FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"))
+        um_failed(original.call_id(), &self.target, outcome, &self.metrics)
     }
+}
+
+/// Every UM attempt failed: a clean 480, a log line naming the call, the
+/// mailbox and the servers tried with their answers, and a metric.
+fn um_failed(call_id: &str, target: &UmTarget, outcome: &ForkOutcome, metrics: &ExumMetrics) -> FallbackAction {
+    warn!(
+        call_id = %call_id.escape_default(),
+        mailbox = %target.mailbox.aor,
+        mode = target.mode(),
+        tried = %describe_target(target),
+        answers = ?outcome.codes,
+        "ExUM: no UM server accepted the call; answering 480"
+    );
+    metrics.failures.with_label_values(&[target.mode(), "all_failed"]).inc();
+    FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"))
 }
 
 fn divert(
@@ -425,10 +440,11 @@ fn divert(
     match um_plan(original, target, reason, settings, dir) {
         Ok(mut plan) => {
             info!(
-                call_id = %original.call_id(),
+                call_id = %original.call_id().escape_default(),
                 mailbox = %target.mailbox.aor,
                 mode = target.mode(),
                 reason = reason_label(reason),
+                target = %describe_target(target),
                 "ExUM: to voice mail"
             );
             metrics.routes.with_label_values(&[target.mode(), reason_label(reason)]).inc();
@@ -436,7 +452,7 @@ fn divert(
             FallbackAction::Divert { plan, request: None }
         }
         Err(e) => {
-            warn!(call_id = %original.call_id(), mailbox = %target.mailbox.aor, error = %e, "ExUM: cannot build the INVITE to UM");
+            warn!(call_id = %original.call_id().escape_default(), mailbox = %target.mailbox.aor, error = %e, "ExUM: cannot build the INVITE to UM");
             metrics.failures.with_label_values(&[target.mode(), "request"]).inc();
             FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"))
         }
@@ -594,7 +610,7 @@ impl AppRouter {
                     ..ForkPlan::default()
                 }),
                 Err(e) => {
-                    warn!(call_id = %call_id, error = %e, "location lookup failed");
+                    warn!(call_id = %call_id.escape_default(), error = %e, "location lookup failed");
                     RouteDecision::Reject(Rejection::new(503, "Service Unavailable"))
                 }
             }

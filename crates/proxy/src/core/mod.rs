@@ -129,8 +129,7 @@ pub struct Core {
 /// Running shards.
 pub struct CoreHandle {
     tasks: Vec<JoinHandle<()>>,
-    inputs: Vec<mpsc::Sender<ShardInput>>,
-    originate_rr: std::sync::atomic::AtomicUsize,
+    dispatch: Arc<CoreDispatch>,
 }
 
 impl CoreHandle {
@@ -144,10 +143,12 @@ impl CoreHandle {
     /// Send a request the proxy itself originates (its top Via and branch
     /// are added) and wait for its final status; `None` after a timeout or
     /// a transport failure.
-    pub async fn originate(&self, request: bytes::Bytes, dest: Destination) -> Option<u16> {
+    /// `call_id` must be the request's Call-ID: its responses are handed to
+    /// the shard its hash names, so the request must start there.
+    pub async fn originate(&self, call_id: &str, request: bytes::Bytes, dest: Destination) -> Option<u16> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let shard = self.originate_rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.inputs.len().max(1);
-        self.inputs.get(shard)?.send(ShardInput::Originate { request, dest, reply }).await.ok()?;
+        let shard = self.dispatch.shard_for(call_id);
+        self.dispatch.shards.get(shard)?.send(ShardInput::Originate { request, dest, reply }).await.ok()?;
         rx.await.ok().flatten()
     }
 
@@ -169,8 +170,7 @@ impl Core {
             receivers.push(rx);
         }
         let reserve = cfg.queue_depth.max(16) / 4;
-        let dispatch =
-            Arc::new(CoreDispatch { shards, reserve, hasher: RandomState::new(), metrics: metrics.clone() });
+        let dispatch = Arc::new(CoreDispatch { shards, reserve, hasher: RandomState::new(), metrics: metrics.clone() });
         Core { dispatch, receivers, cfg: Arc::new(cfg), metrics }
     }
 
@@ -197,7 +197,7 @@ impl Core {
             );
             tasks.push(tokio::spawn(shard.run(rx)));
         }
-        CoreHandle { tasks, inputs: self.dispatch.shards.clone(), originate_rr: Default::default() }
+        CoreHandle { tasks, dispatch: self.dispatch.clone() }
     }
 }
 

@@ -993,8 +993,12 @@ impl Shard {
                             self.timers.remove(&k);
                         }
                         debug!(shard = self.index, code, %contact, "following redirect");
+                        // The new branch keeps the branch's own request (the
+                        // INVITE to UM with its Diversion and History-Info),
+                        // retargeted to the Contact.
+                        let target = Target { request: branch.target.request.clone(), ..Target::to_uri(contact) };
                         ctx.branches.push(Branch {
-                            target: Target::to_uri(contact),
+                            target,
                             state: BranchState::Resolving,
                             client: None,
                             dests: VecDeque::new(),
@@ -1129,6 +1133,19 @@ impl Shard {
         for b in ctx.branches.iter_mut().filter(|b| b.is_active()) {
             match (b.state, b.client) {
                 (BranchState::Resolving, _) | (_, None) => b.state = BranchState::Done,
+                (BranchState::Calling, Some(c)) => {
+                    // RFC 3261 §9.1: no CANCEL before a provisional; the
+                    // layer sends it if one comes. The fork does not wait
+                    // for such a silent branch (up to Timer B): it counts as
+                    // cancelled now.
+                    let _ = self.layer.cancel(now, c);
+                    b.state = BranchState::Done;
+                    for k in [b.timer_c.take(), b.attempt.take()].into_iter().flatten() {
+                        self.timers.remove(&k);
+                    }
+                    ctx.codes.push(487);
+                    ctx.best.offer(Final::Synthetic(487));
+                }
                 (_, Some(c)) => {
                     let _ = self.layer.cancel(now, c);
                 }

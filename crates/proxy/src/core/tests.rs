@@ -599,6 +599,12 @@ fn unresponsive_um_server_times_out_and_the_next_answers_after_a_redirect() {
     let third = requests(&out, "INVITE");
     assert_eq!(third.len(), 1, "the UM call router's redirect is followed");
     assert_eq!(third[0].0.to_string(), "192.0.2.53:5060");
+    assert_eq!(third[0].1.request_uri_str(), Some("sip:um-node@192.0.2.53"), "retargeted to the Contact");
+    assert_eq!(
+        third[0].1.header_values_named("X-Um-Server").next(),
+        Some(&b"2"[..]),
+        "the redirected attempt keeps the branch's own request"
+    );
     assert!(statuses(&out).iter().all(|c| *c < 200), "{:?}", statuses(&out));
 }
 
@@ -762,4 +768,17 @@ fn an_overloaded_shard_refuses_new_requests_but_keeps_room_for_responses() {
     for _ in 0..4 {
         assert!(dispatch.deliver(inbound(answer(&fwd, 200, "t"))).is_ok(), "responses still fit");
     }
+}
+
+#[test]
+fn a_silent_branch_does_not_hold_the_ring_timeout_until_timer_b() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKsil"), CALLER);
+    assert_eq!(requests(&h.take(), "INVITE").len(), 1);
+    // The contact never answers, not even 100 Trying.
+    h.advance(Duration::from_millis(20_100));
+    let out = h.take();
+    let um: Vec<_> = requests(&out, "INVITE").into_iter().filter(|(a, _)| a.to_string() == "192.0.2.51:5060").collect();
+    assert_eq!(um.len(), 1, "voice mail at the ring timeout, not after Timer B");
+    assert!(outcomes(&h)[0].no_answer);
 }
