@@ -16,6 +16,10 @@
 #                  challenges per 401 (SIPp answers only the first, so MD5 goes
 #                  first; umproxy's default order, SHA-256 first, SIPp cannot
 #                  answer)
+#   umproxy-tmpfs  umproxy with the registrations file on a tmpfs (TMPFS_DIR):
+#                  the same work minus the disk; each changing REGISTER commits
+#                  a redb transaction with fsync (embedded.rs), which Kamailio's
+#                  db_mode 0 never does
 #   umproxy-redis  store = "redis" on a redis-server this script starts on
 #                  REDIS_PORT (no persistence); its CPU is counted with
 #                  umproxy's (Kamailio's store is in-process)
@@ -27,15 +31,16 @@
 # process tree from /proc/PID/stat, Kamailio's forked workers included), and
 # for umproxy the VmRSS growth per binding (VmRSS after the run minus before,
 # ÷ successful registrations). Last line:
-#   register cpu ratio vs kamailio: embedded=X 2alg=Y redis=Z
+#   register cpu ratio vs kamailio: embedded=X tmpfs=T 2alg=Y redis=Z
 # (umproxy ÷ Kamailio µs per registration at the highest rate every run of both
 # carried cleanly — all registered, none failed — else n/a).
 #
 # Environment (defaults in brackets; the defaults take about 8 minutes):
 #   RATES ["500 1000"]  REGISTER transactions/s (SIPp -r is half: registrations/s)
 #   USERS [20000]  registrations per run       RUNS [1]  runs per point
-#   PROXIES ["kamailio umproxy umproxy-2alg umproxy-redis"]  (umproxy-redis is
-#     skipped when redis-server is not installed)
+#   PROXIES ["kamailio umproxy umproxy-tmpfs umproxy-2alg umproxy-redis"]
+#     (umproxy-redis is skipped without redis-server, umproxy-tmpfs without a
+#     writable TMPFS_DIR [/dev/shm])
 #   SETTLE_S [3]  seconds of CPU counted after the last registration
 #   PROXY_PORT [37160] UAC_PORT [37180] REDIS_PORT [37179]
 #   KAMAILIO [kamailio] SIPP [sipp] REDIS_SERVER [redis-server]
@@ -48,7 +53,8 @@ cd "$(dirname "$0")/.."
 RATES=${RATES:-"500 1000"}
 USERS=${USERS:-20000}
 RUNS=${RUNS:-1}
-PROXIES=${PROXIES:-"kamailio umproxy umproxy-2alg umproxy-redis"}
+PROXIES=${PROXIES:-"kamailio umproxy umproxy-tmpfs umproxy-2alg umproxy-redis"}
+TMPFS_DIR=${TMPFS_DIR:-/dev/shm}
 SETTLE_S=${SETTLE_S:-3}
 PROXY_PORT=${PROXY_PORT:-37160}
 UAC_PORT=${UAC_PORT:-37180}
@@ -76,6 +82,16 @@ done
 if [[ " $PROXIES " == *" umproxy-redis "* ]] && ! command -v "$REDIS_SERVER" >/dev/null; then
     log "no $REDIS_SERVER: skipping umproxy-redis"
     PROXIES=${PROXIES/umproxy-redis/}
+fi
+TMPFS_RUN=""
+if [[ " $PROXIES " == *" umproxy-tmpfs "* ]]; then
+    if [ "$(stat -f -c %T "$TMPFS_DIR" 2>/dev/null)" = tmpfs ] &&
+        TMPFS_RUN=$(mktemp -d "$TMPFS_DIR/umproxy-register.XXXXXX"); then
+        :
+    else
+        log "no writable tmpfs at $TMPFS_DIR: skipping umproxy-tmpfs"
+        PROXIES=${PROXIES/umproxy-tmpfs/}
+    fi
 fi
 for p in "$PROXY_PORT" "$UAC_PORT" "$REDIS_PORT"; do
     [ -z "$(ss -Hlntu "sport = :$p" 2>/dev/null)" ] ||
@@ -126,6 +142,7 @@ stop_pid() { # pid [signal]
 cleanup() {
     stop_pid "$proxy_pid"
     stop_pid "$redis_pid"
+    [ -z "$TMPFS_RUN" ] || rm -rf "$TMPFS_RUN"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -189,6 +206,11 @@ start_proxy() { # proxy dir
         store="store = \"embedded\"
 path = \"$dir/registrations.db\""
         [ "$proxy" = umproxy-2alg ] && algs='["MD5", "SHA-256"]'
+        if [ "$proxy" = umproxy-tmpfs ]; then
+            rm -f "$TMPFS_RUN/registrations.db"
+            store="store = \"embedded\"
+path = \"$TMPFS_RUN/registrations.db\""
+        fi
         if [ "$proxy" = umproxy-redis ]; then
             start_redis "$dir"
             store="store = \"redis\"
@@ -327,7 +349,7 @@ for (p, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
           f"{'n/a' if rss != rss else f'{rss:.0f}'} | {'yes' if clean(rs) else 'NO'} |")
 print()
 out = {}
-for name, proxy in (("embedded", "umproxy"), ("2alg", "umproxy-2alg"), ("redis", "umproxy-redis")):
+for name, proxy in (("embedded", "umproxy"), ("tmpfs", "umproxy-tmpfs"), ("2alg", "umproxy-2alg"), ("redis", "umproxy-redis")):
     both = [rate for (p, rate) in runs if p == proxy and ("kamailio", rate) in runs
             and clean(runs[(p, rate)]) and clean(runs[("kamailio", rate)])]
     if both:
@@ -336,5 +358,5 @@ for name, proxy in (("embedded", "umproxy"), ("2alg", "umproxy-2alg"), ("redis",
         out[name] = f"{u / k:.2f}"
         print(f"{proxy}: at {rate} REGISTER/s, {u:.1f} µs/registration vs kamailio {k:.1f}")
 print(f"register cpu ratio vs kamailio: embedded={out.get('embedded', 'n/a')} "
-      f"2alg={out.get('2alg', 'n/a')} redis={out.get('redis', 'n/a')}")
+      f"tmpfs={out.get('tmpfs', 'n/a')} 2alg={out.get('2alg', 'n/a')} redis={out.get('redis', 'n/a')}")
 PY
