@@ -221,48 +221,83 @@ fn spawn_expiry(store: Arc<dyn crate::location::store::LocationStore>) {
 /// (no file), or LDAP with the file as its topology (policies, dial plans,
 /// providers).
 pub async fn load_directory(config: &Config) -> Result<DirectoryHandle, StartError> {
-    let opts = LoadOptions {
-        has_tls_listener: config.listen.iter().any(|l| l.transport == Transport::Tls),
-        domains: config.proxy.domains.clone(),
-    };
+    let opts = directory_options(config);
     match (config.directory.backend, &config.directory.file, &config.directory.ldap) {
-        (DirectoryBackend::Ldap, file, Some(l)) => {
-            let (topology, name) = match file {
-                Some(f) => (
-                    std::fs::read_to_string(f).map_err(|e| StartError::Setup {
-                        what: "directory.file",
-                        problem: format!("{}: {e}", f.display()),
-                    })?,
-                    f.display().to_string(),
-                ),
-                None => (String::new(), "<no topology file>".to_string()),
-            };
-            let bind_password = match &l.bind_password_file {
-                Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .map_err(|e| StartError::Setup {
-                            what: "directory.ldap.bind_password_file",
-                            problem: format!("{}: {e}", p.display()),
-                        })?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_string(),
-                ),
-                None => None,
-            };
-            let settings = LdapSettings {
-                url: l.url.clone(),
-                bind_dn: l.bind_dn.clone(),
-                bind_password,
-                base_dn: l.base_dn.clone(),
-                timeout: Duration::from_secs(5),
-                page_size: 500,
-            };
+        (DirectoryBackend::Ldap, _, Some(_)) => {
+            let (settings, topology, name) = ldap_source(config)?;
             let dir = crate::exum::ldap::load(&settings, &topology, &name, &opts).await?;
             Ok(DirectoryHandle::from_directory(dir, opts))
         }
         (_, Some(file), _) => Ok(DirectoryHandle::open(file, opts)?),
         (_, None, _) => Ok(DirectoryHandle::from_directory(Directory::example(&opts)?, opts)),
     }
+}
+
+fn directory_options(config: &Config) -> LoadOptions {
+    LoadOptions {
+        has_tls_listener: config.listen.iter().any(|l| l.transport == Transport::Tls),
+        domains: config.proxy.domains.clone(),
+    }
+}
+
+/// The LDAP settings, and the topology (policies, dial plans, providers)
+/// from `[directory] file`.
+fn ldap_source(config: &Config) -> Result<(LdapSettings, String, String), StartError> {
+    let Some(l) = &config.directory.ldap else {
+        return Err(StartError::Setup { what: "directory.ldap", problem: "missing".into() });
+    };
+    let (topology, name) = match &config.directory.file {
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .map_err(|e| StartError::Setup { what: "directory.file", problem: format!("{}: {e}", f.display()) })?,
+            f.display().to_string(),
+        ),
+        None => (String::new(), "<no topology file>".to_string()),
+    };
+    let bind_password = match &l.bind_password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| StartError::Setup {
+                    what: "directory.ldap.bind_password_file",
+                    problem: format!("{}: {e}", p.display()),
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    let settings = LdapSettings {
+        url: l.url.clone(),
+        bind_dn: l.bind_dn.clone(),
+        bind_password,
+        base_dn: l.base_dn.clone(),
+        timeout: Duration::from_secs(5),
+        page_size: 500,
+    };
+    Ok((settings, topology, name))
+}
+
+/// With the LDAP backend, the directory is read again every
+/// `[directory.ldap] cache_ttl_s`; a failed read keeps the one in use.
+fn spawn_ldap_refresh(config: &Config, directory: Arc<DirectoryHandle>) -> Option<tokio::task::JoinHandle<()>> {
+    let every =
+        config.directory.ldap.as_ref().filter(|_| config.directory.backend == DirectoryBackend::Ldap)?.cache_ttl;
+    let (settings, topology, name) = ldap_source(config).ok()?;
+    let opts = directory_options(config);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match crate::exum::ldap::load(&settings, &topology, &name, &opts).await {
+                Ok(dir) => {
+                    directory.install(dir);
+                    tracing::debug!("directory refreshed from LDAP");
+                }
+                Err(e) => warn!(error = %e, "LDAP refresh failed; keeping the directory in use"),
+            }
+        }
+    }))
 }
 
 impl Wire for TransportHub {
@@ -388,6 +423,7 @@ pub struct Server {
     core: Arc<CoreHandle>,
     health_task: tokio::task::JoinHandle<()>,
     watch_task: tokio::task::JoinHandle<()>,
+    ldap_task: Option<tokio::task::JoinHandle<()>>,
     admin: Option<AdminHandle>,
     config: Config,
     directory: Arc<DirectoryHandle>,
@@ -494,7 +530,8 @@ impl Server {
             },
             Duration::from_secs(2),
         );
-        Ok(Server { hub, metrics, core, admin, config, directory, health_task, watch_task })
+        let ldap_task = spawn_ldap_refresh(&config, directory.clone());
+        Ok(Server { hub, metrics, core, admin, config, directory, health_task, watch_task, ldap_task })
     }
 
     /// The admin listener's address, when there is one.
@@ -525,6 +562,9 @@ impl Server {
         self.hub.close();
         self.health_task.abort();
         self.watch_task.abort();
+        if let Some(t) = &self.ldap_task {
+            t.abort();
+        }
         self.core.abort();
         if let Some(a) = self.admin {
             a.shutdown().await;
