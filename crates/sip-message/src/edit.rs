@@ -296,9 +296,16 @@ impl<'m> Editor<'m> {
 /// Offsets (relative to the value) of each element of a list header value:
 /// `(element start, element end)`.
 fn element_spans(value: &[u8], name: HeaderName) -> Vec<(usize, usize)> {
-    use crate::grammar::name_addr::name_addr;
+    use crate::grammar::name_addr::each_name_addr;
     use crate::grammar::via::via_parm;
     let mut out = Vec::new();
+    if name != HeaderName::Via {
+        // The same boundaries the parser counted (Route / Record-Route
+        // elements are located at parse time, their URIs checked on access),
+        // so popping the top one never takes a malformed neighbour with it.
+        let _ = each_name_addr(value, true, |s, e| out.push((s, e)));
+        return out;
+    }
     let mut rest = value;
     loop {
         let r = sws(rest);
@@ -311,11 +318,7 @@ fn element_spans(value: &[u8], name: HeaderName) -> Vec<(usize, usize)> {
             r => r,
         };
         let start = offset(value, r);
-        let after = match name {
-            HeaderName::Via => via_parm(r).map(|(rest, _)| rest),
-            _ => name_addr(r, true).map(|(rest, _)| rest),
-        };
-        let Ok(after) = after else { break };
+        let Ok((after, _)) = via_parm(r) else { break };
         out.push((start, offset(value, after)));
         rest = after;
     }
@@ -342,6 +345,23 @@ Content-Length: 4\r\n\r\nv=0\n";
     fn reparse(b: Bytes) -> Message {
         Message::parse(b.clone(), &Default::default())
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b)))
+    }
+
+    #[test]
+    fn pop_route_keeps_a_malformed_neighbour() {
+        // Route URIs are grammar-checked on access, so a message may carry a
+        // malformed one; popping the top Route removes only that element.
+        let m = Message::parse_slice(
+            "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n\
+             Route: <sip:p1.example.com;lr>, <sip:-bad-.example.com;lr>\r\n\
+             To: <sip:bob@example.com>\r\nFrom: <sip:alice@example.com>;tag=1\r\n\
+             Call-ID: abc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(m.route_count(), 2);
+        let out = Message::parse(m.edit().pop_route().finish(), &crate::Limits::default()).unwrap();
+        assert_eq!(out.route_count(), 1);
+        assert_eq!(out.header(HeaderName::Route), Some(&b"<sip:-bad-.example.com;lr>"[..]));
     }
 
     #[test]

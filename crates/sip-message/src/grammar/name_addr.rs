@@ -142,6 +142,16 @@ pub fn name_addr(i: &[u8], require_brackets: bool) -> GResult<'_, NameAddr<'_>> 
 ///
 /// Returns the element count, or the offset in `v` where the check failed.
 pub(crate) fn locate_name_addrs(v: &[u8], require_brackets: bool) -> Result<usize, usize> {
+    each_name_addr(v, require_brackets, |_, _| {})
+}
+
+/// [`locate_name_addrs`] that also hands each element's `(start, end)` in
+/// `v` to `each` (white space around it excluded), in order.
+pub(crate) fn each_name_addr(
+    v: &[u8],
+    require_brackets: bool,
+    mut each: impl FnMut(usize, usize),
+) -> Result<usize, usize> {
     let mut i = 0;
     let mut count = 0;
     loop {
@@ -193,6 +203,9 @@ pub(crate) fn locate_name_addrs(v: &[u8], require_brackets: bool) -> Result<usiz
                 _ => i += 1,
             }
         }
+        let trailing =
+            v.get(start..i).unwrap_or_default().iter().rev().take_while(|&&c| super::chars::is_ws(c)).count();
+        each(start, i - trailing);
         count += 1;
     }
 }
@@ -287,6 +300,10 @@ mod tests {
         assert!(n("\"A\" sip:a@b", false).is_err());
         assert!(n("<sip:a@b>>", false).is_err());
         assert!(n("a b c", false).is_err());
+        let mut spans = Vec::new();
+        let v = "<sip:a;lr> , \"B, b\" <sip:b>;x=\",\"\t,sip:c@d";
+        each_name_addr(v.as_bytes(), false, |s, e| spans.push(&v[s..e])).unwrap();
+        assert_eq!(spans, ["<sip:a;lr>", "\"B, b\" <sip:b>;x=\",\"", "sip:c@d"]);
     }
 
     #[test]
