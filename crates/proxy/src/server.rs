@@ -406,14 +406,29 @@ pub fn server_tls(tls: &ListenTls) -> Result<TlsServerSpec, StartError> {
     })
 }
 
-fn outbound_tls(cfg: &Config) -> Result<OutboundTls, StartError> {
-    let Some(c) = &cfg.tls_client else { return Ok(OutboundTls::default()) };
-    let identity = match (&c.certificate, &c.private_key) {
-        (Some(cert), Some(key)) => Some((read_certs(cert)?, read_key(key)?)),
+/// Outbound TLS: `[tls_client]` for every server, and for each hosting
+/// provider with a `ca` in the directory, that CA for its proxy FQDN (the
+/// provider's edge must chain to it), presenting the same client
+/// certificate. A provider `ca` path is relative to the directory file.
+fn outbound_tls(cfg: &Config, dir: &Directory) -> Result<OutboundTls, StartError> {
+    let identity = match cfg.tls_client.as_ref().map(|c| (&c.certificate, &c.private_key)) {
+        Some((Some(cert), Some(key))) => Some((read_certs(cert)?, read_key(key)?)),
         _ => None,
     };
-    let roots = c.ca.as_deref().map(read_certs).transpose()?.unwrap_or_default();
-    Ok(OutboundTls { default: Some(TlsClientSpec { identity, roots }), per_server: Vec::new() })
+    let roots = cfg.tls_client.as_ref().and_then(|c| c.ca.as_deref()).map(read_certs).transpose()?;
+    let base = cfg.directory.file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let mut per_server = Vec::new();
+    for p in dir.providers().iter().filter(|p| p.enabled) {
+        let Some(ca) = &p.ca else { continue };
+        let provider_roots = read_certs(&base.join(ca))?;
+        let identity = identity.as_ref().map(|(chain, key)| (chain.clone(), key.clone_key()));
+        per_server.push((p.proxy_fqdn.clone(), TlsClientSpec { identity, roots: provider_roots }));
+    }
+    let default = match (identity, roots) {
+        (None, None) => None,
+        (identity, roots) => Some(TlsClientSpec { identity, roots: roots.unwrap_or_default() }),
+    };
+    Ok(OutboundTls { default, per_server })
 }
 
 /// A running umproxy.
@@ -499,8 +514,14 @@ impl Server {
         }
         let router: Arc<dyn Router> = Arc::new(app);
         spawn_expiry(registrar.store().clone());
-        let hub =
-            TransportHub::start(specs, limits, outbound_tls(&config)?, core.dispatch(), metrics.registry()).await?;
+        let hub = TransportHub::start(
+            specs,
+            limits,
+            outbound_tls(&config, &directory.snapshot())?,
+            core.dispatch(),
+            metrics.registry(),
+        )
+        .await?;
         let admin = match &config.admin {
             Some(a) => Some(
                 admin::serve(a.address, metrics.clone(), || true)
