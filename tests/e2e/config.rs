@@ -55,7 +55,7 @@ fn check_config_on_bad_values_exits_nonzero_naming_file_key_and_problem() {
     assert!(out.status.success(), "valid file refused: {stderr}");
 }
 
-/// CONFIG.md: "Unknown keys are errors. An error names the file, the key
+/// README, Configuration: "Unknown keys are errors. An error names the file, the key
 /// path and the problem".
 #[test]
 fn check_config_on_unknown_key_names_its_key_path() {
