@@ -476,6 +476,7 @@ impl Server {
             },
             limits: config.limits.sip_limits(),
             max_forwards: u32::from(config.proxy.max_forwards),
+            own_realms: config.proxy.domains.clone(),
             ..CoreConfig::default()
         };
         let core = Core::new(core_cfg, metrics.clone());

@@ -47,6 +47,9 @@ pub struct CoreConfig {
     pub limits: Limits,
     /// Max-Forwards given to requests that arrive without one (§16.6 step 3).
     pub max_forwards: u32,
+    /// The realms this proxy challenges in (its domains): credentials for
+    /// them are removed before forwarding (RFC 3261 §22.3).
+    pub own_realms: Vec<String>,
 }
 
 impl Default for CoreConfig {
@@ -59,6 +62,7 @@ impl Default for CoreConfig {
             transactions: sip_transaction::Config::default(),
             limits: Limits::default(),
             max_forwards: 70,
+            own_realms: Vec::new(),
         }
     }
 }

@@ -153,6 +153,9 @@ struct ProxyTx {
     /// The new value of the incoming top Via (RFC 3581 received/rport),
     /// when it needs one.
     via_fix: Option<String>,
+    /// Every Proxy-Authorization is for a realm of ours: removed when
+    /// forwarding (RFC 3261 §22.3).
+    strip_proxy_auth: bool,
     groups: VecDeque<Vec<Target>>,
     branches: Vec<Branch>,
     best: BestResponse,
@@ -570,6 +573,7 @@ impl Shard {
             && !in_dialog
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
         let via_fix = fix_top_via(&msg.top_via(), &peer);
+        let strip_proxy_auth = own_credentials_only(&msg, &self.cfg.own_realms);
         let ctx = ProxyTx {
             request: msg,
             peer,
@@ -579,6 +583,7 @@ impl Shard {
             route_edits,
             record_route,
             via_fix,
+            strip_proxy_auth,
             groups: VecDeque::new(),
             branches: Vec::new(),
             best: BestResponse::default(),
@@ -1393,6 +1398,9 @@ fn build_forward(
     for r in &target.route {
         ed = ed.push_route(r);
     }
+    if ctx.strip_proxy_auth {
+        ed = ed.remove_header(HeaderName::ProxyAuthorization);
+    }
     // Step 3.
     ed = match msg.max_forwards() {
         Some(n) => ed.set_max_forwards(n.saturating_sub(1)),
@@ -1538,6 +1546,22 @@ fn retry_after(msg: &Message) -> Option<u64> {
     let digits: &[u8] = v.split(|c| !c.is_ascii_digit()).next()?;
     let secs: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
     Some(secs.min(86_400))
+}
+
+/// Whether the request carries Proxy-Authorization and every one of them
+/// is for a realm of ours (credentials this proxy consumed).
+fn own_credentials_only(msg: &Message, realms: &[String]) -> bool {
+    let mut any = false;
+    for value in msg.proxy_authorization() {
+        let Ok(v) = value else { return false };
+        let realm = v.param("realm").unwrap_or_default();
+        let realm = realm.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")).unwrap_or(realm);
+        if !realms.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(realm)) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// Peer text made safe for a log line: control characters escaped.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sip_message::Message;
+use sip_message::{HeaderName, Message};
 use tokio::sync::mpsc;
 
 use super::router::{
@@ -148,7 +148,12 @@ impl Harness {
     fn new() -> Harness {
         let wire = Arc::new(RecordingWire::default());
         let (tx, _rx) = mpsc::channel(16);
-        let cfg = CoreConfig { workers: 1, max_forwards: 40, ..CoreConfig::default() };
+        let cfg = CoreConfig {
+            workers: 1,
+            max_forwards: 40,
+            own_realms: vec!["example.test".into()],
+            ..CoreConfig::default()
+        };
         let vm = Arc::new(VoiceMail::default());
         let dns = Arc::new(NoDns::default());
         let shard = Shard::new(
@@ -781,4 +786,33 @@ fn a_silent_branch_does_not_hold_the_ring_timeout_until_timer_b() {
     let um: Vec<_> = requests(&out, "INVITE").into_iter().filter(|(a, _)| a.to_string() == "192.0.2.51:5060").collect();
     assert_eq!(um.len(), 1, "voice mail at the ring timeout, not after Timer B");
     assert!(outcomes(&h)[0].no_answer);
+}
+
+#[test]
+fn our_own_credentials_are_not_forwarded_but_others_are() {
+    let mut h = Harness::new();
+    let ours = "Proxy-Authorization: Digest username=\"alice\", realm=\"example.test\", nonce=\"n\", uri=\"sip:bob@192.0.2.20\", response=\"00\"\r\n";
+    h.feed(
+        &invite("sip:bob@192.0.2.20", "z9hG4bKpa1")
+            .replace("Max-Forwards: 70\r\n", &format!("{ours}Max-Forwards: 70\r\n")),
+        CALLER,
+    );
+    let out = h.take();
+    assert_eq!(
+        requests(&out, "INVITE")[0].1.header_values(HeaderName::ProxyAuthorization).count(),
+        0,
+        "RFC 3261 §22.3"
+    );
+    let theirs = ours.replace("example.test", "downstream.test");
+    h.feed(
+        &invite("sip:bob@192.0.2.20", "z9hG4bKpa2")
+            .replace("Max-Forwards: 70\r\n", &format!("{theirs}Max-Forwards: 70\r\n")),
+        CALLER,
+    );
+    let out = h.take();
+    assert_eq!(
+        requests(&out, "INVITE")[0].1.header_values(HeaderName::ProxyAuthorization).count(),
+        1,
+        "not ours: kept"
+    );
 }
