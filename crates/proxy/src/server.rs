@@ -354,37 +354,33 @@ impl Resolve for NextHops {
     }
 }
 
+/// A resolved target as a destination whose certificate must name the
+/// target's server name.
+fn destinations(targets: Vec<crate::dns::Target>) -> Vec<Destination> {
+    targets
+        .into_iter()
+        .map(|t| Destination {
+            transport: t.transport,
+            addr: t.addr,
+            flow: None,
+            server_name: Some(t.server_name.into()),
+        })
+        .collect()
+}
+
 impl Resolve for Resolver {
     fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
         let me = self.clone();
-        Box::pin(async move {
-            let targets = me.resolve_service(&name, transport).await.map_err(|e| e.to_string())?;
-            Ok(targets
-                .into_iter()
-                .map(|t| Destination {
-                    transport: t.transport,
-                    addr: t.addr,
-                    flow: None,
-                    server_name: Some(t.server_name.into()),
-                })
-                .collect())
-        })
+        Box::pin(
+            async move { Ok(destinations(me.resolve_service(&name, transport).await.map_err(|e| e.to_string())?)) },
+        )
     }
 
     fn resolve(&self, uri: String) -> Resolving {
         let me = self.clone();
         Box::pin(async move {
             let parsed = Uri::parse(uri.as_bytes()).ok_or_else(|| format!("not a SIP URI: {uri}"))?;
-            let targets = me.resolve_uri(&parsed).await.map_err(|e| e.to_string())?;
-            Ok(targets
-                .into_iter()
-                .map(|t| Destination {
-                    transport: t.transport,
-                    addr: t.addr,
-                    flow: None,
-                    server_name: Some(t.server_name.into()),
-                })
-                .collect())
+            Ok(destinations(me.resolve_uri(&parsed).await.map_err(|e| e.to_string())?))
         })
     }
 }

@@ -136,6 +136,20 @@ struct Branch {
 }
 
 impl Branch {
+    /// A branch about to look for its destinations.
+    fn new(target: Target) -> Branch {
+        Branch {
+            target,
+            state: BranchState::Resolving,
+            client: None,
+            dests: VecDeque::new(),
+            current: None,
+            timer_c: None,
+            attempt: None,
+            sent_at: None,
+        }
+    }
+
     fn is_active(&self) -> bool {
         self.state != BranchState::Done
     }
@@ -693,18 +707,7 @@ impl Shard {
         let Some(ctx) = self.contexts.get_mut(&server) else { return };
         let Some(group) = ctx.groups.pop_front() else { return };
         let first = ctx.branches.len();
-        for target in group {
-            ctx.branches.push(Branch {
-                target,
-                state: BranchState::Resolving,
-                client: None,
-                dests: VecDeque::new(),
-                current: None,
-                timer_c: None,
-                attempt: None,
-                sent_at: None,
-            });
-        }
+        ctx.branches.extend(group.into_iter().map(Branch::new));
         let last = ctx.branches.len();
         for idx in first..last {
             self.resolve_branch(server, idx, now);
@@ -1002,16 +1005,7 @@ impl Shard {
                         // INVITE to UM with its Diversion and History-Info),
                         // retargeted to the Contact.
                         let target = Target { request: branch.target.request.clone(), ..Target::to_uri(contact) };
-                        ctx.branches.push(Branch {
-                            target,
-                            state: BranchState::Resolving,
-                            client: None,
-                            dests: VecDeque::new(),
-                            current: None,
-                            timer_c: None,
-                            attempt: None,
-                            sent_at: None,
-                        });
+                        ctx.branches.push(Branch::new(target));
                         let new_idx = ctx.branches.len() - 1;
                         self.resolve_branch(server, new_idx, now);
                         return;
