@@ -10,6 +10,7 @@ use e2e_support::sip::{request, udp_exchange, unique};
 use e2e_support::{Answer, Ca, CertKey, Proxy, ProxyConfig, SipMessage, Sipp, SippOutcome, TlsUas, WAIT};
 use tempfile::TempDir;
 
+use crate::ldap::Slapd;
 use crate::{scenario, umproxy};
 
 /// The shared SIP domain served by the proxy.
@@ -183,10 +184,22 @@ hosted_voicemail_policy = "tag:tenant-a"
     t
 }
 
-/// A proxy on a directory file the test owns (and may rewrite).
+/// Where the proxy takes its directory from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `directory.toml` as a file.
+    File,
+    /// Users and contacts from a real slapd; policies, dial plans and
+    /// providers from the topology file ([`crate::ldap::split_directory`]).
+    Ldap,
+}
+
+/// A proxy on a directory file the test owns (and may rewrite); with the
+/// LDAP backend, on the slapd it started and the topology file.
 pub struct Exum {
     pub proxy: Proxy,
     pub directory: PathBuf,
+    _slapd: Option<Slapd>,
     _dir: TempDir,
 }
 
@@ -200,9 +213,27 @@ impl Exum {
 
     /// Like [`Exum::start`] with more TOML for `umproxy.toml` (`[dns]` …).
     pub fn start_with(pki: &Pki, directory: &str, extra: &str) -> Exum {
+        Exum::start_on(Backend::File, pki, directory, extra).expect("file backend")
+    }
+
+    /// Like [`Exum::start_with`] on `backend`; `None` (skip) when the LDAP
+    /// backend's slapd is not installed (a panic under `CI`).
+    pub fn start_on(backend: Backend, pki: &Pki, directory: &str, extra: &str) -> Option<Exum> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("directory.toml");
-        std::fs::write(&path, directory).expect("write directory");
+        let (slapd, directory_section) = match backend {
+            Backend::File => {
+                std::fs::write(&path, directory).expect("write directory");
+                (None, format!("[directory]\nfile = {:?}\n", path.display().to_string()))
+            }
+            Backend::Ldap => {
+                let (entries, topology) = crate::ldap::split_directory(directory);
+                let slapd = Slapd::start(&entries)?;
+                std::fs::write(&path, topology).expect("write topology");
+                let section = crate::ldap::directory_config(&slapd, &path);
+                (Some(slapd), section)
+            }
+        };
         let mut config = ProxyConfig::new().with_tls(
             &pki.proxy_server.cert_path,
             &pki.proxy_server.key_path,
@@ -210,14 +241,13 @@ impl Exum {
         );
         config.domains = vec![DOMAIN.into()];
         let config = config.extra(&format!(
-            "[auth]\nenabled = false\n\n[directory]\nfile = {file:?}\n\n[exum]\nring_time_s = 5\num_attempt_timeout_ms = {UM_ATTEMPT_MS}\n\n[tls_client]\ncertificate = {cert:?}\nprivate_key = {key:?}\nca = {ca:?}\n",
-            file = path.display().to_string(),
+            "[auth]\nenabled = false\n\n{directory_section}\n[exum]\nring_time_s = 5\num_attempt_timeout_ms = {UM_ATTEMPT_MS}\n\n[tls_client]\ncertificate = {cert:?}\nprivate_key = {key:?}\nca = {ca:?}\n",
             cert = pki.proxy_client.cert_path.display().to_string(),
             key = pki.proxy_client.key_path.display().to_string(),
             ca = pki.ca.pem_path.display().to_string(),
         ));
         let proxy = Proxy::start(umproxy(), config.extra(extra));
-        Exum { proxy, directory: path, _dir: dir }
+        Some(Exum { proxy, directory: path, _slapd: slapd, _dir: dir })
     }
 
     /// Register `user`'s contact at `contact` (a SIPp UAS) for five

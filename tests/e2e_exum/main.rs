@@ -10,6 +10,7 @@ mod config;
 mod failover;
 mod fixture;
 mod hosted;
+mod ldap;
 mod on_prem;
 mod provider;
 mod redirect;

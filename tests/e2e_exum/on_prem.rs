@@ -8,8 +8,8 @@ use std::time::Duration;
 use e2e_support::WAIT;
 
 use crate::fixture::{
-    assert_call_succeeded, assert_um_invite, callee, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki,
-    ACCEPT, RING_TIME_S,
+    assert_call_succeeded, assert_um_invite, callee, directory_toml, um_invite, Backend, Call, Expected, Exum, Peers,
+    Pki, ACCEPT, RING_TIME_S,
 };
 use crate::have_sipp;
 
@@ -18,19 +18,34 @@ const UM1: &str = "um1.contoso.test";
 /// A proxy whose dial plan has one UM server answering 200, and dead
 /// provider addresses (these tests never reach a provider).
 async fn setup(pki: &Pki) -> (Exum, e2e_support::TlsUas) {
+    setup_on(Backend::File, pki).await.expect("file backend")
+}
+
+/// [`setup`] on `backend`; `None` when the backend cannot run here (skip).
+async fn setup_on(backend: Backend, pki: &Pki) -> Option<(Exum, e2e_support::TlsUas)> {
     let um1 = pki.uas(&[UM1], ACCEPT).await;
     let peers =
         Peers { um: vec![(UM1.into(), um1.addr)], exap: crate::fixture::dead_addr(), sfb: crate::fixture::dead_addr() };
-    (Exum::start(pki, &directory_toml(&peers, None)), um1)
+    Some((Exum::start_on(backend, pki, &directory_toml(&peers, None), "")?, um1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callee_diverts_to_um_with_one_diversion_and_history_info() {
+    busy_callee_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_busy_callee_diverts_to_um_with_one_diversion_and_history_info() {
+    busy_callee_scenario(Backend::Ldap).await;
+}
+
+/// On-premises busy: exact Diversion and History-Info at UM.
+async fn busy_callee_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
-    let (exum, um1) = setup(&pki).await;
+    let Some((exum, um1)) = setup_on(backend, &pki).await else { return };
     let alice = callee(Some(486));
     exum.register("alice", alice.local_addr()).await;
     // An incoming Diversion from an earlier hop must not reach UM.
@@ -138,11 +153,21 @@ async fn unregistered_callee_diverts_as_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owner_calling_own_voicemail_gets_subscriber_access_without_diversion() {
+    own_voicemail_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_owner_calling_own_voicemail_gets_subscriber_access_without_diversion() {
+    own_voicemail_scenario(Backend::Ldap).await;
+}
+
+/// The mailbox owner reaches their voice mail without Diversion.
+async fn own_voicemail_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
-    let (exum, um1) = setup(&pki).await;
+    let Some((exum, um1)) = setup_on(backend, &pki).await else { return };
     // alice is registered and would ring: opaque=app:voicemail skips her
     // endpoints (the callee scenario would fail the call if it rang).
     let call = Call::new("sip:alice@contoso.test", "sip:alice@contoso.test;opaque=app:voicemail");
@@ -158,11 +183,21 @@ async fn owner_calling_own_voicemail_gets_subscriber_access_without_diversion() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_access_contact_reaches_its_dial_plan_without_diversion() {
+    subscriber_access_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_subscriber_access_contact_reaches_its_dial_plan_without_diversion() {
+    subscriber_access_scenario(Backend::Ldap).await;
+}
+
+/// The SA contact, by address and by number, reaches its dial plan.
+async fn subscriber_access_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
-    let (exum, um1) = setup(&pki).await;
+    let Some((exum, um1)) = setup_on(backend, &pki).await else { return };
     let call = Call::new("sip:carl@example.net", "sip:sa-redmond@contoso.test");
     let caller = call.run(exum.proxy.udp_addr(), None).await;
     let log = || exum.proxy.log();
