@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use e2e_support::{Answer, TlsUas, WAIT};
 
 use crate::fixture::{
-    assert_call_succeeded, assert_um_invite, dead_addr, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki,
-    ACCEPT, UM_ATTEMPT_MS,
+    assert_call_succeeded, assert_um_invite, dead_addr, directory_toml, um_invite, Backend, Call, Expected, Exum,
+    Peers, Pki, ACCEPT, UM_ATTEMPT_MS,
 };
 use crate::have_sipp;
 
@@ -55,6 +55,16 @@ async fn um_server_answering_503_fails_over_to_the_next_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_um_servers_failing_gives_480_within_the_attempt_timers() {
+    all_um_failing_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_all_um_servers_failing_gives_480_within_the_attempt_timers() {
+    all_um_failing_scenario(Backend::Ldap).await;
+}
+
+/// Every UM server fails (silent, refused, 500): 480 within the attempt timers.
+async fn all_um_failing_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
@@ -63,7 +73,8 @@ async fn all_um_servers_failing_gives_480_within_the_attempt_timers() {
     // one answering 500.
     let silent = pki.uas(&["um1.contoso.test"], Answer::RingForever).await;
     let failing = pki.uas(&["um3.contoso.test"], Answer::Reject(500)).await;
-    let exum = Exum::start(
+    let Some(exum) = Exum::start_on(
+        backend,
         &pki,
         &directory_toml(
             &peers(vec![
@@ -73,7 +84,10 @@ async fn all_um_servers_failing_gives_480_within_the_attempt_timers() {
             ]),
             None,
         ),
-    );
+        "",
+    ) else {
+        return;
+    };
     let log = || exum.proxy.log();
     let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");
     let started = Instant::now();

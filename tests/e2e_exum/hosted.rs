@@ -6,7 +6,8 @@
 use e2e_support::{SipMessage, TlsUas, WAIT};
 
 use crate::fixture::{
-    assert_um_invite, dead_addr, directory_toml, um_invite, Call, Expected, Exum, Peers, Pki, ACCEPT, EXAP_FQDN,
+    assert_um_invite, dead_addr, directory_toml, um_invite, Backend, Call, Expected, Exum, Peers, Pki, ACCEPT,
+    EXAP_FQDN,
 };
 use crate::have_sipp;
 
@@ -15,13 +16,23 @@ const TENANT_A_URI: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_user_diverts_to_the_provider_with_the_user_policy_in_the_request_uri() {
+    hosted_user_policy_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_hosted_user_diverts_to_the_provider_with_the_user_policy_in_the_request_uri() {
+    hosted_user_policy_scenario(Backend::Ldap).await;
+}
+
+/// A hosted user reaches the provider with their own policy in the Request-URI.
+async fn hosted_user_policy_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
     let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
     let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap.addr, sfb: dead_addr() };
-    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let Some(exum) = Exum::start_on(backend, &pki, &directory_toml(&peers, None), "") else { return };
     let log = || exum.proxy.log();
     // bob is not registered: unavailable, hosted by his granted policy.
     let call = Call::new("sip:carl@example.net", "sip:bob@contoso.test");
@@ -49,6 +60,16 @@ fn invite_of(uas: &TlsUas, call_id: &str) -> Option<SipMessage> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_directory_sends_each_user_to_on_prem_or_hosted_um_by_settings_and_policy() {
+    mixed_directory_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_mixed_directory_sends_each_user_to_on_prem_or_hosted_um_by_settings_and_policy() {
+    mixed_directory_scenario(Backend::Ldap).await;
+}
+
+/// On-premises and hosted users (user, site, global policy) in one run.
+async fn mixed_directory_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
@@ -56,7 +77,7 @@ async fn mixed_directory_sends_each_user_to_on_prem_or_hosted_um_by_settings_and
     let um1 = pki.uas(&["um1.contoso.test"], ACCEPT).await;
     let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
     let peers = Peers { um: vec![("um1.contoso.test".into(), um1.addr)], exap: exap.addr, sfb: dead_addr() };
-    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let Some(exum) = Exum::start_on(backend, &pki, &directory_toml(&peers, None), "") else { return };
     let log = || exum.proxy.log();
     // (callee, the peer that must get the call, its Request-URI).
     let cases: [(&str, &TlsUas, &str); 4] = [
