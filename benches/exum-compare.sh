@@ -27,8 +27,8 @@
 # (µs per call of the mode ÷ plain's, each at RATE where every run of both
 # completed all calls with none failed, else n/a).
 #
-# Environment (defaults in brackets; the defaults take about 5 minutes):
-#   RATE [300] calls/s   DURATION_S [20]   RUNS [2]   SETTLE_S [3]
+# Environment (defaults in brackets; the defaults take about 8 minutes):
+#   RATE [300] calls/s   DURATION_S [20]   RUNS [4]   SETTLE_S [3]
 #   MODES ["plain plain-tcp immediate busy"]   SMOKE_CALLS [10]
 #   PROXY_PORT [37260] UAS_PORT [37270] UM_PORT [37275] UAC_PORT [37280]
 #   REG_PORT [37285]   SIPP [sipp]
@@ -39,7 +39,7 @@ cd "$(dirname "$0")/.."
 
 RATE=${RATE:-300}
 DURATION_S=${DURATION_S:-20}
-RUNS=${RUNS:-2}
+RUNS=${RUNS:-4}
 SETTLE_S=${SETTLE_S:-3}
 MODES=${MODES:-"plain plain-tcp immediate busy"}
 SMOKE_CALLS=${SMOKE_CALLS:-10}
