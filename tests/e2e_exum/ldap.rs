@@ -202,3 +202,30 @@ pub fn directory_config(slapd: &Slapd, topology: &Path) -> String {
         pw = password.display().to_string(),
     )
 }
+
+#[test]
+fn the_fixture_directory_splits_into_entries_and_a_topology_without_users() {
+    let peers = crate::fixture::Peers {
+        um: vec![("um1.contoso.test".into(), crate::fixture::dead_addr())],
+        exap: crate::fixture::dead_addr(),
+        sfb: crate::fixture::dead_addr(),
+    };
+    let (ldif, topology) = split_directory(&crate::fixture::directory_toml(&peers, None));
+    assert!(!topology.contains("[[user]]") && !topology.contains("[[exum_contact]]"), "{topology}");
+    for table in ["[[hosted_voicemail_policy]]", "[[um_dial_plan]]", "[[hosting_provider]]"] {
+        assert!(topology.contains(table), "{table} missing from the topology:\n{topology}");
+    }
+    assert_eq!(ldif.matches("objectClass: umproxyUser\n").count(), 8, "{ldif}");
+    assert_eq!(ldif.matches("objectClass: umproxyExumContact\n").count(), 2, "{ldif}");
+    for line in [
+        "proxyAddresses: EUM:2001;phone-context=dp-redmond\n",
+        "umproxyRingTimeS: 2\n",
+        "msExchUCVoiceMailSettings: CsHostedVoiceMail=1\n",
+        "umproxyForwardToVoicemail: TRUE\n",
+        "umproxyHome: sfb-online\n",
+        "umproxyExumKind: subscriber_access\n",
+        "umproxyUmDialPlan: dp-redmond\n",
+    ] {
+        assert!(ldif.contains(line), "{line:?} missing from:\n{ldif}");
+    }
+}
