@@ -126,12 +126,12 @@ pub async fn build_registrar(
     let r = &config.registrar;
     let store: Arc<dyn LocationStore> = match r.store {
         StoreKind::Embedded => {
-            let path = match &r.path {
-                Some(p) => p.clone(),
+            let (path, is_temporary) = match &r.path {
+                Some(p) => (p.clone(), false),
                 None => {
                     let p = std::env::temp_dir().join(format!("umproxy-registrations-{}.db", std::process::id()));
-                    warn!(file = %p.display(), "[registrar] path not set: registrations will not survive a restart");
-                    p
+                    warn!("[registrar] path not set: registrations live in memory only and do not survive a restart");
+                    (p, true)
                 }
             };
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -141,8 +141,18 @@ pub async fn build_registrar(
                 })?;
             }
             let opened = tokio::task::spawn_blocking(move || {
-                embedded::EmbeddedStore::open(&path, embedded::EmbeddedLimits::default(), std::time::SystemTime::now())
-                    .map_err(|e| format!("{}: {e}", path.display()))
+                let store = embedded::EmbeddedStore::open(
+                    &path,
+                    embedded::EmbeddedLimits::default(),
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+                if is_temporary {
+                    // The store keeps its open file; unlinking the name now
+                    // leaves nothing behind, whatever way the process ends.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Ok::<_, String>(store)
             })
             .await
             .map_err(|e| StartError::Setup { what: "registrar.path", problem: e.to_string() })?;
