@@ -110,13 +110,23 @@ async fn mixed_directory_scenario(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_hosted_user_and_auto_attendant_reach_the_provider() {
+    busy_hosted_and_aa_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_busy_hosted_user_and_auto_attendant_reach_the_provider() {
+    busy_hosted_and_aa_scenario(Backend::Ldap).await;
+}
+
+/// A busy hosted user and the hosted Auto Attendant contact reach the provider.
+async fn busy_hosted_and_aa_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
     let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
     let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap.addr, sfb: dead_addr() };
-    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let Some(exum) = Exum::start_on(backend, &pki, &directory_toml(&peers, None), "") else { return };
     let log = || exum.proxy.log();
     let bob = crate::fixture::callee(Some(486));
     exum.register("bob", bob.local_addr()).await;

@@ -81,11 +81,21 @@ async fn busy_callee_scenario(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_callee_is_cancelled_after_its_ring_time_and_diverted() {
+    unanswered_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_unanswered_callee_is_cancelled_after_its_ring_time_and_diverted() {
+    unanswered_scenario(Backend::Ldap).await;
+}
+
+/// No answer within the user's ring time (from the directory): CANCEL, then UM.
+async fn unanswered_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
-    let (exum, um1) = setup(&pki).await;
+    let Some((exum, um1)) = setup_on(backend, &pki).await else { return };
     let alice = callee(None);
     exum.register("alice", alice.local_addr()).await;
     let call = Call::new("sip:carl@example.net", "sip:alice@contoso.test");

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use e2e_support::{CertKey, TlsClient, WAIT};
 
-use crate::fixture::{dead_addr, directory_toml, um_invite, Call, Exum, Peers, Pki, ACCEPT, EXAP_FQDN, SFB_FQDN};
+use crate::fixture::{
+    dead_addr, directory_toml, um_invite, Backend, Call, Exum, Peers, Pki, ACCEPT, EXAP_FQDN, SFB_FQDN,
+};
 use crate::have_sipp;
 
 /// Connect to the proxy's mutual-TLS listener with `cert` and send an
@@ -96,6 +98,16 @@ async fn source_verification_provider_needs_its_marker_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_shared_domain_user_goes_to_the_provider_hosting_users() {
+    shared_domain_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_unknown_shared_domain_user_goes_to_the_provider_hosting_users() {
+    shared_domain_scenario(Backend::Ldap).await;
+}
+
+/// Unknown and provider-homed users of the shared domain go to the users-hosting provider.
+async fn shared_domain_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
@@ -103,7 +115,7 @@ async fn unknown_shared_domain_user_goes_to_the_provider_hosting_users() {
     let sfb = pki.uas(&[SFB_FQDN], ACCEPT).await;
     let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
     let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap.addr, sfb: sfb.addr };
-    let exum = Exum::start(&pki, &directory_toml(&peers, None));
+    let Some(exum) = Exum::start_on(backend, &pki, &directory_toml(&peers, None), "") else { return };
     let log = || exum.proxy.log();
     for user in ["nobody", "heidi"] {
         let call = Call::new("sip:carl@example.net", &format!("sip:{user}@contoso.test"));

@@ -8,15 +8,20 @@ use std::time::Duration;
 use e2e_support::{TlsUas, WAIT};
 
 use crate::fixture::{
-    answering_callee, assert_call_succeeded, assert_um_invite, callee, dead_addr, directory_toml, um_invite, Call,
-    Expected, Exum, Peers, Pki, ACCEPT, RING_TIME_S,
+    answering_callee, assert_call_succeeded, assert_um_invite, callee, dead_addr, directory_toml, um_invite, Backend,
+    Call, Expected, Exum, Peers, Pki, ACCEPT, RING_TIME_S,
 };
 use crate::have_sipp;
 
 async fn setup(pki: &Pki) -> (Exum, TlsUas) {
+    setup_on(Backend::File, pki).await.expect("file backend")
+}
+
+/// [`setup`] on `backend`; `None` when the backend cannot run here (skip).
+async fn setup_on(backend: Backend, pki: &Pki) -> Option<(Exum, TlsUas)> {
     let um1 = pki.uas(&["um1.contoso.test"], ACCEPT).await;
     let peers = Peers { um: vec![("um1.contoso.test".into(), um1.addr)], exap: dead_addr(), sfb: dead_addr() };
-    (Exum::start(pki, &directory_toml(&peers, None)), um1)
+    Some((Exum::start_on(backend, pki, &directory_toml(&peers, None), "")?, um1))
 }
 
 fn invites(uas: &TlsUas) -> usize {
@@ -97,11 +102,21 @@ async fn caller_cancel_while_ringing_never_diverts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_to_voicemail_user_diverts_unconditionally_without_ringing() {
+    forward_to_voicemail_scenario(Backend::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_forward_to_voicemail_user_diverts_unconditionally_without_ringing() {
+    forward_to_voicemail_scenario(Backend::Ldap).await;
+}
+
+/// A user forwarding every call to voice mail is diverted without ringing.
+async fn forward_to_voicemail_scenario(backend: Backend) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
-    let (exum, um1) = setup(&pki).await;
+    let Some((exum, um1)) = setup_on(backend, &pki).await else { return };
     // grace's phone is registered but must not ring (the answering callee
     // would take the call).
     let grace = answering_callee();
