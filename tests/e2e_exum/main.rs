@@ -5,6 +5,9 @@
 //! as mutual-TLS peers ([`e2e_support::TlsUas`]) that record what they
 //! receive. Each test starts its own proxy and peers on fresh ports. Tests
 //! that need SIPp skip without it, unless `CI` is set, where they fail.
+//! The main scenarios also run on the LDAP backend (`ldap_…` tests): the
+//! same directory as LDAP entries in a real `slapd` plus the topology file
+//! ([`ldap`]); they skip without slapd, and fail under `CI`.
 
 mod config;
 mod failover;
