@@ -51,8 +51,9 @@ mkdir -p "$OUT"
 
 SMOKE_CALLS=10
 CLK_TCK=$(getconf CLK_TCK)
-log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ABORT: $*"; exit 1; }
+BENCH_NAME=compare
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 for tool in "$KAMAILIO" "$SIPP" python3 ss; do
     command -v "$tool" >/dev/null || die "$tool not found in PATH"
@@ -64,29 +65,11 @@ for p in "$PROXY_PORT" "$UAS_PORT" "$UAC_PORT" "$ADMIN_PORT"; do
 done
 
 # --- umproxy binary ----------------------------------------------------------
-target_dir=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
-UMPROXY=$target_dir/release/umproxy
-if [ "$SKIP_BUILD" != 1 ]; then
-    log "building umproxy (release)"
-    cargo build --release -p umproxy >&2
-fi
-[ -x "$UMPROXY" ] || die "no umproxy binary at $UMPROXY (build with cargo build --release -p umproxy)"
+umproxy_binary
 
 # --- process bookkeeping: only what this script started is ever stopped -----
 proxy_pid=""
 uas_pid=""
-stop_pid() { # pid signal-first
-    local pid=$1 sig=${2:-TERM} i
-    [ -n "$pid" ] || return 0
-    kill -"$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$uas_pid" TERM
     stop_pid "$proxy_pid" TERM
@@ -94,38 +77,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Clock ticks of user+sys CPU of the whole instance rooted at PID $1: all
-# threads of the process and of all its descendants (Kamailio forks its
-# workers), plus the times of children they have reaped.
-cpu_ticks() {
-    python3 - "$1" <<'PY'
-import os, sys
-root = int(sys.argv[1])
-stats, kids = {}, {}
-for name in os.listdir("/proc"):
-    if not name.isdigit():
-        continue
-    try:
-        with open(f"/proc/{name}/stat") as f:
-            # Fields after "pid (comm) ": comm may hold spaces and parentheses.
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        continue
-    pid = int(name)
-    stats[pid] = fields
-    kids.setdefault(int(fields[1]), []).append(pid)
-total, todo = 0, [root]
-while todo:
-    pid = todo.pop()
-    f = stats.get(pid)
-    if f is None:
-        continue
-    # utime, stime, cutime, cstime: fields 14-17 of proc(5), 11-14 here.
-    total += sum(int(x) for x in f[11:15])
-    todo.extend(kids.get(pid, []))
-print(total)
-PY
-}
 
 # Machine-wide UDP datagrams dropped because a receive buffer was full
 # (RcvbufErrors of /proc/net/snmp): loss that SIPp then sees as

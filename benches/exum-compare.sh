@@ -56,8 +56,9 @@ OUT=$(cd "$OUT" && pwd)
 
 DOMAIN=bench.test
 CLK_TCK=$(getconf CLK_TCK)
-log() { printf '[exum %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ABORT: $*"; exit 1; }
+BENCH_NAME=exum
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 for tool in "$SIPP" python3 ss; do
     command -v "$tool" >/dev/null || die "$tool not found in PATH"
@@ -67,14 +68,7 @@ for p in "$PROXY_PORT" "$UAS_PORT" "$UM_PORT" "$UAC_PORT" "$REG_PORT"; do
         die "port $p is already in use (set PROXY_PORT/UAS_PORT/UM_PORT/UAC_PORT/REG_PORT)"
 done
 
-target_dir=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
-UMPROXY=$target_dir/release/umproxy
-if [ "$SKIP_BUILD" != 1 ]; then
-    log "building umproxy (release)"
-    cargo build --release -p umproxy >&2
-fi
-[ -x "$UMPROXY" ] || die "no umproxy binary at $UMPROXY"
+umproxy_binary
 
 # --- directory: a user forwarding everything to voice mail, a user with voice
 # mail whose phone is busy, one on-premises UM dial plan reached over TCP -----
@@ -144,17 +138,6 @@ EOF
 proxy_pid=""
 uas_pid=""
 um_pid=""
-stop_pid() { # pid [signal]
-    local pid=$1 sig=${2:-TERM} i
-    [ -n "$pid" ] || return 0
-    kill -"$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$uas_pid"
     stop_pid "$um_pid"
@@ -163,14 +146,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cpu_ticks() { # pid: user+sys clock ticks of the process (all threads)
-    python3 - "$1" <<'PY'
-import sys
-with open(f"/proc/{sys.argv[1]}/stat") as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-print(sum(int(x) for x in fields[11:15]))
-PY
-}
 
 wait_port() { # udp|tcp port pid
     local i

@@ -73,8 +73,9 @@ DOMAIN=bench.test
 PASSWORD=secret
 SMOKE=10
 CLK_TCK=$(getconf CLK_TCK)
-log() { printf '[register %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ABORT: $*"; exit 1; }
+BENCH_NAME=register
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 for tool in "$KAMAILIO" "$SIPP" python3 ss; do
     command -v "$tool" >/dev/null || die "$tool not found in PATH"
@@ -99,14 +100,7 @@ for p in "$PROXY_PORT" "$UAC_PORT" "$REDIS_PORT"; do
 done
 
 # --- umproxy binary ------------------------------------------------------------
-target_dir=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
-UMPROXY=$target_dir/release/umproxy
-if [ "$SKIP_BUILD" != 1 ]; then
-    log "building umproxy (release)"
-    cargo build --release -p umproxy >&2
-fi
-[ -x "$UMPROXY" ] || die "no umproxy binary at $UMPROXY"
+umproxy_binary
 
 # --- users: SIPp injection file and umproxy directory (HA1s, no passwords) ----
 # field1 is a whole [authentication] keyword: SIPp 3.6 cannot nest [field0]
@@ -128,17 +122,6 @@ PY
 # --- process bookkeeping: only what this script started is ever stopped -------
 proxy_pid=""
 redis_pid=""
-stop_pid() { # pid [signal]
-    local pid=$1 sig=${2:-TERM} i
-    [ -n "$pid" ] || return 0
-    kill -"$sig" "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$proxy_pid"
     stop_pid "$redis_pid"
@@ -147,31 +130,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Clock ticks of user+sys CPU of the process trees rooted at each PID given
-# (threads included, Kamailio's forked workers, reaped children's times).
-cpu_ticks() {
-    python3 - "$@" <<'PY'
-import os, sys
-stat, kids = {}, {}
-for name in os.listdir("/proc"):
-    if name.isdigit():
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stat[int(name)] = fields
-        kids.setdefault(int(fields[1]), []).append(int(name))
-total, todo = 0, [int(p) for p in sys.argv[1:] if p]
-while todo:
-    pid = todo.pop()
-    f = stat.get(pid)
-    if f:
-        total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-        todo.extend(kids.get(pid, []))
-print(total)
-PY
-}
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 wait_udp() { # port pid
