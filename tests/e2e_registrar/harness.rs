@@ -59,6 +59,8 @@ pub enum Store {
     Embedded,
     /// Redis at this URL.
     Redis(String),
+    /// The embedded store with this `flush_interval_ms` (0 = write-through).
+    EmbeddedFlushMs(u64),
 }
 
 /// The knobs of a test configuration. Ports are chosen at creation.
@@ -152,6 +154,14 @@ impl Setup {
             Store::Embedded => {
                 let db = dir.join("registrations.db");
                 let _ = writeln!(t, "[registrar]\nstore = \"embedded\"\npath = {}\n", toml_path(&db));
+            }
+            Store::EmbeddedFlushMs(ms) => {
+                let db = dir.join("registrations.db");
+                let _ = writeln!(
+                    t,
+                    "[registrar]\nstore = \"embedded\"\npath = {}\nflush_interval_ms = {ms}\n",
+                    toml_path(&db)
+                );
             }
             Store::Redis(url) => {
                 let _ = writeln!(t, "[registrar]\nstore = \"redis\"\nredis_url = \"{url}\"\n");

@@ -1,13 +1,16 @@
 //! The embedded store persists every registration (DESIGN.md §5): after a
 //! SIGKILL and a restart on the same configuration, all 1000 AORs still
-//! have their binding, and calls to them still route.
+//! have their binding, and calls to them still route. Under the default
+//! write-behind policy once `umproxy_location_unflushed_aors` is back to 0
+//! (at most `flush_interval_ms` after the last 200); under write-through
+//! (`flush_interval_ms = 0`) at once after the last 200.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::client::{bindings, Alg, Ua};
-use crate::harness::{Responder, Setup, Umproxy, DOMAIN};
+use crate::harness::{Responder, Setup, Store, Umproxy, DOMAIN};
 
 const AORS: usize = 1000;
 /// Client threads registering at once (the machine has two cores).
@@ -43,8 +46,18 @@ fn for_all_aors(proxy: SocketAddr, each: impl Fn(&mut Ua, usize) -> Result<(), S
 
 #[test]
 fn a_thousand_registrations_survive_sigkill_and_still_route() {
+    survive_sigkill(Store::Embedded);
+}
+
+#[test]
+fn write_through_registrations_survive_sigkill_right_after_the_200() {
+    survive_sigkill(Store::EmbeddedFlushMs(0));
+}
+
+fn survive_sigkill(store: Store) {
+    let write_behind = matches!(store, Store::Embedded);
     let uas = Responder::start();
-    let mut setup = Setup::new();
+    let mut setup = Setup::new().store(store);
     setup.users = (0..AORS).map(|i| (user(i), password(i))).collect();
     let mut proxy = Umproxy::start(setup);
     let contact = |i: usize| format!("sip:{}@{}", user(i), uas.addr);
@@ -62,6 +75,15 @@ fn a_thousand_registrations_survive_sigkill_and_still_route() {
         proxy.log()
     );
 
+    if write_behind {
+        // Memory is ahead of the file for at most the flush interval (100 ms
+        // by default); the gauge says when the file has caught up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while proxy.metric("umproxy_location_unflushed_aors") != 0.0 {
+            assert!(std::time::Instant::now() < deadline, "registrations never reached the file");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     proxy.kill();
     proxy.restart();
 

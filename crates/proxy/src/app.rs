@@ -1034,7 +1034,7 @@ mod tests {
         use crate::location::auth::{compute_response, Algorithm, AuthConfig};
         use crate::location::policy::LockoutConfig;
         use crate::location::registrar::RegistrarConfig;
-        use crate::location::store::embedded::{EmbeddedLimits, EmbeddedStore};
+        use crate::location::store::embedded::{EmbeddedConfig, EmbeddedStore};
 
         /// The built-in example directory (alice's password is
         /// alice-secret, realm example.test), a real embedded registrar and
@@ -1042,7 +1042,7 @@ mod tests {
         fn router(dir: &tempfile::TempDir) -> AppRouter {
             let opts = LoadOptions { has_tls_listener: false, domains: vec!["example.test".into()] };
             let handle = Arc::new(DirectoryHandle::from_directory(Directory::example(&opts).expect("example"), opts));
-            let store = EmbeddedStore::open(&dir.path().join("reg.db"), EmbeddedLimits::default(), SystemTime::now())
+            let store = EmbeddedStore::open(&dir.path().join("reg.db"), EmbeddedConfig::default(), SystemTime::now())
                 .expect("store");
             let reg_cfg = RegistrarConfig { domains: vec!["example.test".into()], ..RegistrarConfig::default() };
             let registrar = Arc::new(Registrar::new(Arc::new(store), reg_cfg, None));

@@ -124,6 +124,8 @@ pub async fn build_registrar(
     use crate::config::StoreKind;
     use crate::location::store::{embedded, redis, LocationStore};
     let r = &config.registrar;
+    let metrics = crate::location::metrics::LocationMetrics::register(registry)
+        .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
     let store: Arc<dyn LocationStore> = match r.store {
         StoreKind::Embedded => {
             let (path, is_temporary) = match &r.path {
@@ -140,13 +142,14 @@ pub async fn build_registrar(
                     problem: format!("{}: {e}", dir.display()),
                 })?;
             }
+            let cfg = embedded::EmbeddedConfig {
+                flush_interval: r.flush_interval,
+                unflushed: Some(metrics.unflushed_aors.clone()),
+                ..embedded::EmbeddedConfig::default()
+            };
             let opened = tokio::task::spawn_blocking(move || {
-                let store = embedded::EmbeddedStore::open(
-                    &path,
-                    embedded::EmbeddedLimits::default(),
-                    std::time::SystemTime::now(),
-                )
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                let store = embedded::EmbeddedStore::open(&path, cfg, std::time::SystemTime::now())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 if is_temporary {
                     // The store keeps its open file; unlinking the name now
                     // leaves nothing behind, whatever way the process ends.
@@ -166,8 +169,6 @@ pub async fn build_registrar(
             )
         }
     };
-    let metrics = crate::location::metrics::LocationMetrics::register(registry)
-        .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
     let cfg = crate::location::registrar::RegistrarConfig {
         default_expires: r.default_expires,
         min_expires: r.min_expires,
@@ -448,6 +449,8 @@ pub struct Server {
     admin: Option<AdminHandle>,
     config: Config,
     directory: Arc<DirectoryHandle>,
+    /// Flushed last at shutdown (write-behind registrations).
+    locations: Arc<dyn crate::location::store::LocationStore>,
 }
 
 impl Server {
@@ -521,6 +524,7 @@ impl Server {
         }
         let router: Arc<dyn Router> = Arc::new(app);
         spawn_expiry(registrar.store().clone());
+        let locations = registrar.store().clone();
         let hub = TransportHub::start(
             specs,
             limits,
@@ -559,7 +563,7 @@ impl Server {
             Duration::from_secs(2),
         );
         let ldap_task = spawn_ldap_refresh(&config, directory.clone());
-        Ok(Server { hub, metrics, core, admin, config, directory, health_task, watch_task, ldap_task })
+        Ok(Server { hub, metrics, core, admin, config, directory, health_task, watch_task, ldap_task, locations })
     }
 
     /// The admin listener's address, when there is one.
@@ -596,6 +600,10 @@ impl Server {
         self.core.abort();
         if let Some(a) = self.admin {
             a.shutdown().await;
+        }
+        // Registrations answered but still in memory only reach the file.
+        if let Err(e) = self.locations.flush().await {
+            warn!(error = %e, "registrations not saved at shutdown");
         }
     }
 }

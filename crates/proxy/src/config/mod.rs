@@ -288,6 +288,9 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Longer requested expiries are shortened to this.
     pub max_expires: u32,
+    /// Embedded store: changes are fsynced at most this long after the 200
+    /// (write-behind); zero fsyncs before every 200 (write-through).
+    pub flush_interval: std::time::Duration,
 }
 
 /// `[directory] backend`.

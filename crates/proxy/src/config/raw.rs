@@ -247,7 +247,11 @@ struct RawRegistrar {
     min_expires: u32,
     default_expires: u32,
     max_expires: u32,
+    flush_interval_ms: u64,
 }
+
+/// Longest write-behind window accepted: a crash loses at most this much.
+const MAX_FLUSH_INTERVAL_MS: u64 = 10_000;
 
 impl Default for RawRegistrar {
     fn default() -> Self {
@@ -258,6 +262,7 @@ impl Default for RawRegistrar {
             min_expires: 60,
             default_expires: 3600,
             max_expires: 7200,
+            flush_interval_ms: 100,
         }
     }
 }
@@ -558,6 +563,12 @@ fn validate_registrar(r: RawRegistrar, cx: &Ctx<'_>) -> Result<RegistrarConfig, 
             cx.err("registrar.max_expires", format!("must be at least default_expires ({})", r.default_expires))
         );
     }
+    if r.flush_interval_ms > MAX_FLUSH_INTERVAL_MS {
+        return Err(cx.err(
+            "registrar.flush_interval_ms",
+            format!("must be at most {MAX_FLUSH_INTERVAL_MS} (0 = fsync before every 200)"),
+        ));
+    }
     let mut path = None;
     match r.store {
         StoreKind::Embedded => {
@@ -590,6 +601,7 @@ fn validate_registrar(r: RawRegistrar, cx: &Ctx<'_>) -> Result<RegistrarConfig, 
         min_expires: r.min_expires,
         default_expires: r.default_expires,
         max_expires: r.max_expires,
+        flush_interval: std::time::Duration::from_millis(r.flush_interval_ms),
     })
 }
 

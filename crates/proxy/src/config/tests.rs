@@ -88,6 +88,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.registrar.min_expires, 60);
     assert_eq!(c.registrar.default_expires, 3600);
     assert_eq!(c.registrar.max_expires, 7200);
+    assert_eq!(c.registrar.flush_interval, Duration::from_millis(100));
     assert_eq!(c.directory.backend, DirectoryBackend::File);
     assert_eq!(c.timers.t1(), Duration::from_millis(500));
     assert_eq!(c.dns.timeout, Duration::from_millis(2000));
@@ -428,6 +429,10 @@ fn section_errors_name_the_key() {
             "registrar.default_expires: must be at least min_expires (600)",
         ),
         ("[registrar]\nmax_expires = 60\n", "registrar.max_expires: must be at least default_expires (3600)"),
+        (
+            "[registrar]\nflush_interval_ms = 60000\n",
+            "registrar.flush_interval_ms: must be at most 10000 (0 = fsync before every 200)",
+        ),
         ("[directory]\nbackend = \"ldap\"\n", "directory.ldap: required with backend = \"ldap\""),
         ("[directory]\nfile = \"nope.toml\"\n", "directory.file: file not found: nope.toml"),
         (

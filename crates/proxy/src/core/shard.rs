@@ -626,7 +626,16 @@ impl Shard {
         } else {
             match self.router.route(&RouteRequest { msg: &ctx.request, source: &ctx.peer, tls: ctx.tls.as_deref() }) {
                 Routing::Ready(d) => Some(d),
-                Routing::Pending(fut) => {
+                Routing::Pending(mut fut) => {
+                    // Most decisions need nothing remote (an in-memory
+                    // location store, the directory): one poll settles them
+                    // here, without a task and a trip back through the queue.
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    if let std::task::Poll::Ready(d) = fut.as_mut().poll(&mut cx) {
+                        self.contexts.insert(id, ctx);
+                        self.apply_decision(id, d, now);
+                        return;
+                    }
                     let tx = self.self_tx.clone();
                     tokio::spawn(async move {
                         let decision = fut.await;

@@ -14,6 +14,9 @@ pub struct LocationMetrics {
     pub auth_failures_total: IntCounterVec,
     /// `umproxy_location_store_errors_total{store}`, store = `embedded` | `redis`.
     pub store_errors_total: IntCounterVec,
+    /// `umproxy_location_unflushed_aors`: AORs the embedded store holds in
+    /// memory ahead of its file (write-behind); 0 once committed.
+    pub unflushed_aors: IntGauge,
 }
 
 impl LocationMetrics {
@@ -32,11 +35,22 @@ impl LocationMetrics {
             Opts::new("umproxy_location_store_errors_total", "Location store operations that failed, by store"),
             &["store"],
         )?;
+        let unflushed_aors = IntGauge::new(
+            "umproxy_location_unflushed_aors",
+            "AORs changed in memory and not yet committed to the embedded store's file",
+        )?;
+        registry.register(Box::new(unflushed_aors.clone()))?;
         registry.register(Box::new(registrations_active.clone()))?;
         registry.register(Box::new(register_total.clone()))?;
         registry.register(Box::new(auth_failures_total.clone()))?;
         registry.register(Box::new(store_errors_total.clone()))?;
-        Ok(LocationMetrics { registrations_active, register_total, auth_failures_total, store_errors_total })
+        Ok(LocationMetrics {
+            registrations_active,
+            register_total,
+            auth_failures_total,
+            store_errors_total,
+            unflushed_aors,
+        })
     }
 }
 
@@ -58,6 +72,7 @@ mod tests {
             "umproxy_register_total",
             "umproxy_auth_failures_total",
             "umproxy_location_store_errors_total",
+            "umproxy_location_unflushed_aors",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }

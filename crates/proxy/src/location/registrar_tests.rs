@@ -1,5 +1,5 @@
 use super::*;
-use crate::location::store::embedded::{EmbeddedLimits, EmbeddedStore};
+use crate::location::store::embedded::{EmbeddedConfig, EmbeddedStore};
 use std::time::{Duration, UNIX_EPOCH};
 
 fn t(s: u64) -> SystemTime {
@@ -231,7 +231,7 @@ fn date_header_format() {
 async fn register_against_a_store_answers_200_with_all_bindings_and_date() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn LocationStore> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits::default(), t(0)).unwrap());
+        Arc::new(EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedConfig::default(), t(0)).unwrap());
     let reg = Registrar::new(Arc::clone(&store), cfg(), None);
     let o = reg.handle_register(&register("c1", 1, "Contact: <sip:a@192.0.2.1>;expires=100\r\n"), &ctx(), t(0)).await;
     assert_eq!((o.status, o.result), (200, RegisterResult::Updated));

@@ -1,55 +1,71 @@
 //! The embedded location store: bindings in memory (a sharded `DashMap`, so
-//! lookups never wait for the disk), written through to a local redb file.
+//! lookups and updates never wait for the disk), persisted to a local redb
+//! file by one writer thread.
 //!
-//! Durability policy: every REGISTER that changes an AOR commits one redb
-//! write transaction with `Durability::Immediate` (fsync) before the
-//! registrar answers 200, so a crash or power loss after the 200 loses no
-//! binding the UA was told about.
+//! A write (REGISTER, removal, expiry) is a compare-and-set on the AOR in
+//! memory, which then joins the *dirty set*: each AOR at most once, so the
+//! set is bounded by `max_aors`. The writer commits the dirty AORs' current
+//! records in one redb transaction with `Durability::Immediate` (fsync).
 //!
-//! Group commit: one writer thread owns all writes. It takes every write
-//! queued while the previous commit was being fsynced (up to `MAX_BATCH`)
-//! and commits them in one transaction, then answers each. A lone REGISTER
-//! pays one fsync; concurrent REGISTERs share one. Measured on the shared
-//! 2-core development VM (virtio disk), release build, three runs: one
-//! writer 400–900 fsynced writes/s; 64 concurrent writers 12 000–45 000/s
-//! (see `embedded_write_rate`). The queue is bounded (`WRITE_QUEUE`): when it
-//! is full the write fails at once with `Unavailable` (503) instead of
-//! queueing more.
+//! Durability policy (`[registrar] flush_interval_ms`):
+//! - **Write-behind (default, 100 ms):** the registrar answers 200 as soon as
+//!   memory holds the binding; the writer wakes every interval and commits
+//!   whatever changed. A crash or power loss loses at most the changes of the
+//!   last interval (plus the commit under way); a graceful stop (dropping the
+//!   store) commits everything first. No REGISTER waits for, or wakes, the
+//!   writer: this is what makes a REGISTER cost no more than answering it.
+//! - **Write-through (`0`):** a write's future completes only when the
+//!   commit holding it is durable, so a 200 is never lost. The writer is woken
+//!   by each write and commits every AOR that changed meanwhile at once
+//!   (group commit): concurrent REGISTERs share one fsync.
 //!
-//! Expiry sweeps are not worth an fsync on their own: they commit with
-//! `Durability::None` and become durable with the next immediate commit; a
-//! binding resurrected by a crash is already lapsed and is dropped on reload.
+//! A failed commit (disk full, I/O error) is logged, counted, and retried at
+//! the next flush with the AORs kept dirty; under write-through the waiting
+//! REGISTERs fail with `Unavailable` (503). `umproxy_location_unflushed_aors`
+//! shows how many AORs memory holds ahead of the disk.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use prometheus::IntGauge;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::watch;
 
 use super::{LocationStore, StoreError, StoreFuture};
 use crate::location::binding::{decode_record, encode_record, unix_secs, AorBindings, Binding};
 
 const STORE: &str = "embedded";
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("aor_bindings");
-/// Writes waiting for the writer thread at most.
-const WRITE_QUEUE: usize = 4096;
-/// Writes committed in one transaction at most.
-const MAX_BATCH: usize = 256;
+/// The default write-behind window.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Limits of the embedded store.
+/// Settings of the embedded store.
 #[derive(Debug, Clone)]
-pub struct EmbeddedLimits {
+pub struct EmbeddedConfig {
     /// AORs held at most (default 100 000). AORs are local users that
     /// authenticated, so the directory bounds them too; this is the backstop.
     pub max_aors: usize,
+    /// Write-behind window; zero = write-through (see the module text).
+    pub flush_interval: Duration,
+    /// Set to the number of AORs changed in memory but not yet on disk.
+    pub unflushed: Option<IntGauge>,
 }
 
-impl Default for EmbeddedLimits {
+impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedLimits { max_aors: 100_000 }
+        EmbeddedConfig { max_aors: 100_000, flush_interval: DEFAULT_FLUSH_INTERVAL, unflushed: None }
+    }
+}
+
+impl EmbeddedConfig {
+    /// Write-through: every write waits for its fsync.
+    pub fn write_through() -> Self {
+        EmbeddedConfig { flush_interval: Duration::ZERO, ..EmbeddedConfig::default() }
     }
 }
 
@@ -59,37 +75,54 @@ pub struct EmbeddedStore {
     shared: Arc<Shared>,
 }
 
-/// Dropping the last clone closes the queue and joins the writer, so the
-/// file is closed when the store is gone (and can be reopened at once).
+/// Dropping the last clone stops the writer after a last commit, so the file
+/// is complete and closed when the store is gone (and can be reopened at once).
 struct Shared {
     inner: Arc<Inner>,
-    tx: Option<mpsc::SyncSender<WriteOp>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.tx.take();
+        self.inner.lock_dirty().closing = true;
+        self.inner.wake.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-struct Inner {
-    db: Database,
-    /// Read by anyone; written only by the writer thread, after commits.
-    mem: DashMap<String, AorBindings>,
-    bindings: AtomicUsize,
-    limits: EmbeddedLimits,
+/// What memory holds ahead of the disk.
+#[derive(Default)]
+struct Dirty {
+    aors: HashSet<String>,
+    /// The commit the AORs now in `aors` will be part of.
+    generation: u64,
+    /// Commit now rather than at the end of the interval.
+    urgent: bool,
+    closing: bool,
 }
 
-type Reply<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
+/// Commit results, for write-through waiters: the highest generation
+/// committed and the highest that failed (both only grow).
+#[derive(Debug, Clone, Copy, Default)]
+struct Flushed {
+    done: u64,
+    failed: u64,
+}
 
-enum WriteOp {
-    Replace { aor: String, expected: u64, bindings: Vec<Binding>, reply: Reply<u64> },
-    Remove { aor: String, reply: Reply<()> },
-    Expire { now: SystemTime, reply: Reply<usize> },
+struct Inner {
+    db: Database,
+    mem: DashMap<String, AorBindings>,
+    bindings: AtomicUsize,
+    /// AORs in `mem` (kept apart: `DashMap::len` would lock every shard).
+    aors: AtomicUsize,
+    cfg: EmbeddedConfig,
+    dirty: Mutex<Dirty>,
+    wake: Condvar,
+    flushed: watch::Sender<Flushed>,
+    /// The last commit failed (to log the recovery once).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -99,7 +132,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 impl EmbeddedStore {
     /// Open (or create) the file and load every binding unexpired at `now`;
     /// lapsed ones are deleted from the file. Blocking: call at start-up.
-    pub fn open(path: &Path, limits: EmbeddedLimits, now: SystemTime) -> Result<EmbeddedStore, StoreError> {
+    pub fn open(path: &Path, cfg: EmbeddedConfig, now: SystemTime) -> Result<EmbeddedStore, StoreError> {
         let db = Database::create(path).map_err(unavailable)?;
         let mem = DashMap::new();
         let mut stale: Vec<(String, Option<Vec<u8>>)> = Vec::new();
@@ -147,14 +180,27 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(unavailable)?;
         tracing::debug!(aors = mem.len(), bindings = count, "embedded location store loaded");
-        let inner = Arc::new(Inner { db, mem, bindings: AtomicUsize::new(count), limits });
-        let (tx, rx) = mpsc::sync_channel(WRITE_QUEUE);
+        if let Some(g) = &cfg.unflushed {
+            g.set(0);
+        }
+        let aors = AtomicUsize::new(mem.len());
+        let inner = Arc::new(Inner {
+            db,
+            mem,
+            bindings: AtomicUsize::new(count),
+            aors,
+            cfg,
+            dirty: Mutex::new(Dirty { generation: 1, ..Dirty::default() }),
+            wake: Condvar::new(),
+            flushed: watch::Sender::new(Flushed::default()),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        });
         let writer_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("location-writer".into())
-            .spawn(move || writer_inner.run_writer(&rx))
+            .spawn(move || writer_inner.run_writer())
             .map_err(unavailable)?;
-        Ok(EmbeddedStore { shared: Arc::new(Shared { inner, tx: Some(tx), thread: Some(thread) }) })
+        Ok(EmbeddedStore { shared: Arc::new(Shared { inner, thread: Some(thread) }) })
     }
 
     /// AORs held in memory.
@@ -162,32 +208,43 @@ impl EmbeddedStore {
         self.shared.inner.mem.len()
     }
 
-    fn submit<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> StoreFuture<'_, T>
-    where
-        T: Send + 'static,
-    {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let sent = match &self.shared.tx {
-            Some(tx) => tx.try_send(op(reply)).map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => unavailable("write queue full"),
-                mpsc::TrySendError::Disconnected(_) => unavailable("writer stopped"),
-            }),
-            None => Err(unavailable("writer stopped")),
+    /// Commit every change made so far now, and wait until it is durable.
+    pub async fn flush_now(&self) -> Result<(), StoreError> {
+        let inner = &self.shared.inner;
+        let generation = {
+            let mut d = inner.lock_dirty();
+            if d.aors.is_empty() {
+                // Nothing new; a commit under way is waited for below.
+                d.generation - 1
+            } else {
+                d.urgent = true;
+                d.generation
+            }
         };
-        Box::pin(async move {
-            sent?;
-            rx.await.map_err(|_| unavailable("writer stopped"))?
-        })
+        inner.wake.notify_one();
+        inner.wait_durable(generation).await
+    }
+
+    /// The future of a write: ready at once under write-behind, after the
+    /// commit under write-through.
+    fn finish<T: Send + 'static>(&self, r: Result<(T, Option<u64>), StoreError>) -> StoreFuture<'_, T> {
+        let inner = &self.shared.inner;
+        match r {
+            Ok((v, Some(generation))) if inner.cfg.flush_interval.is_zero() => Box::pin(async move {
+                inner.wait_durable(generation).await?;
+                Ok(v)
+            }),
+            Ok((v, _)) => Box::pin(std::future::ready(Ok(v))),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }
 
-/// Sends one write's result once the batch's commit result is known.
-type Answer = Box<dyn FnOnce(Result<(), StoreError>)>;
-
-/// The effect of one queued write on an AOR, before commit.
-type Pending = HashMap<String, AorBindings>;
-
 impl Inner {
+    fn lock_dirty(&self) -> MutexGuard<'_, Dirty> {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn get(&self, aor: &str, now: SystemTime) -> AorBindings {
         match self.mem.get(aor) {
             Some(rec) => AorBindings {
@@ -198,94 +255,74 @@ impl Inner {
         }
     }
 
-    /// The AOR as the batch so far left it.
-    fn current(&self, pending: &Pending, aor: &str) -> AorBindings {
-        match pending.get(aor) {
-            Some(r) => r.clone(),
-            None => self.mem.get(aor).map(|r| r.clone()).unwrap_or_default(),
-        }
-    }
-
-    fn run_writer(&self, rx: &mpsc::Receiver<WriteOp>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            self.commit_batch(batch);
-        }
-    }
-
-    fn commit_batch(&self, batch: Vec<WriteOp>) {
-        let mut pending: Pending = HashMap::new();
-        let mut new_aors = 0usize;
-        // Results decided before commit; sent only once the commit is durable.
-        let mut replies: Vec<Answer> = Vec::with_capacity(batch.len());
-        let mut is_durable_needed = false;
-        for op in batch {
-            match op {
-                WriteOp::Replace { aor, expected, bindings, reply } => {
-                    let cur = self.current(&pending, &aor);
-                    let r = if cur.version != expected {
-                        Err(StoreError::Conflict)
-                    } else if cur.version == 0
-                        && !bindings.is_empty()
-                        && self.mem.len() + new_aors >= self.limits.max_aors
-                    {
-                        Err(StoreError::Full { limit: "max_aors" })
-                    } else {
-                        if cur.version == 0 && !bindings.is_empty() {
-                            new_aors += 1;
-                        }
-                        // An emptied AOR is gone: its version restarts at 0.
-                        let version = if bindings.is_empty() { 0 } else { cur.version.wrapping_add(1).max(1) };
-                        pending.insert(aor, AorBindings { version, bindings });
-                        is_durable_needed = true;
-                        Ok(version)
-                    };
-                    replies.push(Box::new(move |commit| {
-                        let _ = reply.send(commit.and(r));
-                    }));
-                }
-                WriteOp::Remove { aor, reply } => {
-                    pending.insert(aor, AorBindings { version: 0, bindings: Vec::new() });
-                    is_durable_needed = true;
-                    replies.push(Box::new(move |commit| {
-                        let _ = reply.send(commit);
-                    }));
-                }
-                WriteOp::Expire { now, reply } => {
-                    let dropped = self.plan_expiry(&mut pending, now);
-                    replies.push(Box::new(move |commit| {
-                        let _ = reply.send(commit.map(|()| dropped));
-                    }));
-                }
+    /// Note that `aor` changed; returns the generation that will hold it.
+    fn mark_dirty(&self, aor: &str) -> u64 {
+        let mut d = self.lock_dirty();
+        if !d.aors.contains(aor) {
+            d.aors.insert(aor.to_owned());
+            if let Some(g) = &self.cfg.unflushed {
+                g.set(i64::try_from(d.aors.len()).unwrap_or(i64::MAX));
             }
         }
-        let commit = self.write(&pending, is_durable_needed);
-        match &commit {
-            Ok(()) => {
-                for (aor, rec) in pending {
-                    let new = rec.bindings.len();
-                    let old = if rec.bindings.is_empty() {
-                        self.mem.remove(&aor).map(|(_, r)| r.bindings.len())
-                    } else {
-                        self.mem.insert(aor, rec).map(|r| r.bindings.len())
-                    };
-                    self.adjust(old.unwrap_or(0), new);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "embedded location store commit failed"),
+        let generation = d.generation;
+        drop(d);
+        if self.cfg.flush_interval.is_zero() {
+            self.wake.notify_one();
         }
-        for reply in replies {
-            reply(commit.clone());
-        }
+        generation
     }
 
-    fn plan_expiry(&self, pending: &mut Pending, now: SystemTime) -> usize {
+    /// Compare-and-set in memory. Returns the new version and, when
+    /// something changed, the generation that will make it durable.
+    fn replace(&self, aor: &str, expected: u64, bindings: Vec<Binding>) -> Result<(u64, Option<u64>), StoreError> {
+        let new = bindings.len();
+        let (version, old) = match self.mem.entry(aor.to_owned()) {
+            Entry::Occupied(mut e) => {
+                if e.get().version != expected {
+                    return Err(StoreError::Conflict);
+                }
+                let old = e.get().bindings.len();
+                if bindings.is_empty() {
+                    // An emptied AOR is gone: its version restarts at 0.
+                    e.remove();
+                    self.aors.fetch_sub(1, Ordering::Relaxed);
+                    (0, old)
+                } else {
+                    let version = expected.wrapping_add(1).max(1);
+                    e.get_mut().version = version;
+                    e.get_mut().bindings = bindings;
+                    (version, old)
+                }
+            }
+            Entry::Vacant(e) => {
+                if expected != 0 {
+                    return Err(StoreError::Conflict);
+                }
+                if bindings.is_empty() {
+                    return Ok((0, None));
+                }
+                if self.aors.load(Ordering::Relaxed) >= self.cfg.max_aors {
+                    return Err(StoreError::Full { limit: "max_aors" });
+                }
+                self.aors.fetch_add(1, Ordering::Relaxed);
+                e.insert(AorBindings { version: 1, bindings });
+                (1, 0)
+            }
+        };
+        self.adjust(old, new);
+        Ok((version, Some(self.mark_dirty(aor))))
+    }
+
+    fn remove(&self, aor: &str) -> Option<u64> {
+        let (_, rec) = self.mem.remove(aor)?;
+        self.aors.fetch_sub(1, Ordering::Relaxed);
+        self.adjust(rec.bindings.len(), 0);
+        Some(self.mark_dirty(aor))
+    }
+
+    /// Drop bindings lapsed at `now` from memory; they reach the disk with the
+    /// next commit (no need to hurry: a lapsed binding is dropped on reload).
+    fn expire(&self, now: SystemTime) -> usize {
         let t = unix_secs(now);
         let lapsed: Vec<String> = self
             .mem
@@ -295,31 +332,105 @@ impl Inner {
             .collect();
         let mut dropped = 0;
         for aor in lapsed {
-            let mut rec = self.current(pending, &aor);
-            let before = rec.bindings.len();
-            rec.bindings.retain(|b| b.expires_at > t);
-            dropped += before - rec.bindings.len();
-            rec.version = if rec.bindings.is_empty() { 0 } else { rec.version.wrapping_add(1).max(1) };
-            pending.insert(aor, rec);
+            let emptied = match self.mem.get_mut(&aor) {
+                Some(mut rec) => {
+                    let before = rec.bindings.len();
+                    rec.bindings.retain(|b| b.expires_at > t);
+                    let gone = before - rec.bindings.len();
+                    dropped += gone;
+                    self.adjust(before, before - gone);
+                    rec.version = rec.version.wrapping_add(1).max(1);
+                    rec.bindings.is_empty()
+                }
+                None => continue,
+            };
+            if emptied && self.mem.remove_if(&aor, |_, r| r.bindings.is_empty()).is_some() {
+                self.aors.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.mark_dirty(&aor);
         }
         dropped
     }
 
-    fn write(&self, pending: &Pending, is_durable_needed: bool) -> Result<(), StoreError> {
-        if pending.is_empty() {
-            return Ok(());
+    /// Wait until `generation` is committed (or failed: `Unavailable`).
+    async fn wait_durable(&self, generation: u64) -> Result<(), StoreError> {
+        let mut rx = self.flushed.subscribe();
+        let state = *rx
+            .wait_for(|f| f.done >= generation || f.failed >= generation)
+            .await
+            .map_err(|_| unavailable("writer stopped"))?;
+        if state.done >= generation {
+            Ok(())
+        } else {
+            Err(unavailable("commit failed"))
         }
+    }
+
+    fn run_writer(&self) {
+        loop {
+            let (aors, generation, closing) = {
+                let mut d = self.lock_dirty();
+                let interval = self.cfg.flush_interval;
+                if interval.is_zero() {
+                    d = self.wake.wait_while(d, |d| d.aors.is_empty() && !d.closing).unwrap_or_else(|p| p.into_inner());
+                } else {
+                    d = self
+                        .wake
+                        .wait_timeout_while(d, interval, |d| !d.urgent && !d.closing)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                d.urgent = false;
+                if d.aors.is_empty() {
+                    if d.closing {
+                        return;
+                    }
+                    continue;
+                }
+                let generation = d.generation;
+                d.generation += 1;
+                (std::mem::take(&mut d.aors), generation, d.closing)
+            };
+            match self.write(&aors) {
+                Ok(()) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("embedded location store commits work again");
+                    }
+                    self.flushed.send_modify(|f| f.done = generation);
+                    if let Some(g) = &self.cfg.unflushed {
+                        g.set(i64::try_from(self.lock_dirty().aors.len()).unwrap_or(i64::MAX));
+                    }
+                }
+                Err(e) => {
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error = %e, aors = aors.len(), "embedded location store commit failed; retrying");
+                    }
+                    self.flushed.send_modify(|f| f.failed = generation);
+                    if closing {
+                        tracing::error!(aors = aors.len(), "registrations not saved at shutdown");
+                        return;
+                    }
+                    // Keep them for the next commit; don't spin on a broken disk.
+                    self.lock_dirty().aors.extend(aors);
+                    std::thread::sleep(self.cfg.flush_interval.max(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+
+    /// One transaction writing each AOR's current record (or its removal).
+    fn write(&self, aors: &HashSet<String>) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(unavailable)?;
-        let durability = if is_durable_needed { Durability::Immediate } else { Durability::None };
-        txn.set_durability(durability).map_err(unavailable)?;
+        txn.set_durability(Durability::Immediate).map_err(unavailable)?;
         {
             let mut table = txn.open_table(TABLE).map_err(unavailable)?;
-            for (aor, rec) in pending {
-                if rec.bindings.is_empty() {
-                    table.remove(aor.as_str()).map_err(unavailable)?;
-                } else {
-                    table.insert(aor.as_str(), encode_record(rec).as_slice()).map_err(unavailable)?;
+            for aor in aors {
+                let record = self.mem.get(aor.as_str()).map(|r| encode_record(&r));
+                match record {
+                    Some(bytes) => table.insert(aor.as_str(), bytes.as_slice()).map(drop),
+                    None => table.remove(aor.as_str()).map(drop),
                 }
+                .map_err(unavailable)?;
             }
         }
         txn.commit().map_err(unavailable)
@@ -340,7 +451,7 @@ impl LocationStore for EmbeddedStore {
     }
 
     fn get<'a>(&'a self, aor: &'a str, now: SystemTime) -> StoreFuture<'a, AorBindings> {
-        Box::pin(async move { Ok(self.shared.inner.get(aor, now)) })
+        Box::pin(std::future::ready(Ok(self.shared.inner.get(aor, now))))
     }
 
     fn replace<'a>(
@@ -350,15 +461,19 @@ impl LocationStore for EmbeddedStore {
         bindings: Vec<Binding>,
         _now: SystemTime,
     ) -> StoreFuture<'a, u64> {
-        self.submit(|reply| WriteOp::Replace { aor: aor.to_owned(), expected, bindings, reply })
+        self.finish(self.shared.inner.replace(aor, expected, bindings))
     }
 
     fn remove<'a>(&'a self, aor: &'a str) -> StoreFuture<'a, ()> {
-        self.submit(|reply| WriteOp::Remove { aor: aor.to_owned(), reply })
+        self.finish(Ok(((), self.shared.inner.remove(aor))))
     }
 
     fn expire(&self, now: SystemTime) -> StoreFuture<'_, usize> {
-        self.submit(|reply| WriteOp::Expire { now, reply })
+        Box::pin(std::future::ready(Ok(self.shared.inner.expire(now))))
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.flush_now())
     }
 
     fn binding_count(&self) -> Option<usize> {

@@ -76,6 +76,12 @@ pub trait LocationStore: Send + Sync {
     /// calls it periodically (Redis also expires whole AORs by TTL).
     fn expire(&self, now: SystemTime) -> StoreFuture<'_, usize>;
 
+    /// Make every write completed so far durable (the embedded store's
+    /// write-behind); stores that are always durable return at once.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Active bindings held, when the store can tell cheaply (the embedded
     /// store can; a shared Redis store cannot and returns `None`).
     fn binding_count(&self) -> Option<usize>;

@@ -1,4 +1,4 @@
-use super::embedded::{EmbeddedLimits, EmbeddedStore};
+use super::embedded::{EmbeddedConfig, EmbeddedStore};
 use super::redis::{RedisConfig, RedisStore};
 use super::*;
 use crate::location::binding::{Binding, FlowToken, QValue};
@@ -28,6 +28,7 @@ fn binding(aor: &str, n: u32, expires_at: SystemTime) -> Binding {
 }
 
 const CRASH_ENV: &str = "UMPROXY_LOCATION_CRASH_DB";
+const CRASH_MODE_ENV: &str = "UMPROXY_LOCATION_CRASH_MODE";
 const AORS: u32 = 1000;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -61,47 +62,126 @@ fn check_reopened(store: &EmbeddedStore) {
     });
 }
 
-/// Child half of the crash test: writes, then dies without running any
-/// destructor (no graceful close of the redb file). A no-op in normal runs.
+/// Child half of the crash tests: writes, then dies without running any
+/// destructor (no graceful close of the redb file). Write-through: every
+/// acknowledged write must survive. Write-behind: every write followed by a
+/// completed `flush()`. A no-op in normal runs.
 #[test]
 fn crash_child() {
     let Ok(path) = std::env::var(CRASH_ENV) else { return };
-    let store = EmbeddedStore::open(std::path::Path::new(&path), EmbeddedLimits::default(), t(0)).unwrap();
+    let write_behind = std::env::var(CRASH_MODE_ENV).is_ok_and(|m| m == "write-behind");
+    let cfg = if write_behind {
+        // An interval far beyond the test: only `flush()` makes it durable.
+        EmbeddedConfig { flush_interval: Duration::from_secs(3600), ..EmbeddedConfig::default() }
+    } else {
+        EmbeddedConfig::write_through()
+    };
+    let store = EmbeddedStore::open(std::path::Path::new(&path), cfg, t(0)).unwrap();
     write_aors(&store);
+    if write_behind {
+        rt().block_on(store.flush()).unwrap();
+    }
     std::process::abort();
 }
 
-#[test]
-fn embedded_store_keeps_every_committed_binding_across_a_crash() {
+fn crash_and_reopen(mode: &str) -> EmbeddedStore {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registrations.db");
     let status = Command::new(std::env::current_exe().unwrap())
         .args(["location::store::tests::crash_child", "--exact", "--test-threads=1", "--nocapture"])
         .env(CRASH_ENV, &path)
+        .env(CRASH_MODE_ENV, mode)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(!status.success(), "the child must have aborted");
-    let store = EmbeddedStore::open(&path, EmbeddedLimits::default(), t(500)).unwrap();
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::default(), t(500)).unwrap();
+    drop(dir);
+    store
+}
+
+#[test]
+fn write_through_keeps_every_acknowledged_binding_across_a_crash() {
+    check_reopened(&crash_and_reopen("write-through"));
+}
+
+#[test]
+fn write_behind_keeps_every_flushed_binding_across_a_crash() {
+    check_reopened(&crash_and_reopen("write-behind"));
+}
+
+/// Under write-behind a write completes without waiting for the disk; the
+/// gauge shows what memory holds ahead of it, and a graceful close (drop)
+/// commits it all.
+#[test]
+fn write_behind_answers_at_once_and_commits_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.db");
+    let gauge = prometheus::IntGauge::new("unflushed", "test").unwrap();
+    let cfg = EmbeddedConfig {
+        flush_interval: Duration::from_secs(3600),
+        unflushed: Some(gauge.clone()),
+        ..EmbeddedConfig::default()
+    };
+    let store = EmbeddedStore::open(&path, cfg, t(0)).unwrap();
+    for n in 0..AORS {
+        let aor = format!("sip:user{n}@contoso.test");
+        let exp = if n % 2 == 0 { t(100) } else { t(10_000) };
+        let write = store.replace(&aor, 0, vec![binding(&aor, n, exp)], t(0));
+        // Ready on the first poll: nothing waits for the writer.
+        let v = futures_util::FutureExt::now_or_never(write).expect("write-behind must not wait").unwrap();
+        assert_eq!(v, 1);
+    }
+    assert_eq!(gauge.get(), i64::from(AORS), "every AOR is ahead of the disk");
+    drop(store);
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::default(), t(500)).unwrap();
     check_reopened(&store);
+}
+
+/// The periodic flush commits without anyone asking.
+#[test]
+fn write_behind_commits_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let gauge = prometheus::IntGauge::new("unflushed", "test").unwrap();
+    let cfg = EmbeddedConfig {
+        flush_interval: Duration::from_millis(20),
+        unflushed: Some(gauge.clone()),
+        ..EmbeddedConfig::default()
+    };
+    let store = EmbeddedStore::open(&dir.path().join("r.db"), cfg, t(0)).unwrap();
+    let a = "sip:a@contoso.test";
+    rt().block_on(store.replace(a, 0, vec![binding(a, 1, t(500))], t(0))).unwrap();
+    // Bounded wait for a background thread (not a timing assertion).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge.get() != 0 {
+        assert!(Instant::now() < deadline, "the writer never committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rt().block_on(store.flush()).unwrap();
+    assert_eq!(gauge.get(), 0);
 }
 
 #[test]
 fn embedded_store_reloads_after_drop_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registrations.db");
-    let store = EmbeddedStore::open(&path, EmbeddedLimits::default(), t(0)).unwrap();
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::default(), t(0)).unwrap();
     write_aors(&store);
     drop(store);
-    let store = EmbeddedStore::open(&path, EmbeddedLimits::default(), t(500)).unwrap();
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::default(), t(500)).unwrap();
     check_reopened(&store);
 }
 
 #[tokio::test]
 async fn embedded_compare_and_set_expire_and_cap() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits { max_aors: 2 }, t(0)).unwrap();
+    let store = EmbeddedStore::open(
+        &dir.path().join("r.db"),
+        EmbeddedConfig { max_aors: 2, ..EmbeddedConfig::default() },
+        t(0),
+    )
+    .unwrap();
     let a = "sip:a@contoso.test";
     let v1 = store.replace(a, 0, vec![binding(a, 1, t(50)), binding(a, 2, t(500))], t(0)).await.unwrap();
     assert_eq!(store.replace(a, 0, vec![], t(0)).await, Err(StoreError::Conflict));
@@ -124,7 +204,7 @@ async fn embedded_compare_and_set_expire_and_cap() {
 #[ignore = "measurement, not a test"]
 fn embedded_write_rate() {
     let dir = tempfile::tempdir_in(std::env::var_os("UMPROXY_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
-    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits::default(), t(0)).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedConfig::write_through(), t(0)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     for writers in [1u32, 64] {
         let per_writer = 4000 / writers;
@@ -157,7 +237,7 @@ fn embedded_write_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_concurrent_writers_to_one_aor_never_lose_an_update() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedLimits::default(), t(0)).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("r.db"), EmbeddedConfig::default(), t(0)).unwrap();
     let aor = "sip:shared@contoso.test";
     let mut tasks = Vec::new();
     for w in 0..8u32 {
