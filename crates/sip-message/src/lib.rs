@@ -32,6 +32,7 @@
 pub mod build;
 pub mod edit;
 pub mod error;
+mod fast;
 pub mod framing;
 pub mod grammar;
 pub mod header;

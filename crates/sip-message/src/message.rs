@@ -20,6 +20,7 @@
 //! - Everything else is parsed on demand from its span.
 
 use crate::error::{ErrorKind, ParseError};
+use crate::fast;
 use crate::grammar::chars::{is, TOKEN};
 use crate::grammar::name_addr::{locate_name_addrs, name_addr, NameAddr};
 use crate::grammar::scalar::{bounded_number, call_id, cseq, media_type, option_tag};
@@ -150,7 +151,13 @@ impl Message {
     /// stream). Per RFC 3261 §18.3, bytes beyond Content-Length are ignored
     /// and a body shorter than Content-Length is an error.
     pub fn parse(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
-        Parser { limits }.parse(buf)
+        Parser {
+            limits,
+            fast: true,
+            #[cfg(test)]
+            taken: Default::default(),
+        }
+        .parse(buf)
     }
 
     /// Parse a message from a `&str` or `&[u8]` (copies it once). For tests
@@ -470,9 +477,27 @@ fn unreachable_name_addr() -> NameAddr<'static> {
     panic!("constant name-addr literal must parse")
 }
 
+/// `Message::parse` and the general path alone on the same bytes, as
+/// `Debug` text (every span and value), for the fast path's tests; and
+/// how many header lines the fast path took.
+#[cfg(test)]
+pub(crate) fn parse_both(data: &[u8], limits: &Limits) -> (String, String, usize) {
+    let buf = Bytes::copy_from_slice(data);
+    let p = Parser { limits, fast: true, taken: Default::default() };
+    let fast = p.parse(buf.clone());
+    let general = Parser { limits, fast: false, taken: Default::default() }.parse(buf);
+    (format!("{fast:?}"), format!("{general:?}"), p.taken.get())
+}
+
 /// The state of one parse.
 struct Parser<'l> {
     limits: &'l Limits,
+    /// Try the fast path on header lines (off only to test it against the
+    /// general path).
+    fast: bool,
+    /// Header lines the fast path took, for its tests.
+    #[cfg(test)]
+    taken: std::cell::Cell<usize>,
 }
 
 /// Eager results collected while walking the headers.
@@ -527,6 +552,18 @@ impl Parser<'_> {
         // corpus) without a reallocation.
         let mut headers: Vec<Header> = Vec::with_capacity(32);
         let mut pos = headers_start;
+        // Each line first tries the fast path (`fast_line`), which takes
+        // the common shapes whole: split, grammar-checked and recorded in
+        // `e`. The first line it declines, and every line after it, go the
+        // general way: split here, eager rules after the loop. So errors
+        // come out exactly as the general path alone gives them (splitting
+        // errors before value errors, values in order).
+        let mut e = Eager {
+            register: matches!(start, StartLine::Request { method: Method::Register, .. }),
+            ..Eager::default()
+        };
+        let mut fast = self.fast;
+        let mut slow_from = 0;
         let headers_end;
         loop {
             let rest = b.get(pos..).unwrap_or_default();
@@ -561,6 +598,15 @@ impl Parser<'_> {
                     if headers.len() >= self.limits.max_headers {
                         return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderCount), pos));
                     }
+                    if fast {
+                        if let Some((h, next)) = self.fast_line(b, pos, &mut e) {
+                            headers.push(h);
+                            pos = next;
+                            continue;
+                        }
+                        fast = false;
+                        slow_from = headers.len();
+                    }
                     let (h, next) = self.header_line(b, pos)?;
                     headers.push(h);
                     pos = next;
@@ -569,11 +615,13 @@ impl Parser<'_> {
         }
 
         // ---- eager header values ----
-        let mut e = Eager {
-            register: matches!(start, StartLine::Request { method: Method::Register, .. }),
-            ..Eager::default()
-        };
-        for h in &headers {
+        // The lines the fast path took are done; the rest get the full rules.
+        if fast {
+            slow_from = headers.len();
+        }
+        #[cfg(test)]
+        self.taken.set(slow_from);
+        for h in headers.get(slow_from..).unwrap_or_default() {
             self.eager(b, h, &mut e)?;
         }
         let hs = headers_end;
@@ -701,6 +749,157 @@ impl Parser<'_> {
             method_span: Span::of(b, m),
             uri: Span::of(b, uri_text),
         })
+    }
+
+    /// The fast path for the header line at `pos`: the common shape of
+    /// each eagerly parsed header (see [`crate::fast`]), recorded in `e`,
+    /// or any other header whose line needs no rule. Returns the header and
+    /// where the next line starts; `None`, with `e` untouched, when the line
+    /// is not one it takes whole: a fold, white space before the colon, an
+    /// unusual value, or anything that is (or may be) an error, which
+    /// [`Self::header_line`] and [`Self::eager`] then handle.
+    #[inline]
+    fn fast_line(&self, b: &[u8], pos: usize, e: &mut Eager) -> Option<(Header, usize)> {
+        use fast::{at, run, skip_wsp};
+        let ne = run(b, pos, TOKEN);
+        if ne == pos || at(b, ne) != b':' {
+            return None;
+        }
+        let name = HeaderName::from_bytes(b.get(pos..ne).unwrap_or_default());
+        let vs = skip_wsp(b, ne + 1);
+        let max_line = self.limits.max_header_line;
+        // After a value scanned to `ve`: optional white space, then CRLF not
+        // followed by a fold. Returns where the CR is.
+        let line_end = |ve: usize| {
+            let cr = skip_wsp(b, ve);
+            (at(b, cr) == b'\r'
+                && at(b, cr + 1) == b'\n'
+                && !matches!(at(b, cr + 2), b' ' | b'\t')
+                && cr - pos <= max_line)
+                .then_some(cr)
+        };
+        let sp = |s: usize, e: usize| Span { start: s as u32, end: e as u32 };
+        let (ve, cr) = match name {
+            HeaderName::Via => {
+                let mut count = e.via_count;
+                let mut top = None;
+                let mut k = vs;
+                let end = loop {
+                    let (end, branch) = fast::via(b, k)?;
+                    count += 1;
+                    if count > self.limits.max_vias {
+                        return None;
+                    }
+                    if top.is_none() && e.top_via.is_none() {
+                        top = Some((sp(k, end), branch.map(|(s, e)| sp(s, e))));
+                    }
+                    if at(b, end) != b',' {
+                        break end;
+                    }
+                    k = skip_wsp(b, end + 1);
+                };
+                let cr = line_end(end)?;
+                e.via_count = count;
+                if let Some((v, branch)) = top {
+                    e.top_via = Some(v);
+                    e.branch = branch;
+                }
+                (end, cr)
+            }
+            HeaderName::From | HeaderName::To => {
+                let slot = if name == HeaderName::From { &mut e.from } else { &mut e.to };
+                if slot.is_some() {
+                    return None;
+                }
+                let (end, tag) = fast::name_addr(b, vs)?;
+                let cr = line_end(end)?;
+                *slot = Some((sp(vs, end), tag.map(|(s, e)| sp(s, e))));
+                (end, cr)
+            }
+            HeaderName::CallId if e.call_id.is_none() => {
+                let end = fast::call_id(b, vs)?;
+                let cr = line_end(end)?;
+                e.call_id = Some(sp(vs, end));
+                (end, cr)
+            }
+            HeaderName::CSeq if e.cseq.is_none() => {
+                let (end, n, ms, me) = fast::cseq(b, vs)?;
+                let cr = line_end(end)?;
+                e.cseq = Some((n, Method::from_bytes(b.get(ms..me).unwrap_or_default()), sp(ms, me)));
+                (end, cr)
+            }
+            HeaderName::MaxForwards | HeaderName::ContentLength | HeaderName::Expires => {
+                let slot = match name {
+                    HeaderName::MaxForwards => &mut e.max_forwards,
+                    HeaderName::ContentLength => &mut e.content_length,
+                    _ => &mut e.expires,
+                };
+                if slot.is_some() {
+                    return None;
+                }
+                let (end, n) = fast::digits(b, vs)?;
+                let n = match name {
+                    HeaderName::MaxForwards => u32::try_from(n).ok().filter(|n| *n <= 255)?,
+                    HeaderName::ContentLength => u32::try_from(n).ok()?,
+                    _ => u32::try_from(n).unwrap_or(u32::MAX),
+                };
+                let cr = line_end(end)?;
+                *slot = Some(n);
+                (end, cr)
+            }
+            HeaderName::ContentType if e.content_type.is_none() => {
+                let end = fast::media_type(b, vs)?;
+                let cr = line_end(end)?;
+                e.content_type = Some(sp(vs, end));
+                (end, cr)
+            }
+            HeaderName::CallId | HeaderName::CSeq | HeaderName::ContentType => return None,
+            _ => {
+                // A value no fast rule covers: find the line end, then the
+                // light checks (Route, Record-Route, Contact) or option tags.
+                let rest = b.get(vs..).unwrap_or_default();
+                let nl = vs + memchr::memchr(b'\n', rest)?;
+                let cr = nl.checked_sub(1).filter(|&cr| cr > vs && at(b, cr) == b'\r')?;
+                if matches!(at(b, nl + 1), b' ' | b'\t') || cr - pos > max_line {
+                    return None;
+                }
+                let ve = cr - trailing_ws(b.get(vs..cr).unwrap_or_default());
+                let v = b.get(vs..ve).unwrap_or_default();
+                match name {
+                    HeaderName::Route | HeaderName::RecordRoute => {
+                        let n = locate_name_addrs(v, true).ok()?;
+                        let count =
+                            if name == HeaderName::Route { &mut e.route_count } else { &mut e.record_route_count };
+                        if *count + n > self.limits.max_routes {
+                            return None;
+                        }
+                        *count += n;
+                    }
+                    HeaderName::Contact => {
+                        if v == b"*" || e.is_contact_star {
+                            return None;
+                        }
+                        let n = if !e.register {
+                            locate_name_addrs(v, false).ok()?
+                        } else if fast::name_addr(b, vs).is_some_and(|(end, _)| end == ve) {
+                            1
+                        } else {
+                            for_each_element(v, |i| name_addr(i, false), |_| Ok(())).ok()?
+                        };
+                        if e.contact_count + n > self.limits.max_headers {
+                            return None;
+                        }
+                        e.contact_count += n;
+                    }
+                    HeaderName::Require | HeaderName::ProxyRequire | HeaderName::Supported => {
+                        for_each_element(v, option_tag, |_| Ok(())).ok()?;
+                    }
+                    _ => {}
+                }
+                (ve, cr)
+            }
+        };
+        Some((Header { name, name_span: sp(pos, ne), value_span: sp(vs, ve), line_span: sp(pos, cr) }, cr + 2))
     }
 
     /// `message-header = field-name *(SP / HTAB) ":" SWS field-value`,

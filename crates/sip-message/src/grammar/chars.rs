@@ -130,3 +130,27 @@ pub(crate) fn is_ws(c: u8) -> bool {
     // as part of a fold (CRLF followed by SP/HT), so all four are LWS here.
     is(c, WS)
 }
+
+/// The end of the run of `class` bytes in `b` starting at `k` (`k` itself
+/// when `b[k]` is not in the class, or past the end).
+///
+/// Eight bytes per step while eight remain: one bounds check per step and
+/// one table test per byte, which is what a header value costs to check.
+#[inline(always)]
+pub(crate) fn run(b: &[u8], mut k: usize, class: u16) -> usize {
+    while let Some(chunk) = b.get(k..).and_then(|r| r.first_chunk::<8>()) {
+        for (i, &c) in chunk.iter().enumerate() {
+            if !is(c, class) {
+                return k + i;
+            }
+        }
+        k += 8;
+    }
+    while let Some(&c) = b.get(k) {
+        if !is(c, class) {
+            break;
+        }
+        k += 1;
+    }
+    k
+}

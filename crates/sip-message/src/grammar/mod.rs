@@ -14,7 +14,7 @@ pub mod scalar;
 pub mod uri;
 pub mod via;
 
-use chars::{is, is_ws, TOKEN};
+use chars::{is_ws, TOKEN};
 use nom::{IResult, Parser};
 
 /// The error type of every grammar function: where it failed. The caller
@@ -51,8 +51,7 @@ pub fn sep(i: &[u8], c: u8) -> Option<&[u8]> {
 /// Take the longest prefix whose bytes are all in `class`.
 #[inline]
 pub(crate) fn take_class(i: &[u8], class: u16) -> (&[u8], &[u8]) {
-    let n = i.iter().take_while(|&&c| is(c, class)).count();
-    i.split_at(n)
+    i.split_at(chars::run(i, 0, class))
 }
 
 /// `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )`

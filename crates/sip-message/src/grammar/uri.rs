@@ -1,7 +1,7 @@
 //! URIs: `SIP-URI`, `SIPS-URI` (RFC 3261 §19.1, §25.1), `tel` (RFC 3966)
 //! and any other `absoluteURI` (RFC 2396), kept opaque.
 
-use super::chars::{is, ALNUM, PASSWORD, TEL, URIC, USER};
+use super::chars::{is, run, ALNUM, PASSWORD, TEL, URIC, USER};
 use super::params::{take_escaped, uri_params, Params};
 use super::{fail, tag_ci, GResult};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -213,15 +213,7 @@ pub fn host(i: &[u8]) -> GResult<'_, (&[u8], HostKind)> {
     // domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum.
     // Runs of alphanumerics are scanned with one table test per byte; the
     // label rules are checked only at each `-` run and `.`.
-    let alnum_run = |mut k: usize| {
-        while let Some(&c) = i.get(k) {
-            if !is(c, ALNUM) {
-                break;
-            }
-            k += 1;
-        }
-        k
-    };
+    let alnum_run = |k: usize| run(i, k, ALNUM);
     let mut n = 0;
     'labels: loop {
         let end = alnum_run(n);

@@ -1,0 +1,641 @@
+//! Fast paths for the header values of nearly every real message.
+//!
+//! Each scanner here recognises the common, well-formed shape of one rule
+//! (a Via as `SIP/2.0/UDP host:port;branch=…`, a From as
+//! `Name <sip:user@host>;tag=…`) in one forward pass over the message
+//! buffer, and returns where the value ends plus the spans the message
+//! keeps. It builds no structs and never reports an error: `None` means
+//! "not the common shape", and the caller then runs the full grammar of
+//! [`crate::grammar`] on the line, which gives the exact error or accepts
+//! the unusual form.
+//!
+//! The contract, checked by the differential tests at the bottom: whatever
+//! a scanner accepts, the full rule accepts too, ending at the same byte
+//! and yielding the same spans. So a scanner may refuse anything it likes
+//! (white space around separators, escapes, quoted parameter values…) but
+//! must never accept more.
+//!
+//! Positions are offsets into the whole buffer `b`. Reads go through
+//! [`at`], which yields 0 past the end: 0 belongs to no byte class, so every
+//! scan stops there without a separate bounds test.
+
+pub(crate) use crate::grammar::chars::run;
+use crate::grammar::chars::{is, GEN_VALUE, PARAM, TOKEN, USER, WORD};
+use crate::grammar::params::gen_value;
+use crate::grammar::uri::host;
+
+/// The byte at `k`, or 0 past the end.
+#[inline(always)]
+pub(crate) fn at(b: &[u8], k: usize) -> u8 {
+    b.get(k).copied().unwrap_or(0)
+}
+
+/// Skip SP / HTAB (white space within one line).
+#[inline(always)]
+pub(crate) fn skip_wsp(b: &[u8], mut k: usize) -> usize {
+    while matches!(at(b, k), b' ' | b'\t') {
+        k += 1;
+    }
+    k
+}
+
+/// `a == lit` ignoring ASCII case, `lit` lower-case letters and
+/// punctuation.
+#[inline(always)]
+fn eq_lower(a: &[u8], lit: &[u8]) -> bool {
+    a.len() == lit.len() && a.iter().zip(lit).all(|(&x, &y)| x.to_ascii_lowercase() == y)
+}
+
+/// `1*DIGIT` of at most ten digits at `k`: its end and value. Longer runs
+/// (leading zeros) are left to the full rule.
+#[inline(always)]
+pub(crate) fn digits(b: &[u8], k: usize) -> Option<(usize, u64)> {
+    let mut v: u64 = 0;
+    let mut j = k;
+    while let Some(d) = at(b, j).checked_sub(b'0').filter(|d| *d <= 9) {
+        v = v * 10 + u64::from(d);
+        j += 1;
+        if j - k > 10 {
+            return None;
+        }
+    }
+    (j > k).then_some((j, v))
+}
+
+/// `*( SEMI generic-param )` without white space: the end of the run and,
+/// when `want` is not empty, the span of the first `want=value`'s value
+/// (name compared case-insensitively, `want` lower-case). As
+/// [`crate::grammar::params::header_params_finding`].
+#[inline(always)]
+fn header_params(b: &[u8], mut k: usize, want: &[u8]) -> Option<(usize, Option<(usize, usize)>)> {
+    let mut found = None;
+    while at(b, k) == b';' {
+        let ns = k + 1;
+        let ne = run(b, ns, TOKEN);
+        if ne == ns {
+            return None;
+        }
+        k = ne;
+        if at(b, k) == b'=' {
+            let vs = k + 1;
+            let ve = match at(b, vs) {
+                b'"' | b'[' => {
+                    let v = b.get(vs..)?;
+                    let (r, _) = gen_value(v).ok()?;
+                    vs + (v.len() - r.len())
+                }
+                _ => run(b, vs, GEN_VALUE),
+            };
+            if ve == vs {
+                return None;
+            }
+            if found.is_none() && !want.is_empty() && eq_lower(b.get(ns..ne)?, want) {
+                found = Some((vs, ve));
+            }
+            k = ve;
+        }
+    }
+    Some((k, found))
+}
+
+/// `host` at `k` (the full rule: it is already one tight pass): its end.
+#[inline(always)]
+fn host_end(b: &[u8], k: usize) -> Option<usize> {
+    let rest = b.get(k..)?;
+    let (r, _) = host(rest).ok()?;
+    Some(k + (rest.len() - r.len()))
+}
+
+/// `[ ":" port ]` right after a host (no white space), port ≤ 65535.
+#[inline(always)]
+fn port_end(b: &[u8], k: usize) -> Option<usize> {
+    if at(b, k) != b':' {
+        return Some(k);
+    }
+    let (e, v) = digits(b, k + 1)?;
+    (e - (k + 1) <= 5 && v <= 65535).then_some(e)
+}
+
+/// One `via-parm` as `SIP/2.0/<transport> SP host[:port]*(;param)`, no
+/// other white space: its end and the `branch` value's span.
+#[inline]
+pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
+    let head = b.get(s..s + 8)?;
+    if !matches!(head, [b'S' | b's', b'I' | b'i', b'P' | b'p', b'/', b'2', b'.', b'0', b'/']) {
+        return None;
+    }
+    let k = run(b, s + 8, TOKEN);
+    if k == s + 8 || at(b, k) != b' ' {
+        return None;
+    }
+    let k = host_end(b, skip_wsp(b, k))?;
+    let k = port_end(b, k)?;
+    header_params(b, k, b"branch")
+}
+
+/// `sip:` / `sips:` (any case) at `k`: the index after the colon.
+#[inline(always)]
+fn sip_scheme(b: &[u8], k: usize) -> Option<usize> {
+    if b.get(k..k + 4).is_some_and(|t| eq_lower(t, b"sip:")) {
+        Some(k + 4)
+    } else if b.get(k..k + 5).is_some_and(|t| eq_lower(t, b"sips:")) {
+        Some(k + 5)
+    } else {
+        None
+    }
+}
+
+/// `[ display-name ] LAQUOT` at `k`, the display name as tokens or a
+/// quoted string without escapes: the index after `<`.
+#[inline(always)]
+fn display_laquot(b: &[u8], mut k: usize) -> Option<usize> {
+    match at(b, k) {
+        b'<' => Some(k + 1),
+        b'"' => {
+            k += 1;
+            loop {
+                match at(b, k) {
+                    b'"' => break,
+                    // Controls (and the end of input, 0) and escapes: the
+                    // full rule decides.
+                    c if c < 0x20 || c == b'\\' => return None,
+                    _ => k += 1,
+                }
+            }
+            k = skip_wsp(b, k + 1);
+            (at(b, k) == b'<').then_some(k + 1)
+        }
+        _ => loop {
+            // *(token LWS) "<"
+            let e = run(b, k, TOKEN);
+            if e == k {
+                return None;
+            }
+            k = skip_wsp(b, e);
+            if at(b, k) == b'<' {
+                return Some(k + 1);
+            }
+            if k == e {
+                return None;
+            }
+        },
+    }
+}
+
+/// After `sip:`: `[ user "@" ] host [ ":" port ]` with neither password
+/// nor escapes. The user run may hold `:` (a password, or a port when there
+/// is no `@`), so it is scanned as the full rule scans it and only its
+/// plain forms are taken.
+#[inline(always)]
+fn userinfo_hostport(b: &[u8], k: usize) -> Option<usize> {
+    let mut j = k;
+    let mut colon = false;
+    loop {
+        let c = at(b, j);
+        if is(c, USER) {
+            j += 1;
+        } else if c == b':' {
+            colon = true;
+            j += 1;
+        } else {
+            break;
+        }
+    }
+    let hs = match at(b, j) {
+        b'%' => return None,
+        b'@' if colon || j == k => return None,
+        b'@' => j + 1,
+        _ => k,
+    };
+    port_end(b, host_end(b, hs)?)
+}
+
+/// `name-addr *( SEMI generic-param )` with a `sip:` / `sips:` URI in
+/// brackets and an optional display name (tokens or a quoted string
+/// without escapes), or a bare `sip:` addr-spec; no password, escapes or
+/// URI headers: its end and the `tag` value's span.
+#[inline]
+pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
+    if let Some(k) = sip_scheme(b, s) {
+        // A bare addr-spec: a display name cannot start `sip:`, so the full
+        // rule reads it this way too, with no URI parameters.
+        let k = userinfo_hostport(b, k)?;
+        return header_params(b, k, b"tag");
+    }
+    let k = display_laquot(b, s)?;
+    let mut k = userinfo_hostport(b, sip_scheme(b, k)?)?;
+    // uri-parameters, without escapes; no URI headers.
+    while at(b, k) == b';' {
+        let e = run(b, k + 1, PARAM);
+        if e == k + 1 {
+            return None;
+        }
+        k = e;
+        if at(b, k) == b'=' {
+            let e = run(b, k + 1, PARAM);
+            if e == k + 1 {
+                return None;
+            }
+            k = e;
+        }
+    }
+    if at(b, k) != b'>' {
+        return None;
+    }
+    header_params(b, k + 1, b"tag")
+}
+
+/// `callid = word [ "@" word ]`: its end.
+#[inline]
+pub(crate) fn call_id(b: &[u8], s: usize) -> Option<usize> {
+    let e = run(b, s, WORD);
+    if e == s {
+        return None;
+    }
+    if at(b, e) != b'@' {
+        return Some(e);
+    }
+    let e2 = run(b, e + 1, WORD);
+    (e2 > e + 1).then_some(e2)
+}
+
+/// `1*DIGIT LWS Method` with the number below 2³¹: the end, the number and
+/// the method's span.
+#[inline]
+pub(crate) fn cseq(b: &[u8], s: usize) -> Option<(usize, u32, usize, usize)> {
+    let (e, n) = digits(b, s)?;
+    let n = u32::try_from(n).ok().filter(|n| *n < 1 << 31)?;
+    let ms = skip_wsp(b, e);
+    if ms == e {
+        return None;
+    }
+    let me = run(b, ms, TOKEN);
+    (me > ms).then_some((me, n, ms, me))
+}
+
+/// `m-type SLASH m-subtype *(SEMI m-parameter)` without white space: its end.
+#[inline]
+pub(crate) fn media_type(b: &[u8], s: usize) -> Option<usize> {
+    let e = run(b, s, TOKEN);
+    if e == s || at(b, e) != b'/' {
+        return None;
+    }
+    let e2 = run(b, e + 1, TOKEN);
+    if e2 == e + 1 {
+        return None;
+    }
+    header_params(b, e2, b"").map(|(k, _)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast path against the general one: on real messages, RFC 4475's
+    //! torture tests and mutations of both, `Message::parse` must give
+    //! exactly what the general path alone gives (same spans, same values,
+    //! same error and offset).
+    use crate::limits::Limits;
+    use crate::message::parse_both;
+    use proptest::prelude::*;
+
+    /// Typical traffic, each message taking the fast path on most lines.
+    const SEEDS: &[&str] = &[
+        "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport\r\n\
+         Max-Forwards: 70\r\nTo: Bob <sip:bob@biloxi.example.com>\r\n\
+         From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+         Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\nCSeq: 314159 INVITE\r\n\
+         Contact: <sip:alice@pc33.atlanta.example.com;transport=udp>\r\n\
+         Allow: INVITE, ACK, CANCEL, BYE\r\nUser-Agent: ExampleSoftphone/2.1.4\r\n\
+         Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\r\n",
+        "SIP/2.0 200 OK\r\n\
+         Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport=5060;received=192.0.2.101\r\n\
+         Record-Route: <sip:p2.biloxi.example.com;lr>\r\nRecord-Route: <sip:p1.atlanta.example.com;lr>\r\n\
+         To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
+         From: \"Alice A.\" <sips:alice@atlanta.example.com:5061>;tag=1928301774\r\n\
+         i: a84b4c76e66710\r\nCSeq: 314159 INVITE\r\nm: <sip:bob@192.0.2.4;transport=udp>\r\n\
+         c: application/sdp;charset=utf-8\r\nl: 0\r\n\r\n",
+        "REGISTER sip:registrar.biloxi.example.com SIP/2.0\r\n\
+         v: SIP/2.0/TCP bobspc.biloxi.example.com:5060;branch=z9hG4bKnashds7, SIP/2.0/UDP [2001:db8::1]:5060;branch=x;received=[2001:db8::2]\r\n\
+         Max-Forwards: 70\r\nf: Bob <sip:bob@biloxi.example.com>;tag=a73kszlfl\r\n\
+         t: Bob <sip:bob@biloxi.example.com>\r\nCall-ID: 1j9FpLxk3uxtm8tn@biloxi.example.com\r\n\
+         CSeq: 2 REGISTER\r\nContact: <sip:bob@192.0.2.201;transport=tcp>;expires=3600\r\n\
+         Require: path, gruu\r\nSupported: outbound\r\nProxy-Require: foo\r\n\
+         Authorization: Digest username=\"bob\", realm=\"biloxi.example.com\", nonce=\"dcd98b\"\r\n\
+         Expires: 3600\r\nContent-Length: 0\r\n\r\n",
+        "BYE sip:alice@pc33.atlanta.example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKnashds10\r\nMax-Forwards: 70\r\n\
+         Route: <sip:p2.biloxi.example.com;lr>, \"P1\" <sip:p1.atlanta.example.com;lr>;x=\"a,b\"\r\n\
+         From: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
+         To: sip:alice@atlanta.example.com;tag=1928301774\r\n\
+         Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\nCSeq: 231 BYE\r\nContent-Length: 0\r\n\r\n",
+    ];
+
+    fn seeds() -> &'static [Vec<u8>] {
+        static SEEDS_AND_FILES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+        SEEDS_AND_FILES.get_or_init(read_seeds)
+    }
+
+    fn read_seeds() -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
+        for dir in ["tests/rfc4475", "tests/rfc5118"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            all.extend(files.iter().map(|f| std::fs::read(f).unwrap()));
+        }
+        all
+    }
+
+    fn tight() -> Limits {
+        Limits { max_headers: 12, max_header_line: 60, max_vias: 2, max_routes: 2, ..Limits::default() }
+    }
+
+    #[test]
+    fn fast_and_general_paths_agree_on_the_seeds() {
+        for (i, m) in seeds().iter().enumerate() {
+            for limits in [Limits::default(), tight()] {
+                let (fast, general, _) = parse_both(m, &limits);
+                assert_eq!(fast, general, "seed {i}");
+            }
+        }
+        // The typical messages go the fast way on every line.
+        for (i, m) in SEEDS.iter().enumerate() {
+            let lines = m.split("\r\n\r\n").next().unwrap().lines().count() - 1;
+            assert_eq!(parse_both(m.as_bytes(), &Limits::default()).2, lines, "seed {i}");
+        }
+    }
+
+    /// Bytes that matter to some rule, to splice into the seeds.
+    const ALPHABET: &[u8] = b" \t\r\n;,:=<>\"@%[]?/\\.-_+*!~'()&$#0179aAzZ\x00\x7f\xc3\xff";
+
+    /// Fragments at rule boundaries: numbers at their bounds, separators
+    /// with white space, escapes, other schemes, IPv6, folds.
+    const FRAGMENTS: &[&str] = &[
+        "65535",
+        "65536",
+        "99999",
+        "255",
+        "256",
+        "2147483647",
+        "2147483648",
+        "4294967295",
+        "4294967296",
+        "00000000000",
+        "0",
+        " ",
+        "\t",
+        "\r\n ",
+        "\r\n",
+        ";",
+        ";branch=",
+        ";tag=",
+        ";branch",
+        ";tag",
+        "=",
+        ",",
+        ", ",
+        " ,",
+        ", SIP/2.0/UDP h",
+        "SIP/2.0/UDP ",
+        "sip/2.0/tcp ",
+        "%41",
+        "%4",
+        "%",
+        "\"",
+        "\"a\\\"b\"",
+        "<",
+        ">",
+        "sip:",
+        "SIPS:",
+        "tel:",
+        "http:",
+        "[::1]",
+        "[2001:db8::1]",
+        "[x]",
+        ":",
+        "@",
+        "a:b@",
+        "?a=b",
+        "..",
+        ".-",
+        "-.",
+        "-",
+        "1.2.3.4",
+        "1.2.3.256",
+        "01.2.3.4",
+        "*",
+        "Bob ",
+        "\"x\" ",
+        "Via: ",
+        "From: ",
+        "To: ",
+        "Call-ID: ",
+        "CSeq: ",
+        "Contact: ",
+        "Route: ",
+        "l: ",
+        "Max-Forwards: ",
+        "Expires: ",
+        "c: ",
+        "Require: ",
+        "Content-Type: ",
+        "Record-Route: ",
+        "INVITE",
+        "REGISTER",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+        #[test]
+        fn fast_and_general_paths_agree_on_mutations(
+            seed in any::<prop::sample::Index>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..5, any::<prop::sample::Index>()), 1..6),
+            tight_limits in any::<bool>(),
+        ) {
+            let mut m = seed.get(seeds()).clone();
+            for (at, op, byte) in edits {
+                let c = *byte.get(ALPHABET);
+                let k = at.index(m.len() + 1);
+                match op {
+                    0 => m.insert(k, c),
+                    3 | 4 => {
+                        let f = byte.get(FRAGMENTS).as_bytes();
+                        m.splice(k..k, f.iter().copied());
+                    }
+                    1 if k < m.len() => m[k] = c,
+                    _ if k < m.len() => { m.remove(k); }
+                    _ => m.push(c),
+                }
+            }
+            let limits = if tight_limits { tight() } else { Limits::default() };
+            let (fast, general, _) = parse_both(&m, &limits);
+            prop_assert_eq!(fast, general, "{}", String::from_utf8_lossy(&m));
+        }
+    }
+
+    fn pick(opts: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
+        proptest::sample::select(opts)
+    }
+
+    fn host() -> impl Strategy<Value = &'static str> {
+        pick(&[
+            "h",
+            "pc33.atlanta.example.com",
+            "192.0.2.4",
+            "1.2.3.256",
+            "01.2.3.4",
+            "a-b.c",
+            "a.",
+            "a..b",
+            "-a",
+            "a-",
+            "a.-b",
+            "[2001:db8::1]",
+            "[::1",
+            "x_y",
+            "A1.B2",
+            "1.2.3",
+            "",
+        ])
+    }
+
+    fn port() -> impl Strategy<Value = &'static str> {
+        pick(&["", ":5060", ":65535", ":65536", ":0", ":", ":123456", " :5060", ":00005060"])
+    }
+
+    fn params(names: &'static [&'static str]) -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            (
+                pick(names),
+                pick(&["", "=z9hG4bK776", "=1.2.3.4", "=[::1]", "=\"q;,\"", "=", "= x", "=a:b", "=[x]", "=\"open"]),
+                pick(&[";", ";", ";", " ;", "; ", ";;"]),
+            ),
+            0..4,
+        )
+        .prop_map(|ps| ps.into_iter().map(|(n, v, sep)| format!("{sep}{n}{v}")).collect())
+    }
+
+    fn via() -> impl Strategy<Value = String> {
+        (
+            pick(&["SIP/2.0/", "sip/2.0/", "SIP/2.1/", "SIP / 2.0 / ", "SIP/2.0/ "]),
+            pick(&["UDP", "tcp", "", "U@P"]),
+            pick(&[" ", "  ", "\t", "", "\r\n "]),
+            host(),
+            port(),
+            params(&["branch", "BRANCH", "rport", "received", "maddr", "ttl", "x"]),
+            pick(&["", "", ",SIP/2.0/UDP h", ", SIP/2.0/UDP h;branch=b", " , SIP/2.0/UDP h", ",", " ", ";", ",,"]),
+        )
+            .prop_map(|(a, t, w, h, p, ps, tail)| format!("{a}{t}{w}{h}{p}{ps}{tail}"))
+    }
+
+    fn name_addr() -> impl Strategy<Value = String> {
+        (
+            pick(&["", "", "Bob ", "Bob  Smith ", "\"Alice A.\" ", "\"A\\\"B\" ", "\"open ", "Bob", "@x "]),
+            pick(&["<", "<", ""]),
+            pick(&["sip:", "SIPS:", "tel:", "http:", "sip"]),
+            pick(&["", "bob@", "a:b@", "%41@", "@", "a;b=c@", "b ob@"]),
+            host(),
+            port(),
+            params(&["transport", "lr", "maddr", "x"]),
+            pick(&[">", ">", "", "?h=v>", ">>", " >"]),
+            params(&["tag", "TAG", "expires", "q", "x"]),
+            pick(&["", "", ", <sip:c@d>", ",", " "]),
+        )
+            .prop_map(|(d, l, s, u, h, p, up, r, hp, tail)| format!("{d}{l}{s}{u}{h}{p}{up}{r}{hp}{tail}"))
+    }
+
+    fn scalar(names: &'static [&'static str], values: &'static [&'static str]) -> impl Strategy<Value = String> {
+        (
+            pick(names),
+            pick(&["", "", "", "", " ", "  \t"]),
+            pick(values),
+            pick(&["", "", "", " ", "\t", ";", " x", ","]),
+        )
+            .prop_map(|(n, w, v, t)| format!("{n}{w}: {v}{t}"))
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            via().prop_map(|v| format!("Via: {v}")),
+            via().prop_map(|v| format!("v:{v}")),
+            name_addr().prop_map(|v| format!("From: {v}")),
+            name_addr().prop_map(|v| format!("t: {v}")),
+            name_addr().prop_map(|v| format!("Contact: {v}")),
+            name_addr().prop_map(|v| format!("Route: {v}")),
+            name_addr().prop_map(|v| format!("Record-Route: {v}")),
+            scalar(
+                &["CSeq"],
+                &[
+                    "1 INVITE",
+                    "2147483647 INVITE",
+                    "2147483648 INVITE",
+                    "1  REGISTER",
+                    "1INVITE",
+                    "1\tINVITE",
+                    "00000000001 INVITE",
+                    "4294967296 X",
+                    "1 INV@TE",
+                    "1 "
+                ]
+            ),
+            scalar(
+                &["Max-Forwards", "Content-Length", "l", "Expires", "Max-Forwards"],
+                &[
+                    "0",
+                    "70",
+                    "255",
+                    "256",
+                    "4294967295",
+                    "4294967296",
+                    "00000000000070",
+                    "99999999999",
+                    "1 2",
+                    "-1",
+                    ""
+                ]
+            ),
+            scalar(&["Call-ID", "i"], &["a@b", "a@", "@b", "a<b>", "x y", "a@b@c", "\u{e9}", "a:b"]),
+            scalar(
+                &["Content-Type", "c"],
+                &[
+                    "application/sdp",
+                    "application / sdp",
+                    "text/plain;charset=utf-8",
+                    "a/b;c",
+                    "a/",
+                    "a/b;c=\"d\"",
+                    "a/b ;c",
+                    "a/b;c=[::1]"
+                ]
+            ),
+            (
+                pick(&["Require", "Supported", "k", "Proxy-Require", "Allow", "X-Foo", "Subject", "Contact"]),
+                pick(&["a, b", "a,,b", "a b", "", "*", "100rel"])
+            )
+                .prop_map(|(n, v)| format!("{n}: {v}")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+        #[test]
+        fn fast_and_general_paths_agree_on_generated_lines(
+            register in any::<bool>(),
+            lines in proptest::collection::vec(line(), 0..8),
+            ends in proptest::collection::vec(pick(&["\r\n", "\r\n", "\r\n", "\r\n", "\r\n", "\n", "\r\n ", " \r\n"]), 8),
+            tight_limits in any::<bool>(),
+        ) {
+            let mut m = String::from(if register { "REGISTER sip:r.example.com SIP/2.0\r\n" } else { "SIP/2.0 200 OK\r\n" });
+            for (l, end) in lines.iter().zip(&ends) {
+                m.push_str(l);
+                m.push_str(end);
+            }
+            m.push_str("Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n");
+            m.push_str(if register { "CSeq: 1 REGISTER\r\n" } else { "CSeq: 1 INVITE\r\n" });
+            m.push_str("Call-ID: x\r\n\r\n");
+            let limits = if tight_limits { tight() } else { Limits::default() };
+            let (fast, general, _) = parse_both(m.as_bytes(), &limits);
+            prop_assert_eq!(fast, general, "{}", m);
+        }
+    }
+}
