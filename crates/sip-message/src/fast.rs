@@ -20,7 +20,7 @@
 //! scan stops there without a separate bounds test.
 
 pub(crate) use crate::grammar::chars::run;
-use crate::grammar::chars::{is, GEN_VALUE, PARAM, TOKEN, USER, WORD};
+use crate::grammar::chars::{is, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
 use crate::grammar::params::gen_value;
 use crate::grammar::uri::host;
 
@@ -243,6 +243,56 @@ pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usi
         return None;
     }
     header_params(b, k + 1, b"tag")
+}
+
+/// A list of bracketed name-addrs as [`crate::grammar::name_addr::locate_name_addrs`]
+/// checks them (Route, Record-Route, Contact): `[ display-name ] "<" scheme
+/// ":" … ">" *( SEMI generic-param )`, separated by commas. Returns the end
+/// and the element count.
+#[inline]
+pub(crate) fn bracketed_list(b: &[u8], s: usize) -> Option<(usize, usize)> {
+    let mut k = s;
+    let mut count = 0;
+    loop {
+        k = display_laquot(b, k)?;
+        // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ":".
+        if !at(b, k).is_ascii_alphabetic() {
+            return None;
+        }
+        k += 1;
+        while matches!(at(b, k), b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'+' | b'-' | b'.') {
+            k += 1;
+        }
+        if at(b, k) != b':' {
+            return None;
+        }
+        k = run(b, k + 1, IN_BRACKETS);
+        if at(b, k) != b'>' {
+            return None;
+        }
+        k = header_params(b, k + 1, b"")?.0;
+        count += 1;
+        if at(b, k) != b',' {
+            return Some((k, count));
+        }
+        k = skip_wsp(b, k + 1);
+    }
+}
+
+/// Comma-separated [`name_addr`]s (a REGISTER's Contacts): the end and
+/// the element count.
+#[inline]
+pub(crate) fn name_addr_list(b: &[u8], s: usize) -> Option<(usize, usize)> {
+    let mut k = s;
+    let mut count = 0;
+    loop {
+        k = name_addr(b, k)?.0;
+        count += 1;
+        if at(b, k) != b',' {
+            return Some((k, count));
+        }
+        k = skip_wsp(b, k + 1);
+    }
 }
 
 /// `callid = word [ "@" word ]`: its end.

@@ -854,6 +854,27 @@ impl Parser<'_> {
                 (end, cr)
             }
             HeaderName::CallId | HeaderName::CSeq | HeaderName::ContentType => return None,
+            HeaderName::Route | HeaderName::RecordRoute | HeaderName::Contact
+                if !(name == HeaderName::Contact && e.is_contact_star) =>
+            {
+                let scanned = if name == HeaderName::Contact && e.register {
+                    fast::name_addr_list(b, vs)
+                } else {
+                    fast::bracketed_list(b, vs)
+                };
+                let (end, n) = scanned?;
+                let cr = line_end(end)?;
+                let (count, max) = match name {
+                    HeaderName::Route => (&mut e.route_count, self.limits.max_routes),
+                    HeaderName::RecordRoute => (&mut e.record_route_count, self.limits.max_routes),
+                    _ => (&mut e.contact_count, self.limits.max_headers),
+                };
+                if *count + n > max {
+                    return None;
+                }
+                *count += n;
+                (end, cr)
+            }
             _ => {
                 // A value no fast rule covers: find the line end, then the
                 // light checks (Route, Record-Route, Contact) or option tags.

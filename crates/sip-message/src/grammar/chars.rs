@@ -24,6 +24,9 @@ pub(crate) const GEN_VALUE: u16 = 1 << 11;
 pub(crate) const WS: u16 = 1 << 12;
 /// ALPHA / DIGIT
 pub(crate) const ALNUM: u16 = 1 << 13;
+/// Visible ASCII but `>`: what the fast path lets stand inside `<…>`
+/// while it looks for the closing bracket.
+pub(crate) const IN_BRACKETS: u16 = 1 << 14;
 
 // `i` runs over 0..256, the array's length: no index can fail.
 #[allow(clippy::indexing_slicing)]
@@ -108,6 +111,9 @@ const fn build() -> [u16; 256] {
         }
         if alnum {
             f |= ALNUM;
+        }
+        if c > b' ' && c < 0x7f && c != b'>' {
+            f |= IN_BRACKETS;
         }
         t[i] = f;
         i += 1;
