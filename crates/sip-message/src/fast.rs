@@ -23,6 +23,7 @@ pub(crate) use crate::grammar::chars::run;
 use crate::grammar::chars::{is, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
 use crate::grammar::params::gen_value;
 use crate::grammar::uri::host;
+use crate::header::HeaderName;
 
 /// The byte at `k`, or 0 past the end.
 #[inline(always)]
@@ -60,6 +61,119 @@ pub(crate) fn digits(b: &[u8], k: usize) -> Option<(usize, u64)> {
         }
     }
     (j > k).then_some((j, v))
+}
+
+/// The eight bytes at `k` as a little-endian word.
+#[inline(always)]
+fn word(b: &[u8], k: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(*b.get(k..)?.first_chunk::<8>()?))
+}
+
+/// The index in `w` of its first `:` byte (SWAR: a zero byte of
+/// `w ^ ":::…"`; borrows only run upwards, so the lowest flagged byte is
+/// exact).
+#[inline(always)]
+fn colon_in(w: u64) -> Option<usize> {
+    let x = w ^ 0x3a3a_3a3a_3a3a_3a3a;
+    let z = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+    (z != 0).then(|| (z.trailing_zeros() / 8) as usize)
+}
+
+/// A header name as two words to compare against the bytes of a line:
+/// `(lower-case text, 0x20 at each letter)` for bytes 0–7 and 8–15, zero
+/// past the name. Setting 0x20 maps exactly the two cases of a letter
+/// onto the lower-case one and nothing else onto a letter; `-` is
+/// compared as is.
+const fn name_words(name: &[u8]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    let mut i = 0;
+    while i < name.len() && i < 16 {
+        let c = name[i].to_ascii_lowercase();
+        let fold = if c.is_ascii_lowercase() { 0x20u64 } else { 0 };
+        let (w, shift) = (i / 8 * 2, (i % 8) * 8);
+        out[w] |= (c as u64) << shift;
+        out[w + 1] |= fold << shift;
+        i += 1;
+    }
+    out
+}
+
+/// Whether the `len` bytes in `w0`, `w1` spell `pat` (see [`name_words`]).
+#[inline(always)]
+fn is_name(w0: u64, w1: u64, len: usize, pat: &[u64; 4]) -> bool {
+    let keep = |n: usize| if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+    let [p0, f0, p1, f1] = *pat;
+    ((w0 & keep(len)) | f0) == p0 && (len <= 8 || ((w1 & keep(len - 8)) | f1) == p1)
+}
+
+/// `field-name ":"` at `pos` with no white space before the colon: the
+/// name and the colon's index. The names of nearly every line are matched
+/// here with word compares; the rest go to [`HeaderName::from_bytes`],
+/// and a name it does not know must be a token.
+#[inline(always)]
+pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
+    use HeaderName as H;
+    // Each arm's text has the arm's length, so a match is exact.
+    const VIA: [u64; 4] = name_words(b"Via");
+    const FROM: [u64; 4] = name_words(b"From");
+    const TO: [u64; 4] = name_words(b"To");
+    const CALL_ID: [u64; 4] = name_words(b"Call-ID");
+    const CONTACT: [u64; 4] = name_words(b"Contact");
+    const CSEQ: [u64; 4] = name_words(b"CSeq");
+    const MAX_FORWARDS: [u64; 4] = name_words(b"Max-Forwards");
+    const ROUTE: [u64; 4] = name_words(b"Route");
+    const RECORD_ROUTE: [u64; 4] = name_words(b"Record-Route");
+    const CONTENT_TYPE: [u64; 4] = name_words(b"Content-Type");
+    const CONTENT_LENGTH: [u64; 4] = name_words(b"Content-Length");
+    const EXPIRES: [u64; 4] = name_words(b"Expires");
+    const ALLOW: [u64; 4] = name_words(b"Allow");
+    const USER_AGENT: [u64; 4] = name_words(b"User-Agent");
+    const SUPPORTED: [u64; 4] = name_words(b"Supported");
+    const AUTHORIZATION: [u64; 4] = name_words(b"Authorization");
+    let (w0, w1, colon) = match word(b, pos) {
+        Some(w0) => match colon_in(w0) {
+            Some(c) => (w0, 0, pos + c),
+            None => match word(b, pos + 8) {
+                Some(w1) => match colon_in(w1) {
+                    Some(c) => (w0, w1, pos + 8 + c),
+                    None => (w0, w1, run(b, pos, TOKEN)),
+                },
+                None => (w0, 0, run(b, pos, TOKEN)),
+            },
+        },
+        None => (0, 0, run(b, pos, TOKEN)),
+    };
+    if colon == pos || at(b, colon) != b':' {
+        return None;
+    }
+    let len = colon - pos;
+    let hit = |pat: &[u64; 4], h: HeaderName| is_name(w0, w1, len, pat).then_some(h);
+    let known = match (len, (w0 as u8) | 0x20) {
+        (3, b'v') => hit(&VIA, H::Via),
+        (4, b'f') => hit(&FROM, H::From),
+        (2, b't') => hit(&TO, H::To),
+        (7, b'c') => hit(&CALL_ID, H::CallId).or_else(|| hit(&CONTACT, H::Contact)),
+        (4, b'c') => hit(&CSEQ, H::CSeq),
+        (12, b'm') => hit(&MAX_FORWARDS, H::MaxForwards),
+        (5, b'r') => hit(&ROUTE, H::Route),
+        (12, b'r') => hit(&RECORD_ROUTE, H::RecordRoute),
+        (12, b'c') => hit(&CONTENT_TYPE, H::ContentType),
+        (14, b'c') => hit(&CONTENT_LENGTH, H::ContentLength),
+        (7, b'e') => hit(&EXPIRES, H::Expires),
+        (5, b'a') => hit(&ALLOW, H::Allow),
+        (10, b'u') => hit(&USER_AGENT, H::UserAgent),
+        (9, b's') => hit(&SUPPORTED, H::Supported),
+        (13, b'a') => hit(&AUTHORIZATION, H::Authorization),
+        _ => None,
+    };
+    let name = match known {
+        Some(h) => h,
+        None => HeaderName::from_bytes(b.get(pos..colon)?),
+    };
+    if name == HeaderName::Other && run(b, pos, TOKEN) != colon {
+        return None;
+    }
+    Some((name, colon))
 }
 
 /// `*( SEMI generic-param )` without white space: the end of the run and,
@@ -136,9 +250,13 @@ pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)>
 /// `sip:` / `sips:` (any case) at `k`: the index after the colon.
 #[inline(always)]
 fn sip_scheme(b: &[u8], k: usize) -> Option<usize> {
-    if b.get(k..k + 4).is_some_and(|t| eq_lower(t, b"sip:")) {
+    // Setting the 0x20 bit maps exactly the two cases of a letter onto the
+    // lower-case one, so only the letters' bytes get it; `:` is compared
+    // as is.
+    let w = u32::from_le_bytes(*b.get(k..)?.first_chunk::<4>()?);
+    if w | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
         Some(k + 4)
-    } else if b.get(k..k + 5).is_some_and(|t| eq_lower(t, b"sips:")) {
+    } else if w | 0x2020_2020 == u32::from_le_bytes(*b"sips") && at(b, k + 4) == b':' {
         Some(k + 5)
     } else {
         None
@@ -216,11 +334,13 @@ fn userinfo_hostport(b: &[u8], k: usize) -> Option<usize> {
 /// URI headers: its end and the `tag` value's span.
 #[inline]
 pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
-    if let Some(k) = sip_scheme(b, s) {
-        // A bare addr-spec: a display name cannot start `sip:`, so the full
-        // rule reads it this way too, with no URI parameters.
-        let k = userinfo_hostport(b, k)?;
-        return header_params(b, k, b"tag");
+    if matches!(at(b, s), b's' | b'S') {
+        if let Some(k) = sip_scheme(b, s) {
+            // A bare addr-spec: a display name cannot start `sip:`, so the
+            // full rule reads it this way too, with no URI parameters.
+            let k = userinfo_hostport(b, k)?;
+            return header_params(b, k, b"tag");
+        }
     }
     let k = display_laquot(b, s)?;
     let mut k = userinfo_hostport(b, sip_scheme(b, k)?)?;
@@ -343,6 +463,7 @@ mod tests {
     //! torture tests and mutations of both, `Message::parse` must give
     //! exactly what the general path alone gives (same spans, same values,
     //! same error and offset).
+    use super::header_name;
     use crate::limits::Limits;
     use crate::message::parse_both;
     use proptest::prelude::*;
@@ -412,6 +533,78 @@ mod tests {
         for (i, m) in SEEDS.iter().enumerate() {
             let lines = m.split("\r\n\r\n").next().unwrap().lines().count() - 1;
             assert_eq!(parse_both(m.as_bytes(), &Limits::default()).2, lines, "seed {i}");
+        }
+    }
+
+    /// The word compares of `header_name` against `HeaderName::from_bytes`
+    /// and the token rule, on every known name in mixed case, its
+    /// near-misses, and names cut at every length.
+    #[test]
+    fn header_names_match_the_general_recognition() {
+        use crate::grammar::chars::{is, TOKEN};
+        use crate::header::HeaderName;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let known = [
+            "Via",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Route",
+            "Record-Route",
+            "Contact",
+            "Content-Length",
+            "Content-Type",
+            "Content-Encoding",
+            "Require",
+            "Proxy-Require",
+            "Supported",
+            "Unsupported",
+            "Expires",
+            "Min-Expires",
+            "Allow",
+            "Authorization",
+            "Proxy-Authorization",
+            "WWW-Authenticate",
+            "User-Agent",
+            "v",
+            "f",
+            "t",
+            "i",
+            "m",
+            "l",
+            "c",
+            "k",
+            "X-Foo",
+        ];
+        for k in known {
+            let k = k.as_bytes();
+            names.push(k.to_vec());
+            names.push(k.to_ascii_uppercase());
+            names.push(k.to_ascii_lowercase());
+            for i in 0..k.len() {
+                for sub in [b'\0', b'\r', b' ', b'@', b'`', b'-', k[i] ^ 0x20, k[i] ^ 0x40, k[i] + 1] {
+                    let mut n = k.to_vec();
+                    n[i] = sub;
+                    names.push(n);
+                }
+                names.push(k[..i].to_vec());
+                let mut n = k.to_vec();
+                n.insert(i, b'x');
+                names.push(n);
+            }
+        }
+        for n in names {
+            for tail in [&b"x"[..], b": value\r\n", b":"] {
+                let mut line = n.clone();
+                line.push(b':');
+                line.extend_from_slice(tail);
+                let colon = n.iter().position(|&c| c == b':').unwrap_or(n.len());
+                let want = (colon > 0 && n[..colon].iter().all(|&c| is(c, TOKEN)))
+                    .then(|| (HeaderName::from_bytes(&n[..colon]), colon));
+                assert_eq!(header_name(&line, 0), want, "{:?}", String::from_utf8_lossy(&line));
+            }
         }
     }
 

@@ -760,12 +760,8 @@ impl Parser<'_> {
     /// [`Self::header_line`] and [`Self::eager`] then handle.
     #[inline]
     fn fast_line(&self, b: &[u8], pos: usize, e: &mut Eager) -> Option<(Header, usize)> {
-        use fast::{at, run, skip_wsp};
-        let ne = run(b, pos, TOKEN);
-        if ne == pos || at(b, ne) != b':' {
-            return None;
-        }
-        let name = HeaderName::from_bytes(b.get(pos..ne).unwrap_or_default());
+        use fast::{at, skip_wsp};
+        let (name, ne) = fast::header_name(b, pos)?;
         let vs = skip_wsp(b, ne + 1);
         let max_line = self.limits.max_header_line;
         // After a value scanned to `ve`: optional white space, then CRLF not
