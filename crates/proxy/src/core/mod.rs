@@ -2,11 +2,13 @@
 //!
 //! Decision code lives in plain functions (validation, loop detection, route
 //! processing, best-response selection) tested without a runtime; worker
-//! [`shard::Shard`]s drive the sans-IO transaction layer from tokio. Messages
-//! are spread over the shards by a hash of their Call-ID, so every message
-//! of a call is handled by one shard, in arrival order.
+//! [`shard::Shard`]s drive the sans-IO transaction layer. Messages are spread
+//! over the shards by a hash of their Call-ID, so every message of a call is
+//! handled by one shard, in arrival order; a shard runs in the task that
+//! delivers to it ([`cell`]), with one timer task each.
 
 pub mod branch;
+pub mod cell;
 pub mod response;
 pub mod route;
 pub mod router;
@@ -19,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sip_message::{Limits, Method};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{DropReason, Metrics};
 use crate::transport::{Destination, Dispatch, Inbound, Overloaded, SendFailure, SendToken};
+use cell::ShardCell;
 pub use router::{
     Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing,
     StaticRouter, Target,
@@ -35,9 +37,9 @@ pub use shard::{Resolve, Resolving, ShardInput, Wire};
 pub struct CoreConfig {
     /// Worker shards; one per core by default.
     pub workers: usize,
-    /// Messages queued per shard. Requests are refused (503) once a
-    /// quarter of it is left, so that responses and ACKs, which nothing
-    /// retransmits on TCP, still find room.
+    /// Messages waiting per shard while it is busy on another thread.
+    /// Requests are refused (503) once a quarter of it is left, so that
+    /// responses and ACKs, which nothing retransmits on TCP, still find room.
     pub queue_depth: usize,
     pub record_route: bool,
     /// RFC 3261 §16.6 step 11.
@@ -69,8 +71,10 @@ impl Default for CoreConfig {
 
 /// The transports' way in: spreads messages over the shards.
 pub struct CoreDispatch {
-    shards: Vec<mpsc::Sender<ShardInput>>,
-    /// Free queue slots kept for responses and ACKs.
+    cells: Vec<Arc<ShardCell>>,
+    /// Inbox capacity per shard.
+    depth: usize,
+    /// Free inbox slots kept for responses and ACKs.
     reserve: usize,
     /// SipHash with a random key: Call-IDs are chosen by peers, who must not
     /// be able to aim every call at one shard.
@@ -80,7 +84,7 @@ pub struct CoreDispatch {
 
 impl CoreDispatch {
     fn shard_for(&self, call_id: &str) -> usize {
-        let n = self.shards.len().max(1);
+        let n = self.cells.len().max(1);
         (self.hasher.hash_one(call_id) % n as u64) as usize
     }
 }
@@ -88,58 +92,54 @@ impl CoreDispatch {
 impl Dispatch for CoreDispatch {
     fn deliver(&self, inbound: Inbound) -> Result<(), Overloaded> {
         let idx = self.shard_for(inbound.msg.call_id());
-        let Some(tx) = self.shards.get(idx) else { return Err(Overloaded) };
+        let Some(cell) = self.cells.get(idx) else { return Err(Overloaded) };
         let is_request = inbound.msg.is_request() && inbound.msg.method() != Some(Method::Ack);
-        if is_request && tx.capacity() <= self.reserve {
+        let queued = cell.queued();
+        if queued >= self.depth || (is_request && queued + self.reserve >= self.depth) {
             // Overloaded: new work is refused early, while the headroom
-            // left lets calls in progress finish.
+            // left lets calls in progress finish. A response or ACK has
+            // nobody to answer; the peer's retransmission comes back later.
             self.metrics.dropped(DropReason::Overload);
-            return Err(Overloaded);
+            return if is_request { Err(Overloaded) } else { Ok(()) };
         }
-        match tx.try_send(ShardInput::Inbound(inbound)) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                self.metrics.dropped(DropReason::Overload);
-                if is_request {
-                    Err(Overloaded)
-                } else {
-                    // A response or ACK has nobody to answer; the peer's
-                    // retransmission will come back when the queue drains.
-                    Ok(())
-                }
-            }
-        }
+        cell.push(ShardInput::Inbound(inbound));
+        cell.drain();
+        Ok(())
     }
 
     fn send_failed(&self, token: SendToken, _dest: &Destination, failure: SendFailure) {
-        if let Some(tx) = self.shards.get(usize::from(token.shard)) {
-            if tx.try_send(ShardInput::SendFailed(token, failure)).is_err() {
+        if let Some(cell) = self.cells.get(usize::from(token.shard)) {
+            if cell.queued() >= self.depth {
                 self.metrics.dropped(DropReason::Overload);
+                return;
             }
+            cell.push(ShardInput::SendFailed(token, failure));
+            cell.drain();
         }
     }
 }
 
 /// The core before it is started: the dispatcher exists first so that the
 /// transports can be built with it, then the shards start with the
-/// transports as their [`Wire`].
+/// transports as their [`Wire`]. Messages delivered before the start wait in
+/// the shards' inboxes.
 pub struct Core {
     dispatch: Arc<CoreDispatch>,
-    receivers: Vec<mpsc::Receiver<ShardInput>>,
     cfg: Arc<CoreConfig>,
     metrics: Arc<Metrics>,
 }
 
-/// Running shards.
+/// Running shards: their timer tasks.
 pub struct CoreHandle {
     tasks: Vec<JoinHandle<()>>,
     dispatch: Arc<CoreDispatch>,
 }
 
 impl CoreHandle {
-    /// Wait for the shards to stop (after every dispatcher is dropped).
-    pub async fn join(self) {
-        for t in self.tasks {
+    /// Stop the shards and wait for their timer tasks.
+    pub async fn join(mut self) {
+        self.stop();
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
     }
@@ -152,43 +152,59 @@ impl CoreHandle {
     pub async fn originate(&self, call_id: &str, request: bytes::Bytes, dest: Destination) -> Option<u16> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let shard = self.dispatch.shard_for(call_id);
-        self.dispatch.shards.get(shard)?.send(ShardInput::Originate { request, dest, reply }).await.ok()?;
+        let cell = self.dispatch.cells.get(shard)?;
+        cell.push(ShardInput::Originate { request, dest, reply });
+        cell.drain();
         rx.await.ok().flatten()
     }
 
+    /// Stop every shard: timers end, and the shards (with what they hold:
+    /// transactions, the transports) are dropped.
     pub fn abort(&self) {
+        self.stop();
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    fn stop(&self) {
+        for cell in &self.dispatch.cells {
+            cell.stop();
+        }
+    }
+}
+
+impl Drop for CoreHandle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
 impl Core {
     pub fn new(cfg: CoreConfig, metrics: Arc<Metrics>) -> Core {
         let n = cfg.workers.clamp(1, 256);
-        let mut shards = Vec::with_capacity(n);
-        let mut receivers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = mpsc::channel(cfg.queue_depth.max(16));
-            shards.push(tx);
-            receivers.push(rx);
-        }
-        let reserve = cfg.queue_depth.max(16) / 4;
-        let dispatch = Arc::new(CoreDispatch { shards, reserve, hasher: RandomState::new(), metrics: metrics.clone() });
-        Core { dispatch, receivers, cfg: Arc::new(cfg), metrics }
+        let cells = (0..n).map(|_| Arc::new(ShardCell::new())).collect();
+        let depth = cfg.queue_depth.max(16);
+        let dispatch = Arc::new(CoreDispatch {
+            cells,
+            depth,
+            reserve: depth / 4,
+            hasher: RandomState::new(),
+            metrics: metrics.clone(),
+        });
+        Core { dispatch, cfg: Arc::new(cfg), metrics }
     }
 
     pub fn dispatch(&self) -> Arc<CoreDispatch> {
         self.dispatch.clone()
     }
 
-    /// Start the shards. They stop when the dispatcher is gone (the
-    /// transports shut down) and their queues are drained.
+    /// Start the shards (and handle what waited for them). They stop with
+    /// [`CoreHandle::abort`] or when the handle is dropped.
     pub fn start(self, wire: Arc<dyn Wire>, router: Arc<dyn Router>, resolver: Arc<dyn Resolve>) -> CoreHandle {
         let minter = Arc::new(branch::BranchMinter::default());
-        let mut tasks = Vec::with_capacity(self.receivers.len());
-        for (i, rx) in self.receivers.into_iter().enumerate() {
-            let Some(tx) = self.dispatch.shards.get(i) else { break };
+        let mut tasks = Vec::with_capacity(self.dispatch.cells.len());
+        for (i, cell) in self.dispatch.cells.iter().enumerate() {
             let shard = shard::Shard::new(
                 i as u16,
                 self.cfg.clone(),
@@ -197,9 +213,11 @@ impl Core {
                 resolver.clone(),
                 minter.clone(),
                 self.metrics.clone(),
-                tx.downgrade(),
+                Arc::downgrade(cell),
             );
-            tasks.push(tokio::spawn(shard.run(rx)));
+            cell.start(shard);
+            tasks.push(tokio::spawn(cell.clone().run_timers()));
+            cell.drain();
         }
         CoreHandle { tasks, dispatch: self.dispatch.clone() }
     }

@@ -15,11 +15,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cell::{post_back, PostBack};
 use bytes::Bytes;
 use sip_message::build::{self, Response};
 use sip_message::{HeaderName, HostKind, Limits, Message, Method, Scheme, Uri, Via};
 use sip_transaction::{ClientId, Event, Rejected, ServerId, TransactionLayer, TxId};
-use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
 use super::branch::{check_loop, BranchMinter, LoopCheck};
@@ -218,7 +218,7 @@ pub struct Shard {
     minter: Arc<BranchMinter>,
     metrics: Arc<Metrics>,
     /// To post results of async work back to this shard.
-    self_tx: mpsc::WeakSender<ShardInput>,
+    back: PostBack,
     contexts: HashMap<ServerId, ProxyTx>,
     clients: HashMap<ClientId, (ServerId, usize)>,
     /// Client transactions of requests the proxy originated.
@@ -246,7 +246,7 @@ impl Shard {
         resolver: Arc<dyn Resolve>,
         minter: Arc<BranchMinter>,
         metrics: Arc<Metrics>,
-        self_tx: mpsc::WeakSender<ShardInput>,
+        back: PostBack,
     ) -> Shard {
         Shard {
             index,
@@ -258,7 +258,7 @@ impl Shard {
             resolver,
             minter,
             metrics,
-            self_tx,
+            back,
             contexts: HashMap::new(),
             clients: HashMap::new(),
             originated: HashMap::new(),
@@ -268,48 +268,12 @@ impl Shard {
         }
     }
 
-    /// Run until every sender of `rx` is gone.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<ShardInput>) {
-        loop {
-            let deadline = self.next_deadline();
-            let input = match deadline {
-                Some(d) => {
-                    tokio::select! {
-                        biased;
-                        i = rx.recv() => match i { Some(i) => Some(i), None => break },
-                        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => None,
-                    }
-                }
-                None => match rx.recv().await {
-                    Some(i) => Some(i),
-                    None => break,
-                },
-            };
-            let now = clock_now();
-            match input {
-                Some(i) => {
-                    self.handle_input(i, now);
-                    // Take what else is queued before yielding: one wake-up
-                    // per burst, not per message.
-                    for _ in 0..64 {
-                        match rx.try_recv() {
-                            Ok(i) => self.handle_input(i, now),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                None => self.handle_timeout(now),
-            }
-        }
-        debug!(shard = self.index, "shard stopped");
-    }
-
     /// Live transactions of this shard's layer.
     pub fn transactions(&self) -> usize {
         self.layer.len()
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let ours = self.timers.keys().next().map(|k| k.0);
         match (self.layer.poll_timeout(), ours) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -636,12 +600,10 @@ impl Shard {
                         self.apply_decision(id, d, now);
                         return;
                     }
-                    let tx = self.self_tx.clone();
+                    let back = self.back.clone();
                     tokio::spawn(async move {
                         let decision = fut.await;
-                        if let Some(tx) = tx.upgrade() {
-                            let _ = tx.send(ShardInput::Routed { server: id, decision }).await;
-                        }
+                        post_back(&back, ShardInput::Routed { server: id, decision });
                     });
                     None
                 }
@@ -738,14 +700,12 @@ impl Shard {
             Some(NextHop::Service { name, transport, server_name }) => {
                 let fut = self.resolver.resolve_service(name.clone(), *transport);
                 let server_name: Arc<str> = server_name.as_str().into();
-                let tx = self.self_tx.clone();
+                let back = self.back.clone();
                 tokio::spawn(async move {
                     let result = fut.await.map(|ds| {
                         ds.into_iter().map(|d| Destination { server_name: Some(server_name.clone()), ..d }).collect()
                     });
-                    if let Some(tx) = tx.upgrade() {
-                        let _ = tx.send(ShardInput::Resolved { server, branch: idx, result }).await;
-                    }
+                    post_back(&back, ShardInput::Resolved { server, branch: idx, result });
                 });
                 return;
             }
@@ -771,12 +731,10 @@ impl Shard {
             Some(Some(d)) => self.on_resolved(server, idx, Ok(vec![d]), now),
             Some(None) => {
                 let fut = self.resolver.resolve(hop_uri);
-                let tx = self.self_tx.clone();
+                let back = self.back.clone();
                 tokio::spawn(async move {
                     let result = fut.await;
-                    if let Some(tx) = tx.upgrade() {
-                        let _ = tx.send(ShardInput::Resolved { server, branch: idx, result }).await;
-                    }
+                    post_back(&back, ShardInput::Resolved { server, branch: idx, result });
                 });
             }
             None => self.on_resolved(server, idx, Err(format!("next hop is not a SIP URI: {hop_uri}")), now),

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sip_message::{HeaderName, Message};
-use tokio::sync::mpsc;
 
 use super::router::{
     Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target,
@@ -141,13 +140,11 @@ struct Harness {
     shard: Shard,
     wire: Arc<RecordingWire>,
     now: Instant,
-    _tx: mpsc::Sender<ShardInput>,
 }
 
 impl Harness {
     fn new() -> Harness {
         let wire = Arc::new(RecordingWire::default());
-        let (tx, _rx) = mpsc::channel(16);
         let cfg = CoreConfig {
             workers: 1,
             max_forwards: 40,
@@ -164,9 +161,9 @@ impl Harness {
             dns.clone(),
             Arc::new(super::branch::BranchMinter::default()),
             Arc::new(Metrics::new()),
-            tx.downgrade(),
+            std::sync::Weak::new(),
         );
-        Harness { dns, vm, shard, wire, now: Instant::now(), _tx: tx }
+        Harness { dns, vm, shard, wire, now: Instant::now() }
     }
 
     fn feed(&mut self, text: &str, from: &str) {
