@@ -20,7 +20,7 @@
 //! scan stops there without a separate bounds test.
 
 pub(crate) use crate::grammar::chars::run;
-use crate::grammar::chars::{is, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
+use crate::grammar::chars::{is, ALNUM, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
 use crate::grammar::params::gen_value;
 use crate::grammar::uri::host;
 use crate::header::HeaderName;
@@ -215,12 +215,91 @@ fn header_params(b: &[u8], mut k: usize, want: &[u8]) -> Option<(usize, Option<(
     Some((k, found))
 }
 
-/// `host` at `k` (the full rule: it is already one tight pass): its end.
+/// `host` at `k`: its end. A hostname or IPv4 address is checked here;
+/// an IPv6 reference goes to the full rule.
+///
+/// `hostname = *( domainlabel "." ) toplabel [ "." ]`: no empty label, no
+/// label starting or ending with `-`, at most one trailing dot; a run of
+/// digits and dots must be an IPv4 address.
 #[inline(always)]
-fn host_end(b: &[u8], k: usize) -> Option<usize> {
-    let rest = b.get(k..)?;
-    let (r, _) = host(rest).ok()?;
-    Some(k + (rest.len() - r.len()))
+pub(crate) fn host_end(b: &[u8], k: usize) -> Option<usize> {
+    let first = at(b, k);
+    if !is(first, ALNUM) {
+        if first != b'[' {
+            return None;
+        }
+        let rest = b.get(k..)?;
+        let (r, _) = host(rest).ok()?;
+        return Some(k + (rest.len() - r.len()));
+    }
+    // Label by label, as the full rule walks them: alphanumeric runs,
+    // joined by `-` runs inside a label and by single dots between labels.
+    let mut j = k;
+    loop {
+        j = run(b, j, ALNUM);
+        match at(b, j) {
+            b'-' => {
+                while at(b, j) == b'-' {
+                    j += 1;
+                }
+                if !is(at(b, j), ALNUM) {
+                    return None;
+                }
+            }
+            b'.' => {
+                j += 1;
+                let c = at(b, j);
+                if !is(c, ALNUM) {
+                    if c == b'.' || c == b'-' {
+                        return None;
+                    }
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    // Only a host starting with a digit can be all digits and dots.
+    if first.is_ascii_digit() {
+        let h = b.get(k..j)?;
+        if h.iter().all(|&c| c.is_ascii_digit() || c == b'.') && !is_ipv4(h) {
+            return None;
+        }
+    }
+    Some(j)
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each
+/// at most 255 and without leading zeros, over digits and dots only (as
+/// the full rule's `ipv4`).
+#[inline(always)]
+fn is_ipv4(h: &[u8]) -> bool {
+    let mut octets = 0;
+    let mut i = 0;
+    loop {
+        let start = i;
+        let mut v = 0u32;
+        while let Some(d) = h.get(i).and_then(|c| c.checked_sub(b'0')).filter(|d| *d <= 9) {
+            v = v * 10 + u32::from(d);
+            i += 1;
+            if i - start > 3 {
+                return false;
+            }
+        }
+        let n = i - start;
+        if n == 0 || (n > 1 && h.get(start) == Some(&b'0')) || v > 255 {
+            return false;
+        }
+        octets += 1;
+        if i == h.len() {
+            return octets == 4;
+        }
+        // A dot: `h` holds only digits and dots.
+        i += 1;
+        if octets == 4 {
+            return false;
+        }
+    }
 }
 
 /// `[ ":" port ]` right after a host (no white space), port ≤ 65535.
@@ -235,7 +314,7 @@ fn port_end(b: &[u8], k: usize) -> Option<usize> {
 
 /// One `via-parm` as `SIP/2.0/<transport> SP host[:port]*(;param)`, no
 /// other white space: its end and the `branch` value's span.
-#[inline]
+#[inline(never)]
 pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
     let head = b.get(s..s + 8)?;
     if !matches!(head, [b'S' | b's', b'I' | b'i', b'P' | b'p', b'/', b'2', b'.', b'0', b'/']) {
@@ -335,7 +414,7 @@ fn userinfo_hostport(b: &[u8], k: usize) -> Option<usize> {
 /// brackets and an optional display name (tokens or a quoted string
 /// without escapes), or a bare `sip:` addr-spec; no password, escapes or
 /// URI headers: its end and the `tag` value's span.
-#[inline]
+#[inline(never)]
 pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
     if matches!(at(b, s), b's' | b'S') {
         if let Some(k) = sip_scheme(b, s) {
@@ -372,7 +451,7 @@ pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usi
 /// checks them (Route, Record-Route, Contact): `[ display-name ] "<" scheme
 /// ":" … ">" *( SEMI generic-param )`, separated by commas. Returns the end
 /// and the element count.
-#[inline]
+#[inline(never)]
 pub(crate) fn bracketed_list(b: &[u8], s: usize) -> Option<(usize, usize)> {
     let mut k = s;
     let mut count = 0;
@@ -419,7 +498,7 @@ pub(crate) fn name_addr_list(b: &[u8], s: usize) -> Option<(usize, usize)> {
 }
 
 /// `callid = word [ "@" word ]`: its end.
-#[inline]
+#[inline(never)]
 pub(crate) fn call_id(b: &[u8], s: usize) -> Option<usize> {
     let e = run(b, s, WORD);
     if e == s {
@@ -434,7 +513,7 @@ pub(crate) fn call_id(b: &[u8], s: usize) -> Option<usize> {
 
 /// `1*DIGIT LWS Method` with the number below 2³¹: the end, the number and
 /// the method's span.
-#[inline]
+#[inline(never)]
 pub(crate) fn cseq(b: &[u8], s: usize) -> Option<(usize, u32, usize, usize)> {
     let (e, n) = digits(b, s)?;
     let n = u32::try_from(n).ok().filter(|n| *n < 1 << 31)?;
@@ -447,7 +526,7 @@ pub(crate) fn cseq(b: &[u8], s: usize) -> Option<(usize, u32, usize, usize)> {
 }
 
 /// `m-type SLASH m-subtype *(SEMI m-parameter)` without white space: its end.
-#[inline]
+#[inline(never)]
 pub(crate) fn media_type(b: &[u8], s: usize) -> Option<usize> {
     let e = run(b, s, TOKEN);
     if e == s || at(b, e) != b'/' {
@@ -608,6 +687,33 @@ mod tests {
                     .then(|| (HeaderName::from_bytes(&n[..colon]), colon));
                 assert_eq!(header_name(&line, 0), want, "{:?}", String::from_utf8_lossy(&line));
             }
+        }
+    }
+
+    /// `host_end` against the full `host` rule on every word of up to six
+    /// bytes over an alphabet of label characters, and of up to eight over
+    /// IPv4 characters.
+    #[test]
+    fn hosts_match_the_full_rule() {
+        fn check(word: &[u8]) {
+            let full = crate::grammar::uri::host(word).ok().map(|(rest, _)| word.len() - rest.len());
+            assert_eq!(super::host_end(word, 0), full, "{:?}", String::from_utf8_lossy(word));
+        }
+        for (alphabet, max) in [(&b"a1.-:"[..], 6u32), (&b"0129.;"[..], 8), (&b"[:1]a"[..], 5)] {
+            let mut word = Vec::new();
+            for len in 1..=max {
+                for mut k in 0..alphabet.len().pow(len) {
+                    word.clear();
+                    for _ in 0..len {
+                        word.push(alphabet[k % alphabet.len()]);
+                        k /= alphabet.len();
+                    }
+                    check(&word);
+                }
+            }
+        }
+        for h in ["192.0.2.101", "255.255.255.255", "256.1.1.1", "01.1.1.1", "1.1.1.1.", "1.1.1", "1.1.1.1.1"] {
+            check(h.as_bytes());
         }
     }
 
