@@ -179,6 +179,25 @@ pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
     Some((name, colon))
 }
 
+/// Whether `b[ns..ne]` is `want` (lower-case letters, at most eight)
+/// ignoring case: one word compare when eight bytes are there to load.
+#[inline(always)]
+fn param_is(b: &[u8], ns: usize, ne: usize, want: &[u8]) -> bool {
+    if ne - ns != want.len() {
+        return false;
+    }
+    match (word(b, ns), want.first_chunk::<8>().is_none()) {
+        (Some(w), true) => {
+            let mut lit = [0u8; 8];
+            lit.iter_mut().zip(want).for_each(|(l, &c)| *l = c);
+            let keep = (1u64 << (8 * want.len())) - 1;
+            // Letters only: 0x20 folds exactly their two cases together.
+            (w | 0x2020_2020_2020_2020) & keep == u64::from_le_bytes(lit)
+        }
+        _ => b.get(ns..ne).is_some_and(|n| eq_lower(n, want)),
+    }
+}
+
 /// `*( SEMI generic-param )` without white space: the end of the run and,
 /// when `want` is not empty, the span of the first `want=value`'s value
 /// (name compared case-insensitively, `want` lower-case). As
@@ -206,7 +225,7 @@ fn header_params(b: &[u8], mut k: usize, want: &[u8]) -> Option<(usize, Option<(
             if ve == vs {
                 return None;
             }
-            if found.is_none() && !want.is_empty() && eq_lower(b.get(ns..ne)?, want) {
+            if found.is_none() && !want.is_empty() && param_is(b, ns, ne, want) {
                 found = Some((vs, ve));
             }
             k = ve;
@@ -424,9 +443,19 @@ pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usi
             return header_params(b, k, b"tag");
         }
     }
-    let k = display_laquot(b, s)?;
+    let k = sip_uri(b, display_laquot(b, s)?)?;
+    if at(b, k) != b'>' {
+        return None;
+    }
+    header_params(b, k + 1, b"tag")
+}
+
+/// A `sip:` / `sips:` URI with parameters (as in a Request-URI or inside
+/// `<…>`), without password, escapes or URI headers: its end.
+#[inline(always)]
+fn sip_uri(b: &[u8], k: usize) -> Option<usize> {
     let mut k = userinfo_hostport(b, sip_scheme(b, k)?)?;
-    // uri-parameters, without escapes; no URI headers.
+    // uri-parameters, without escapes.
     while at(b, k) == b';' {
         let e = run(b, k + 1, PARAM);
         if e == k + 1 {
@@ -441,10 +470,31 @@ pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usi
             k = e;
         }
     }
-    if at(b, k) != b'>' {
-        return None;
+    (at(b, k) != b'?').then_some(k)
+}
+
+/// A Request-URI in its common shape ([`sip_uri`]): its end.
+#[inline(never)]
+pub(crate) fn request_uri(b: &[u8], k: usize) -> Option<usize> {
+    sip_uri(b, k)
+}
+
+/// The index of the first LF at or after `k`: a word at a time over a
+/// short line (a function call to `memchr` costs more than the scan), then
+/// `memchr` for the rest of a long one.
+#[inline(always)]
+pub(crate) fn find_lf(b: &[u8], k: usize) -> Option<usize> {
+    let mut j = k;
+    for _ in 0..6 {
+        let Some(w) = word(b, j) else { break };
+        let x = w ^ 0x0a0a_0a0a_0a0a_0a0a;
+        let z = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+        if z != 0 {
+            return Some(j + (z.trailing_zeros() / 8) as usize);
+        }
+        j += 8;
     }
-    header_params(b, k + 1, b"tag")
+    memchr::memchr(b'\n', b.get(j..)?).map(|i| j + i)
 }
 
 /// A list of bracketed name-addrs as [`crate::grammar::name_addr::locate_name_addrs`]
@@ -973,11 +1023,19 @@ mod tests {
         #[test]
         fn fast_and_general_paths_agree_on_generated_lines(
             register in any::<bool>(),
+            ruri in (pick(&["sip:", "SIP:", "sips:", "tel:", "sip:u@", "sip:a:b@", "sip:%41@", "sip:u;x=y@"]),
+                     host(), port(), params(&["transport", "lr", "maddr", "x"]),
+                     pick(&["", "", "?h=v", " ", "%", ">"])),
             lines in proptest::collection::vec(line(), 0..8),
             ends in proptest::collection::vec(pick(&["\r\n", "\r\n", "\r\n", "\r\n", "\r\n", "\n", "\r\n ", " \r\n"]), 8),
             tight_limits in any::<bool>(),
         ) {
-            let mut m = String::from(if register { "REGISTER sip:r.example.com SIP/2.0\r\n" } else { "SIP/2.0 200 OK\r\n" });
+            let (scheme, h, p, ps, tail) = ruri;
+            let mut m = if register {
+                format!("REGISTER {scheme}{h}{p}{ps}{tail} SIP/2.0\r\n")
+            } else {
+                String::from("SIP/2.0 200 OK\r\n")
+            };
             for (l, end) in lines.iter().zip(&ends) {
                 m.push_str(l);
                 m.push_str(end);

@@ -730,11 +730,17 @@ impl Parser<'_> {
         if uri_text.len() > self.limits.max_uri_len {
             return Err(err(ErrorKind::LimitExceeded(Limit::UriLength), b, uri_text));
         }
-        match uri(uri_text, UriContext::Full) {
-            // RFC 3261 §19.1.1 (table): headers are not allowed in a
-            // Request-URI; RFC 4475 §3.1.2.11 (escruri) lets us refuse them.
-            Ok(([], u)) if u.headers().is_empty() => {}
-            _ => return Err(err(ErrorKind::RequestUri, b, uri_text)),
+        let uri_start = offset(b, uri_text);
+        // The common shape is taken whole by the fast scanner (same accept
+        // set, see `fast`); anything else gets the full rule.
+        let common = self.fast && fast::request_uri(b, uri_start) == Some(uri_start + uri_text.len());
+        if !common {
+            match uri(uri_text, UriContext::Full) {
+                // RFC 3261 §19.1.1 (table): headers are not allowed in a
+                // Request-URI; RFC 4475 §3.1.2.11 (escruri) lets us refuse them.
+                Ok(([], u)) if u.headers().is_empty() => {}
+                _ => return Err(err(ErrorKind::RequestUri, b, uri_text)),
+            }
         }
         let version = version.get(1..).unwrap_or_default();
         match sip_version(version) {
@@ -874,8 +880,7 @@ impl Parser<'_> {
             _ => {
                 // A value no fast rule covers: find the line end, then the
                 // light checks (Route, Record-Route, Contact) or option tags.
-                let rest = b.get(vs..).unwrap_or_default();
-                let nl = vs + memchr::memchr(b'\n', rest)?;
+                let nl = fast::find_lf(b, vs)?;
                 let cr = nl.checked_sub(1).filter(|&cr| cr > vs && at(b, cr) == b'\r')?;
                 if matches!(at(b, nl + 1), b' ' | b'\t') || cr - pos > max_line {
                     return None;
