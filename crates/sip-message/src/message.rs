@@ -562,8 +562,11 @@ impl Parser<'_> {
             register: matches!(start, StartLine::Request { method: Method::Register, .. }),
             ..Eager::default()
         };
-        let mut fast = self.fast;
-        let mut slow_from = 0;
+        if self.fast {
+            pos = self.fast_lines(b, pos, &mut headers, &mut e);
+        }
+        // The lines the fast path took are done; the rest get the full rules.
+        let slow_from = headers.len();
         let headers_end;
         loop {
             let rest = b.get(pos..).unwrap_or_default();
@@ -598,15 +601,6 @@ impl Parser<'_> {
                     if headers.len() >= self.limits.max_headers {
                         return Err(ParseError::new(ErrorKind::LimitExceeded(Limit::HeaderCount), pos));
                     }
-                    if fast {
-                        if let Some((h, next)) = self.fast_line(b, pos, &mut e) {
-                            headers.push(h);
-                            pos = next;
-                            continue;
-                        }
-                        fast = false;
-                        slow_from = headers.len();
-                    }
                     let (h, next) = self.header_line(b, pos)?;
                     headers.push(h);
                     pos = next;
@@ -615,10 +609,6 @@ impl Parser<'_> {
         }
 
         // ---- eager header values ----
-        // The lines the fast path took are done; the rest get the full rules.
-        if fast {
-            slow_from = headers.len();
-        }
         #[cfg(test)]
         self.taken.set(slow_from);
         for h in headers.get(slow_from..).unwrap_or_default() {
@@ -757,6 +747,23 @@ impl Parser<'_> {
         })
     }
 
+    /// The fast path over the header lines from `pos`: every line
+    /// [`Self::fast_line`] takes is pushed; returns where the first line it
+    /// declines (or the empty line) starts.
+    #[inline(never)]
+    fn fast_lines(&self, b: &[u8], mut pos: usize, headers: &mut Vec<Header>, e: &mut Eager) -> usize {
+        while headers.len() < self.limits.max_headers {
+            match self.fast_line(b, pos, e) {
+                Some((h, next)) => {
+                    headers.push(h);
+                    pos = next;
+                }
+                None => break,
+            }
+        }
+        pos
+    }
+
     /// The fast path for the header line at `pos`: the common shape of
     /// each eagerly parsed header (see [`crate::fast`]), recorded in `e`,
     /// or any other header whose line needs no rule. Returns the header and
@@ -772,14 +779,19 @@ impl Parser<'_> {
         let max_line = self.limits.max_header_line;
         // After a value scanned to `ve`: optional white space, then CRLF not
         // followed by a fold. Returns where the CR is.
-        let line_end = |ve: usize| {
-            let cr = skip_wsp(b, ve);
+        #[inline(always)]
+        fn line_end(b: &[u8], pos: usize, ve: usize, max_line: usize) -> Option<usize> {
+            let cr = match at(b, ve) {
+                b'\r' => ve,
+                _ => skip_wsp(b, ve),
+            };
             (at(b, cr) == b'\r'
                 && at(b, cr + 1) == b'\n'
                 && !matches!(at(b, cr + 2), b' ' | b'\t')
                 && cr - pos <= max_line)
                 .then_some(cr)
-        };
+        }
+        let line_end = |ve: usize| line_end(b, pos, ve, max_line);
         let sp = |s: usize, e: usize| Span { start: s as u32, end: e as u32 };
         let (ve, cr) = match name {
             HeaderName::Via => {
