@@ -502,8 +502,19 @@ impl Shard {
             Err(e) => debug!(shard = self.index, server = server.0, code, error = %e, "response not sent"),
         }
         if code >= 200 {
-            if let Some(ctx) = self.contexts.get_mut(&server) {
-                ctx.finished = true;
+            let forget = match self.contexts.get_mut(&server) {
+                Some(ctx) => {
+                    ctx.finished = true;
+                    // A non-INVITE the proxy answered itself (REGISTER,
+                    // OPTIONS, a rejection) has nothing left to do: its
+                    // transaction absorbs retransmissions for Timer J, and no
+                    // CANCEL applies. Free the request now, not 32 s later.
+                    ctx.method != Method::Invite && ctx.branches.is_empty()
+                }
+                None => false,
+            };
+            if forget {
+                self.contexts.remove(&server);
             }
         }
     }
