@@ -198,6 +198,20 @@ fn param_is(b: &[u8], ns: usize, ne: usize, want: &[u8]) -> bool {
     }
 }
 
+/// `gen-value = token / host / quoted-string` at `vs`: its end.
+#[inline(always)]
+fn value_end(b: &[u8], vs: usize) -> Option<usize> {
+    let ve = match at(b, vs) {
+        b'"' | b'[' => {
+            let v = b.get(vs..)?;
+            let (r, _) = gen_value(v).ok()?;
+            vs + (v.len() - r.len())
+        }
+        _ => run(b, vs, GEN_VALUE),
+    };
+    (ve > vs).then_some(ve)
+}
+
 /// `*( SEMI generic-param )` without white space: the end of the run and,
 /// when `want` is not empty, the span of the first `want=value`'s value
 /// (name compared case-insensitively, `want` lower-case). As
@@ -205,6 +219,22 @@ fn param_is(b: &[u8], ns: usize, ne: usize, want: &[u8]) -> bool {
 #[inline(always)]
 fn header_params(b: &[u8], mut k: usize, want: &[u8]) -> Option<(usize, Option<(usize, usize)>)> {
     let mut found = None;
+    // The wanted parameter first, as it nearly always comes: one folded
+    // word compare stands for the name scan and its comparison.
+    let first = match want {
+        b"branch" => Some((u64::from_le_bytes(*b";branch="), 0x0020_2020_2020_2000, 8)),
+        b"tag" => Some((u64::from_le_bytes(*b";tag=\0\0\0"), 0x2020_2000, 5)),
+        _ => None,
+    };
+    if let (Some((lit, fold, len)), Some(w)) = (first, word(b, k)) {
+        let keep = u64::MAX >> (64 - 8 * len);
+        if (w | fold) & keep == lit {
+            let vs = k + len;
+            let ve = value_end(b, vs)?;
+            found = Some((vs, ve));
+            k = ve;
+        }
+    }
     while at(b, k) == b';' {
         let ns = k + 1;
         let ne = run(b, ns, TOKEN);
@@ -214,17 +244,7 @@ fn header_params(b: &[u8], mut k: usize, want: &[u8]) -> Option<(usize, Option<(
         k = ne;
         if at(b, k) == b'=' {
             let vs = k + 1;
-            let ve = match at(b, vs) {
-                b'"' | b'[' => {
-                    let v = b.get(vs..)?;
-                    let (r, _) = gen_value(v).ok()?;
-                    vs + (v.len() - r.len())
-                }
-                _ => run(b, vs, GEN_VALUE),
-            };
-            if ve == vs {
-                return None;
-            }
+            let ve = value_end(b, vs)?;
             if found.is_none() && !want.is_empty() && param_is(b, ns, ne, want) {
                 found = Some((vs, ve));
             }
@@ -335,8 +355,9 @@ fn port_end(b: &[u8], k: usize) -> Option<usize> {
 /// other white space: its end and the `branch` value's span.
 #[inline(never)]
 pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
-    let head = b.get(s..s + 8)?;
-    if !matches!(head, [b'S' | b's', b'I' | b'i', b'P' | b'p', b'/', b'2', b'.', b'0', b'/']) {
+    // `SIP/2.0/`, the letters in any case (0x20 folds exactly a letter's
+    // two cases together; the other bytes are compared as they are).
+    if word(b, s)? | 0x0020_2020 != u64::from_le_bytes(*b"sip/2.0/") {
         return None;
     }
     let k = run(b, s + 8, TOKEN);
