@@ -268,6 +268,12 @@ impl Shard {
         }
     }
 
+    /// Proxy contexts held (requests being routed or waiting for Timer J).
+    #[cfg(test)]
+    pub(crate) fn contexts_held(&self) -> usize {
+        self.contexts.len()
+    }
+
     /// Live transactions of this shard's layer.
     pub fn transactions(&self) -> usize {
         self.layer.len()
@@ -640,7 +646,16 @@ impl Shard {
                 let hs: Vec<(&str, String)> = headers.into_iter().collect();
                 self.respond(server, &req, code, reason, &hs, now);
             }
-            RouteDecision::Respond { status, bytes } => self.send_upstream(server, bytes, status, now),
+            RouteDecision::Respond { status, bytes } => {
+                let is_invite = ctx.method == Method::Invite;
+                self.send_upstream(server, bytes, status, now);
+                if matches!(status, 401 | 407) && !is_invite {
+                    // RFC 3261 §8.2.7: a challenge needs no transaction
+                    // state. Nonces are stateless, so a retransmitted request
+                    // is simply challenged again; nothing is kept for 64*T1.
+                    let _ = self.layer.abandon(server);
+                }
+            }
             RouteDecision::Forward(plan) => self.start_plan(server, plan, now),
         }
     }

@@ -124,6 +124,12 @@ impl Router for TestRouter {
                 ..ForkPlan::default()
             }),
             "unreg" => RouteDecision::Forward(ForkPlan { fallback: Some(self.0.clone()), ..ForkPlan::default() }),
+            "challenge" => RouteDecision::Respond {
+                status: 401,
+                bytes: sip_message::build::Response::new(req.msg, 401, "Unauthorized", Some("c1"))
+                    .header("WWW-Authenticate", "Digest realm=\"example.test\", nonce=\"n1\"")
+                    .finish(),
+            },
             _ => RouteDecision::Forward(ForkPlan::single(Target::default())),
         };
         Routing::Ready(d)
@@ -812,4 +818,48 @@ fn our_own_credentials_are_not_forwarded_but_others_are() {
         1,
         "not ours: kept"
     );
+}
+
+fn request(method: &str, ruri: &str, branch: &str) -> String {
+    invite(ruri, branch).replace("INVITE ", &format!("{method} ")).replace("1 INVITE", &format!("1 {method}"))
+}
+
+#[test]
+fn a_non_invite_challenge_keeps_no_state_and_a_retransmission_is_challenged_again() {
+    let mut h = Harness::new();
+    let register = request("REGISTER", "sip:challenge@example.test", "z9hG4bKreg1");
+    h.feed(&register, CALLER);
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.status(), Some(401));
+    assert_eq!(h.shard_transactions(), 0, "RFC 3261 §8.2.7: a challenge is sent statelessly");
+    assert_eq!(h.shard.contexts_held(), 0);
+    // The same request again (a retransmission): answered again, not absorbed.
+    h.feed(&register, CALLER);
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1.status(), Some(401));
+    assert_eq!(h.shard_transactions(), 0);
+}
+
+#[test]
+fn an_invite_challenge_stays_stateful_for_its_ack() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:challenge@example.test", "z9hG4bKinv401"), CALLER);
+    let out = h.take();
+    assert!(out.iter().any(|(_, m)| m.status() == Some(401)));
+    assert_eq!(h.shard_transactions(), 1, "the INVITE transaction waits for the ACK");
+}
+
+#[test]
+fn a_non_invite_answered_by_the_proxy_frees_its_context_at_once() {
+    let mut h = Harness::new();
+    h.feed(&request("MESSAGE", "sip:nobody@example.test", "z9hG4bKmsg404"), CALLER);
+    let out = h.take();
+    assert_eq!(out[0].1.status(), Some(404));
+    assert_eq!(h.shard_transactions(), 1, "the transaction absorbs retransmissions until Timer J");
+    assert_eq!(h.shard.contexts_held(), 0, "but the request and its context are gone");
+    // An INVITE answered locally keeps its context (a CANCEL may follow).
+    h.feed(&invite("sip:nobody@example.test", "z9hG4bKinv404"), CALLER);
+    assert_eq!(h.shard.contexts_held(), 1);
 }
