@@ -1,9 +1,14 @@
 //! The parsed message: one `Bytes` buffer plus spans into it.
 //!
-//! Parsing walks the header section once: each line's name is scanned with
-//! the token table and recognised by length and first letter, the line end is
-//! found with `memchr` from the value's start, and each header is recorded as
-//! `(name, value)` offsets (hyper's `record_header_indices`). Then:
+//! Parsing walks the header section once and records each header as
+//! `(name, value)` offsets (hyper's `record_header_indices`). Each line first
+//! tries the fast path (module `fast`): its name is matched with word
+//! compares, and a value in the common shape is checked by a tight scanner
+//! that also finds the line end. The first line it declines, and every line
+//! after it, take the general path: the name is scanned with the token
+//! table, the line end is found with `memchr`, and the value gets the full
+//! grammar below. Both paths accept the same messages with the same spans
+//! and errors (differential tests in `fast`). Then:
 //!
 //! - **Parsed eagerly** (full RFC 3261 grammar, errors at parse time): the
 //!   start line and Request-URI, every Via (top branch kept), From and To
@@ -545,9 +550,10 @@ impl Parser<'_> {
         }
 
         // ---- header lines ----
-        // One pass: the name is scanned with the token table, then `memchr`
-        // finds the line end from the value's start; the value is trimmed on
-        // the way, so folds (rare) are the only lines looked at twice.
+        // General path: the name is scanned with the token table, then
+        // `memchr` finds the line end from the value's start; the value is
+        // trimmed on the way, so folds (rare) are the only lines looked at
+        // twice.
         let headers_start = eol + 1;
         let mut headers = HeaderIndex::new();
         let mut pos = headers_start;
