@@ -36,7 +36,6 @@ mod fast;
 pub mod framing;
 pub mod grammar;
 pub mod header;
-mod header_index;
 pub mod limits;
 pub mod message;
 pub mod method;
