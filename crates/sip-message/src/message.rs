@@ -783,21 +783,33 @@ impl Parser<'_> {
     fn fast_line(&self, b: &[u8], pos: usize, e: &mut Eager) -> Option<(Header, usize)> {
         use fast::{at, skip_wsp};
         let (name, ne) = fast::header_name(b, pos)?;
-        let vs = skip_wsp(b, ne + 1);
+        // Nearly always exactly one space after the colon.
+        let vs = match (at(b, ne + 1), at(b, ne + 2)) {
+            (b' ', c) if c != b' ' && c != b'\t' => ne + 2,
+            _ => skip_wsp(b, ne + 1),
+        };
         let max_line = self.limits.max_header_line;
         // After a value scanned to `ve`: optional white space, then CRLF not
         // followed by a fold. Returns where the CR is.
         #[inline(always)]
         fn line_end(b: &[u8], pos: usize, ve: usize, max_line: usize) -> Option<usize> {
-            let cr = match at(b, ve) {
-                b'\r' => ve,
-                _ => skip_wsp(b, ve),
+            // CR LF and the next line's first byte, in one load when there.
+            let ends = |cr: usize| match b.get(cr..).and_then(|r| r.first_chunk::<3>()) {
+                Some([b'\r', b'\n', next]) => !matches!(next, b' ' | b'\t'),
+                Some(_) => false,
+                None => b.get(cr..) == Some(b"\r\n"),
             };
-            (at(b, cr) == b'\r'
-                && at(b, cr + 1) == b'\n'
-                && !matches!(at(b, cr + 2), b' ' | b'\t')
-                && cr - pos <= max_line)
-                .then_some(cr)
+            let cr = if ends(ve) {
+                ve
+            } else {
+                // Trailing white space, then the line end.
+                let cr = skip_wsp(b, ve);
+                if cr == ve || !ends(cr) {
+                    return None;
+                }
+                cr
+            };
+            (cr - pos <= max_line).then_some(cr)
         }
         let line_end = |ve: usize| line_end(b, pos, ve, max_line);
         let sp = |s: usize, e: usize| Span { start: s as u32, end: e as u32 };
