@@ -11,6 +11,8 @@
 //! and each value's length are capped, duplicates are refused, and nothing
 //! here can panic.
 
+use std::borrow::Cow;
+
 /// Longest Authorization value we parse at all.
 pub const MAX_HEADER_LEN: usize = 4096;
 /// Most auth-params in one credentials value.
@@ -29,16 +31,18 @@ pub enum HeaderError {
     MissingParam(&'static str),
 }
 
-/// The parameters of one `Digest` credentials value, unescaped.
+/// The parameters of one `Digest` credentials value, unescaped. Borrowed
+/// from the header where no unescaping was needed (the usual case).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DigestParams {
-    /// (lower-case name, value) in order.
-    params: Vec<(String, String)>,
+pub struct DigestParams<'a> {
+    /// (name as sent, value) in order; names compare case-insensitively.
+    params: Vec<(&'a [u8], Cow<'a, str>)>,
 }
 
-impl DigestParams {
+impl DigestParams<'_> {
+    /// The value of `name` (lower-case ASCII), if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_ref())
     }
 }
 
@@ -59,8 +63,18 @@ fn token(i: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((i.get(..n)?, i.get(n..)?))
 }
 
-/// `quoted-string` after its opening quote; returns the unescaped text.
-fn quoted(i: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+/// `quoted-string` after its opening quote; returns the unescaped text,
+/// borrowed when it holds no escape or fold.
+fn quoted(i: &[u8]) -> Option<(Cow<'_, [u8]>, &[u8])> {
+    let plain = i.iter().position(|&b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))?;
+    if i.get(plain) == Some(&b'"') {
+        return Some((Cow::Borrowed(i.get(..plain)?), i.get(plain + 1..)?));
+    }
+    quoted_escaped(i).map(|(v, rest)| (Cow::Owned(v), rest))
+}
+
+/// `quoted`, the slow way: unescape quoted-pairs and unfold lines.
+fn quoted_escaped(i: &[u8]) -> Option<(Vec<u8>, &[u8])> {
     let mut out = Vec::new();
     let mut k = 0;
     loop {
@@ -99,7 +113,7 @@ fn quoted(i: &[u8]) -> Option<(Vec<u8>, &[u8])> {
 }
 
 /// Parse a `Digest ...` credentials value.
-pub fn parse_digest(value: &[u8]) -> Result<DigestParams, HeaderError> {
+pub fn parse_digest(value: &[u8]) -> Result<DigestParams<'_>, HeaderError> {
     if value.len() > MAX_HEADER_LEN {
         return Err(HeaderError::TooLong);
     }
@@ -111,7 +125,7 @@ pub fn parse_digest(value: &[u8]) -> Result<DigestParams, HeaderError> {
     if !matches!(i.first(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
         return Err(HeaderError::Syntax);
     }
-    let mut out = DigestParams::default();
+    let mut out = DigestParams { params: Vec::with_capacity(12) };
     loop {
         i = skip_lws(i);
         let (name, rest) = token(i).ok_or(HeaderError::Syntax)?;
@@ -124,15 +138,17 @@ pub fn parse_digest(value: &[u8]) -> Result<DigestParams, HeaderError> {
             [b'"', rest @ ..] => quoted(rest).ok_or(HeaderError::Syntax)?,
             _ => {
                 let (t, rest) = token(i).ok_or(HeaderError::Syntax)?;
-                (t.to_vec(), rest)
+                (Cow::Borrowed(t), rest)
             }
         };
         if val.len() > MAX_VALUE_LEN {
             return Err(HeaderError::Syntax);
         }
-        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-        let val = String::from_utf8(val).map_err(|_| HeaderError::Syntax)?;
-        if out.params.iter().any(|(n, _)| *n == name) {
+        let val = match val {
+            Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| HeaderError::Syntax)?),
+            Cow::Owned(v) => Cow::Owned(String::from_utf8(v).map_err(|_| HeaderError::Syntax)?),
+        };
+        if out.params.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             return Err(HeaderError::DuplicateParam);
         }
         if out.params.len() >= MAX_PARAMS {

@@ -57,19 +57,32 @@ impl Algorithm {
     }
     /// Lower-case hex of H(data).
     pub fn hex_digest(self, data: &[u8]) -> String {
+        self.hex_digest_of(&[data])
+    }
+
+    /// Lower-case hex of H(the parts joined), without joining them first.
+    pub fn hex_digest_of(self, parts: &[&[u8]]) -> String {
+        fn run<D: Digest>(parts: &[&[u8]]) -> String {
+            let mut h = D::new();
+            for p in parts {
+                h.update(p);
+            }
+            hex(&h.finalize())
+        }
         match self {
-            Algorithm::Md5 => hex(&md5::Md5::digest(data)),
-            Algorithm::Sha256 => hex(&Sha256::digest(data)),
-            Algorithm::Sha512_256 => hex(&Sha512_256::digest(data)),
+            Algorithm::Md5 => run::<md5::Md5>(parts),
+            Algorithm::Sha256 => run::<Sha256>(parts),
+            Algorithm::Sha512_256 => run::<Sha512_256>(parts),
         }
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }
@@ -123,8 +136,18 @@ pub fn compute_response(
     method: &str,
     uri: &str,
 ) -> String {
-    let ha2 = alg.hex_digest(format!("{method}:{uri}").as_bytes());
-    alg.hex_digest(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}").as_bytes())
+    let ha2 = alg.hex_digest_of(&[method.as_bytes(), b":", uri.as_bytes()]);
+    alg.hex_digest_of(&[
+        ha1.as_bytes(),
+        b":",
+        nonce.as_bytes(),
+        b":",
+        nc.as_bytes(),
+        b":",
+        cnonce.as_bytes(),
+        b":auth:",
+        ha2.as_bytes(),
+    ])
 }
 
 /// `[auth]` settings.
@@ -341,7 +364,9 @@ impl NonceCounts {
 
 /// The digest authenticator: mints challenges and verifies credentials.
 pub struct DigestAuth {
-    secret: Vec<u8>,
+    /// HMAC keyed with the secret once; cloned per use (keying costs two
+    /// hash blocks).
+    keyed: HmacSha256,
     cfg: AuthConfig,
     counts: Mutex<NonceCounts>,
 }
@@ -367,15 +392,15 @@ impl DigestAuth {
         }
         let cap = cfg.max_tracked_nonces.max(8);
         Ok(DigestAuth {
-            secret: secret.to_vec(),
+            // HMAC accepts keys of any length; this cannot fail.
+            keyed: HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac()),
             cfg,
             counts: Mutex::new(NonceCounts { seen: HashMap::new(), watermark: 0, cap }),
         })
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; this cannot fail.
-        HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable_hmac())
+        self.keyed.clone()
     }
 
     /// A fresh nonce for `realm` at `now`.
