@@ -9,17 +9,21 @@
 #   kamailio       registrar + usrloc (db_mode 0, memory) + auth with
 #                  pv_auth_check against the fixed password (no database),
 #                  benches/register/kamailio-register.cfg, -x tlsf
-#   umproxy        [registrar] store = "embedded" persisted to a file in OUT,
-#                  directory file with every user's HA1, [auth] algorithms =
-#                  ["MD5"] (one challenge, as Kamailio sends)
+#   umproxy        [registrar] store = "embedded" persisted to a file in OUT
+#                  (the default write-behind: memory first, changed AORs
+#                  committed with fsync every 100 ms), directory file with every
+#                  user's HA1, [auth] algorithms = ["MD5"] (one challenge, as
+#                  Kamailio sends)
+#   umproxy-sync   the same with flush_interval_ms = 0 (write-through: each 200
+#                  waits for its fsync; concurrent REGISTERs share one), the
+#                  durability Kamailio's db_mode 0 does not offer
 #   umproxy-2alg   the same with algorithms = ["MD5", "SHA-256"]: two
 #                  challenges per 401 (SIPp answers only the first, so MD5 goes
 #                  first; umproxy's default order, SHA-256 first, SIPp cannot
 #                  answer)
 #   umproxy-tmpfs  umproxy with the registrations file on a tmpfs (TMPFS_DIR):
-#                  the same work minus the disk; each changing REGISTER commits
-#                  a redb transaction with fsync (embedded.rs), which Kamailio's
-#                  db_mode 0 never does
+#                  the same work minus the disk (not run by default: with
+#                  write-behind the disk's share is small)
 #   umproxy-redis  store = "redis" on a redis-server this script starts on
 #                  REDIS_PORT (no persistence); its CPU is counted with
 #                  umproxy's (Kamailio's store is in-process)
@@ -31,14 +35,15 @@
 # process tree from /proc/PID/stat, Kamailio's forked workers included), and
 # for umproxy the VmRSS growth per binding (VmRSS after the run minus before,
 # ÷ successful registrations). Last line:
-#   register cpu ratio vs kamailio: embedded=X tmpfs=T 2alg=Y redis=Z
+#   register cpu ratio vs kamailio: embedded=X sync=S tmpfs=T 2alg=Y redis=Z
+# (a line per rate before it gives the same ratios at every rate)
 # (umproxy ÷ Kamailio µs per registration at the highest rate every run of both
 # carried cleanly — all registered, none failed — else n/a).
 #
 # Environment (defaults in brackets; the defaults take about 8 minutes):
-#   RATES ["500 1000"]  REGISTER transactions/s (SIPp -r is half: registrations/s)
+#   RATES ["1000 4000 8000"]  REGISTER transactions/s (SIPp -r is half: registrations/s)
 #   USERS [20000]  registrations per run       RUNS [1]  runs per point
-#   PROXIES ["kamailio umproxy umproxy-tmpfs umproxy-2alg umproxy-redis"]
+#   PROXIES ["kamailio umproxy umproxy-sync umproxy-2alg umproxy-redis"]
 #     (umproxy-redis is skipped without redis-server, umproxy-tmpfs without a
 #     writable TMPFS_DIR [/dev/shm])
 #   SETTLE_S [3]  seconds of CPU counted after the last registration
@@ -50,10 +55,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RATES=${RATES:-"500 1000"}
+RATES=${RATES:-"1000 4000 8000"}
 USERS=${USERS:-20000}
 RUNS=${RUNS:-1}
-PROXIES=${PROXIES:-"kamailio umproxy umproxy-tmpfs umproxy-2alg umproxy-redis"}
+PROXIES=${PROXIES:-"kamailio umproxy umproxy-sync umproxy-2alg umproxy-redis"}
 TMPFS_DIR=${TMPFS_DIR:-/dev/shm}
 SETTLE_S=${SETTLE_S:-3}
 PROXY_PORT=${PROXY_PORT:-37160}
@@ -168,6 +173,10 @@ path = \"$dir/registrations.db\""
             rm -f "$TMPFS_RUN/registrations.db"
             store="store = \"embedded\"
 path = \"$TMPFS_RUN/registrations.db\""
+        fi
+        if [ "$proxy" = umproxy-sync ]; then
+            store="$store
+flush_interval_ms = 0"
         fi
         if [ "$proxy" = umproxy-redis ]; then
             start_redis "$dir"
@@ -306,8 +315,17 @@ for (p, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
           f"{sum(int(r['failed']) for r in rs)} | {sum(int(r['retrans']) for r in rs)} | "
           f"{'n/a' if rss != rss else f'{rss:.0f}'} | {'yes' if clean(rs) else 'NO'} |")
 print()
+variants = (("embedded", "umproxy"), ("sync", "umproxy-sync"), ("tmpfs", "umproxy-tmpfs"),
+            ("2alg", "umproxy-2alg"), ("redis", "umproxy-redis"))
+for rate in sorted({r for (_, r) in runs}):
+    if ("kamailio", rate) not in runs:
+        continue
+    k = med(runs[("kamailio", rate)], "us_per_reg")
+    parts = [f"{name}={med(runs[(proxy, rate)], 'us_per_reg') / k:.2f}"
+             for name, proxy in variants if (proxy, rate) in runs]
+    print(f"at {rate} REGISTER/s, cpu ratio vs kamailio: {' '.join(parts)}")
 out = {}
-for name, proxy in (("embedded", "umproxy"), ("tmpfs", "umproxy-tmpfs"), ("2alg", "umproxy-2alg"), ("redis", "umproxy-redis")):
+for name, proxy in variants:
     both = [rate for (p, rate) in runs if p == proxy and ("kamailio", rate) in runs
             and clean(runs[(p, rate)]) and clean(runs[("kamailio", rate)])]
     if both:
@@ -315,6 +333,6 @@ for name, proxy in (("embedded", "umproxy"), ("tmpfs", "umproxy-tmpfs"), ("2alg"
         u, k = med(runs[(proxy, rate)], "us_per_reg"), med(runs[("kamailio", rate)], "us_per_reg")
         out[name] = f"{u / k:.2f}"
         print(f"{proxy}: at {rate} REGISTER/s, {u:.1f} µs/registration vs kamailio {k:.1f}")
-print(f"register cpu ratio vs kamailio: embedded={out.get('embedded', 'n/a')} "
+print(f"register cpu ratio vs kamailio: embedded={out.get('embedded', 'n/a')} sync={out.get('sync', 'n/a')} "
       f"tmpfs={out.get('tmpfs', 'n/a')} 2alg={out.get('2alg', 'n/a')} redis={out.get('redis', 'n/a')}")
 PY
