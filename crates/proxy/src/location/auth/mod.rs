@@ -313,6 +313,8 @@ pub fn parse_credentials(value: &[u8]) -> Result<Credentials, AuthFailure> {
 }
 
 const NONCE_RANDOM: usize = 16;
+/// Realms whose `opaque` is cached at most.
+const MAX_CACHED_REALMS: usize = 256;
 const NONCE_MAC: usize = 32;
 const NONCE_LEN: usize = 8 + NONCE_RANDOM + NONCE_MAC;
 
@@ -368,6 +370,8 @@ pub struct DigestAuth {
     /// HMAC keyed with the secret once; cloned per use (keying costs two
     /// hash blocks).
     keyed: HmacSha256,
+    /// `opaque` per realm, computed once (realms are the served domains).
+    opaques: std::sync::RwLock<HashMap<String, String>>,
     cfg: AuthConfig,
     counts: Mutex<NonceCounts>,
 }
@@ -395,6 +399,7 @@ impl DigestAuth {
         Ok(DigestAuth {
             // HMAC accepts keys of any length; this cannot fail.
             keyed: HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac()),
+            opaques: std::sync::RwLock::new(HashMap::new()),
             cfg,
             counts: Mutex::new(NonceCounts { seen: HashMap::new(), watermark: 0, cap }),
         })
@@ -441,11 +446,22 @@ impl DigestAuth {
 
     /// The opaque value for `realm`: fixed per secret and realm, echoed by UAs.
     fn opaque(&self, realm: &str) -> String {
+        if let Some(o) = self.opaques.read().ok().and_then(|m| m.get(realm).cloned()) {
+            return o;
+        }
         let mut mac = self.mac();
         mac.update(b"opaque\0");
         mac.update(realm.as_bytes());
         let tag = mac.finalize().into_bytes();
-        hex(tag.get(..12).unwrap_or_default())
+        let opaque = hex(tag.get(..12).unwrap_or_default());
+        // Realms are the proxy's domains (checked before any challenge), so
+        // the cache stays small; the cap is a backstop.
+        if let Ok(mut m) = self.opaques.write() {
+            if m.len() < MAX_CACHED_REALMS {
+                m.insert(realm.to_owned(), opaque.clone());
+            }
+        }
+        opaque
     }
 
     /// Challenge header values, one per configured algorithm, preferred first
