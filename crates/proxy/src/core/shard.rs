@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cell::{post_back, PostBack};
 use bytes::Bytes;
 use sip_message::build::{self, Response};
 use sip_message::{HeaderName, HostKind, Limits, Message, Method, Scheme, Uri, Via};
@@ -23,6 +22,7 @@ use sip_transaction::{ClientId, Event, Rejected, ServerId, TransactionLayer, TxI
 use tracing::{debug, info, trace, warn};
 
 use super::branch::{check_loop, BranchMinter, LoopCheck};
+use super::cell::{post_back, PostBack};
 use super::response::{upstream_code, BestResponse, Final};
 use super::route::{self, RouteEdits};
 use super::router::{

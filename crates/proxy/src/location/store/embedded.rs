@@ -205,7 +205,7 @@ impl EmbeddedStore {
 
     /// AORs held in memory.
     pub fn aor_count(&self) -> usize {
-        self.shared.inner.mem.len()
+        self.shared.inner.aors.load(Ordering::Relaxed)
     }
 
     /// Commit every change made so far now, and wait until it is durable.
