@@ -111,10 +111,58 @@ fn is_name(w0: u64, w1: u64, len: usize, pat: &[u64; 4]) -> bool {
 
 /// `field-name ":"` at `pos` with no white space before the colon: the
 /// name and the colon's index. The names of nearly every line are matched
-/// here with word compares; the rest go to [`HeaderName::from_bytes`],
-/// and a name it does not know must be a token.
+/// here, colon included, by one or a few folded word compares after a
+/// dispatch on the first letter; the rest go to [`general_header_name`].
 #[inline(always)]
 pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
+    use HeaderName as H;
+    if let Some(w0) = word(b, pos) {
+        // `$text` is the name and its colon; its length is fixed, so a
+        // match is exact, and `w1` is read only for a name past eight bytes.
+        macro_rules! name {
+            ($text:literal, $h:expr) => {{
+                const PAT: [u64; 4] = name_words($text);
+                const LEN: usize = $text.len();
+                let w1 = if LEN > 8 { word(b, pos + 8).unwrap_or(0) } else { 0 };
+                if is_name(w0, w1, LEN, &PAT) {
+                    return Some(($h, pos + LEN - 1));
+                }
+            }};
+        }
+        match (w0 as u8) | 0x20 {
+            b'v' => name!(b"Via:", H::Via),
+            b'f' => name!(b"From:", H::From),
+            b't' => name!(b"To:", H::To),
+            b'c' => {
+                name!(b"Call-ID:", H::CallId);
+                name!(b"CSeq:", H::CSeq);
+                name!(b"Contact:", H::Contact);
+                name!(b"Content-Length:", H::ContentLength);
+                name!(b"Content-Type:", H::ContentType);
+            }
+            b'm' => name!(b"Max-Forwards:", H::MaxForwards),
+            b'r' => {
+                name!(b"Record-Route:", H::RecordRoute);
+                name!(b"Route:", H::Route);
+            }
+            b'e' => name!(b"Expires:", H::Expires),
+            b'a' => {
+                name!(b"Allow:", H::Allow);
+                name!(b"Authorization:", H::Authorization);
+            }
+            b'u' => name!(b"User-Agent:", H::UserAgent),
+            b's' => name!(b"Supported:", H::Supported),
+            _ => {}
+        }
+    }
+    general_header_name(b, pos)
+}
+
+/// [`header_name`] for the names its word compares do not take: the colon
+/// found a word at a time, the name recognised by [`HeaderName::from_bytes`];
+/// a name it does not know must be a token.
+#[inline(never)]
+fn general_header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
     use HeaderName as H;
     // Each arm's text has the arm's length, so a match is exact.
     const VIA: [u64; 4] = name_words(b"Via");
@@ -360,10 +408,21 @@ pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)>
     if word(b, s)? | 0x0020_2020 != u64::from_le_bytes(*b"sip/2.0/") {
         return None;
     }
-    let k = run(b, s + 8, TOKEN);
-    if k == s + 8 || at(b, k) != b' ' {
-        return None;
-    }
+    // The usual transports in one compare (the letters in any case, then
+    // SP), else a token run up to SP.
+    let t = u32::from_le_bytes(*b.get(s + 8..)?.first_chunk::<4>()?) | 0x0020_2020;
+    let k = if t == u32::from_le_bytes(*b"udp ")
+        || t == u32::from_le_bytes(*b"tcp ")
+        || t == u32::from_le_bytes(*b"tls ")
+    {
+        s + 11
+    } else {
+        let k = run(b, s + 8, TOKEN);
+        if k == s + 8 || at(b, k) != b' ' {
+            return None;
+        }
+        k
+    };
     let k = host_end(b, skip_wsp(b, k))?;
     let k = port_end(b, k)?;
     header_params(b, k, b"branch")
@@ -428,18 +487,11 @@ fn display_laquot(b: &[u8], mut k: usize) -> Option<usize> {
 /// plain forms are taken.
 #[inline(always)]
 fn userinfo_hostport(b: &[u8], k: usize) -> Option<usize> {
-    let mut j = k;
+    let mut j = run(b, k, USER);
     let mut colon = false;
-    loop {
-        let c = at(b, j);
-        if is(c, USER) {
-            j += 1;
-        } else if c == b':' {
-            colon = true;
-            j += 1;
-        } else {
-            break;
-        }
+    while at(b, j) == b':' {
+        colon = true;
+        j = run(b, j + 1, USER);
     }
     let hs = match at(b, j) {
         b'%' => return None,
@@ -986,7 +1038,7 @@ mod tests {
     fn via() -> impl Strategy<Value = String> {
         (
             pick(&["SIP/2.0/", "sip/2.0/", "SIP/2.1/", "SIP / 2.0 / ", "SIP/2.0/ "]),
-            pick(&["UDP", "tcp", "", "U@P"]),
+            pick(&["UDP", "tcp", "", "U@P", "TLS", "Udp", "UDPX", "SCTP", "uD", "t\u{1}s"]),
             pick(&[" ", "  ", "\t", "", "\r\n "]),
             host(),
             port(),
@@ -1001,7 +1053,7 @@ mod tests {
             pick(&["", "", "Bob ", "Bob  Smith ", "\"Alice A.\" ", "\"A\\\"B\" ", "\"open ", "Bob", "@x "]),
             pick(&["<", "<", ""]),
             pick(&["sip:", "SIPS:", "tel:", "http:", "sip"]),
-            pick(&["", "bob@", "a:b@", "%41@", "@", "a;b=c@", "b ob@"]),
+            pick(&["", "bob@", "a:b@", "%41@", "@", "a;b=c@", "b ob@", ":@", "a::b@", "a:@", "a:5060", "a:b:c@"]),
             host(),
             port(),
             params(&["transport", "lr", "maddr", "x"]),

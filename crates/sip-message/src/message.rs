@@ -527,6 +527,25 @@ struct Eager {
     register: bool,
 }
 
+/// The value at `vs` of the header line at `pos`, when no rule checks it:
+/// its end (trailing white space excluded) and the CR of the line's CRLF,
+/// which must not be followed by a fold. `None` for anything unusual (no
+/// CRLF, an empty value, a fold, a line over `max_line`).
+#[inline(always)]
+fn value_to_line_end(b: &[u8], pos: usize, vs: usize, max_line: usize) -> Option<(usize, usize)> {
+    let nl = fast::find_lf(b, vs)?;
+    let cr = nl.checked_sub(1)?;
+    let ve = match b.get(vs..=cr)? {
+        [.., last, b'\r'] if !matches!(last, b' ' | b'\t') => cr,
+        [v @ .., b'\r'] => cr - trailing_ws(v),
+        _ => return None,
+    };
+    if ve == vs || matches!(fast::at(b, nl + 1), b' ' | b'\t') || cr - pos > max_line {
+        return None;
+    }
+    Some((ve, cr))
+}
+
 impl Parser<'_> {
     fn parse(&self, buf: Bytes) -> Result<Message, ParseError> {
         let b: &[u8] = &buf;
@@ -909,49 +928,16 @@ impl Parser<'_> {
                 *count += n;
                 (end, cr)
             }
-            _ => {
-                // A value no fast rule covers: find the line end, then the
-                // light checks (Route, Record-Route, Contact) or option tags.
-                let nl = fast::find_lf(b, vs)?;
-                let cr = nl.checked_sub(1).filter(|&cr| cr > vs && at(b, cr) == b'\r')?;
-                if matches!(at(b, nl + 1), b' ' | b'\t') || cr - pos > max_line {
-                    return None;
-                }
-                let ve = cr - trailing_ws(b.get(vs..cr).unwrap_or_default());
-                let v = b.get(vs..ve).unwrap_or_default();
-                match name {
-                    HeaderName::Route | HeaderName::RecordRoute => {
-                        let n = locate_name_addrs(v, true).ok()?;
-                        let count =
-                            if name == HeaderName::Route { &mut e.route_count } else { &mut e.record_route_count };
-                        if *count + n > self.limits.max_routes {
-                            return None;
-                        }
-                        *count += n;
-                    }
-                    HeaderName::Contact => {
-                        if v == b"*" || e.is_contact_star {
-                            return None;
-                        }
-                        let n = if !e.register {
-                            locate_name_addrs(v, false).ok()?
-                        } else if fast::name_addr(b, vs).is_some_and(|(end, _)| end == ve) {
-                            1
-                        } else {
-                            for_each_element(v, |i| name_addr(i, false), |_| Ok(())).ok()?
-                        };
-                        if e.contact_count + n > self.limits.max_headers {
-                            return None;
-                        }
-                        e.contact_count += n;
-                    }
-                    HeaderName::Require | HeaderName::ProxyRequire | HeaderName::Supported => {
-                        for_each_element(v, option_tag, |_| Ok(())).ok()?;
-                    }
-                    _ => {}
-                }
+            HeaderName::Require | HeaderName::ProxyRequire | HeaderName::Supported => {
+                let (ve, cr) = value_to_line_end(b, pos, vs, max_line)?;
+                for_each_element(b.get(vs..ve).unwrap_or_default(), option_tag, |_| Ok(())).ok()?;
                 (ve, cr)
             }
+            // A `Contact` after `Contact: *`: the general path refuses it.
+            HeaderName::Contact => return None,
+            // A value no fast rule covers and none is needed for: the line
+            // end is all there is to find.
+            _ => value_to_line_end(b, pos, vs, max_line)?,
         };
         Some((Header { name, name_span: sp(pos, ne), value_span: sp(vs, ve), line_span: sp(pos, cr) }, cr + 2))
     }
