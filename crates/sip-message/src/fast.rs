@@ -319,6 +319,13 @@ pub(crate) fn host_end(b: &[u8], k: usize) -> Option<usize> {
         let (r, _) = host(rest).ok()?;
         return Some(k + (rest.len() - r.len()));
     }
+    // An IPv4 address (as in many a Via and Contact) in one pass; the walk
+    // below gives the same end for it.
+    if first.is_ascii_digit() {
+        if let Some(e) = dotted_quad_end(b, k) {
+            return Some(e);
+        }
+    }
     // Label by label, as the full rule walks them: alphanumeric runs,
     // joined by `-` runs inside a label and by single dots between labels.
     let mut j = k;
@@ -354,6 +361,39 @@ pub(crate) fn host_end(b: &[u8], k: usize) -> Option<usize> {
         }
     }
     Some(j)
+}
+
+/// An [`is_ipv4`] address at `k` that is a whole host (not followed by a
+/// letter, digit, `.` or `-`): its end. `None` when it is not one, which
+/// leaves the host to the label walk of [`host_end`].
+#[inline(never)]
+fn dotted_quad_end(b: &[u8], k: usize) -> Option<usize> {
+    let digit = |j: usize| at(b, j).wrapping_sub(b'0');
+    let mut j = k;
+    for octet in 0..4 {
+        if octet > 0 {
+            if at(b, j) != b'.' {
+                return None;
+            }
+            j += 1;
+        }
+        let d0 = digit(j);
+        if d0 > 9 {
+            return None;
+        }
+        let d1 = digit(j + 1);
+        if d1 > 9 {
+            j += 1;
+            continue;
+        }
+        let d2 = digit(j + 2);
+        if d0 == 0 || (d2 <= 9 && u32::from(d0) * 100 + u32::from(d1) * 10 + u32::from(d2) > 255) {
+            return None;
+        }
+        j += if d2 <= 9 { 3 } else { 2 };
+    }
+    let c = at(b, j);
+    (!is(c, ALNUM) && c != b'.' && c != b'-').then_some(j)
 }
 
 /// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each
@@ -864,7 +904,29 @@ mod tests {
                 }
             }
         }
-        for h in ["192.0.2.101", "255.255.255.255", "256.1.1.1", "01.1.1.1", "1.1.1.1.", "1.1.1", "1.1.1.1.1"] {
+        for h in [
+            "192.0.2.101",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.1.1.1",
+            "1.1.1.1.",
+            "1.1.1",
+            "1.1.1.1.1",
+            "0.0.0.0",
+            "00.0.0.0",
+            "1.2.3.04",
+            "1.2.3.4a",
+            "1.2.3.4-",
+            "1.2.3.4-a",
+            "1.2.3.4:5060",
+            "1.2.3.4;x",
+            "1.2.3.2555",
+            "255.255.255.256",
+            "199.99.9.0>",
+            "1.2.3.4\r\n",
+            "1.2..4",
+            "1.2.3.",
+        ] {
             check(h.as_bytes());
         }
     }
