@@ -110,22 +110,35 @@ fn is_name(w0: u64, w1: u64, len: usize, pat: &[u64; 4]) -> bool {
 }
 
 /// `field-name ":"` at `pos` with no white space before the colon: the
-/// name and the colon's index. The names of nearly every line are matched
+/// name, the colon's index and where the value starts (past SP / HTAB). The names of nearly every line are matched
 /// here, colon included, by one or a few folded word compares after a
 /// dispatch on the first letter; the rest go to [`general_header_name`].
 #[inline(always)]
-pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
+pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, usize)> {
     use HeaderName as H;
     if let Some(w0) = word(b, pos) {
         // `$text` is the name and its colon; its length is fixed, so a
         // match is exact, and `w1` is read only for a name past eight bytes.
+        // The value's start comes from the same words when the two bytes
+        // after the colon are in them (`LEN <= 14`).
         macro_rules! name {
             ($text:literal, $h:expr) => {{
                 const PAT: [u64; 4] = name_words($text);
                 const LEN: usize = $text.len();
-                let w1 = if LEN > 8 { word(b, pos + 8).unwrap_or(0) } else { 0 };
-                if is_name(w0, w1, LEN, &PAT) {
-                    return Some(($h, pos + LEN - 1));
+                let w1 = if LEN > 6 { word(b, pos + 8) } else { Some(0) };
+                if is_name(w0, w1.unwrap_or(0), LEN, &PAT) {
+                    let colon = pos + LEN - 1;
+                    let vs = match w1 {
+                        Some(w1) if LEN <= 14 => {
+                            let after = ((u128::from(w1) << 64 | u128::from(w0)) >> (8 * LEN)) as u16;
+                            match after.to_le_bytes() {
+                                [b' ', c] if c != b' ' && c != b'\t' => colon + 2,
+                                _ => skip_wsp(b, colon + 1),
+                            }
+                        }
+                        _ => value_start(b, colon),
+                    };
+                    return Some(($h, colon, vs));
                 }
             }};
         }
@@ -155,7 +168,18 @@ pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
             _ => {}
         }
     }
-    general_header_name(b, pos)
+    let (name, colon) = general_header_name(b, pos)?;
+    Some((name, colon, value_start(b, colon)))
+}
+
+/// Where the value starts after the colon at `colon`: past the white
+/// space, nearly always exactly one space.
+#[inline(always)]
+fn value_start(b: &[u8], colon: usize) -> usize {
+    match (at(b, colon + 1), at(b, colon + 2)) {
+        (b' ', c) if c != b' ' && c != b'\t' => colon + 2,
+        _ => skip_wsp(b, colon + 1),
+    }
 }
 
 /// [`header_name`] for the names its word compares do not take: the colon
@@ -870,14 +894,19 @@ mod tests {
             }
         }
         for n in names {
-            for tail in [&b"x"[..], b": value\r\n", b":"] {
+            for tail in [&b"x"[..], b": value\r\n", b":", b" ", b"  x", b" \tx", b"\t x", b"  ", b"\t"] {
                 let mut line = n.clone();
                 line.push(b':');
                 line.extend_from_slice(tail);
                 let colon = n.iter().position(|&c| c == b':').unwrap_or(n.len());
                 let want = (colon > 0 && n[..colon].iter().all(|&c| is(c, TOKEN)))
                     .then(|| (HeaderName::from_bytes(&n[..colon]), colon));
-                assert_eq!(header_name(&line, 0), want, "{:?}", String::from_utf8_lossy(&line));
+                let got = header_name(&line, 0);
+                assert_eq!(got.map(|(h, c, _)| (h, c)), want, "{:?}", String::from_utf8_lossy(&line));
+                if let Some((_, c, vs)) = got {
+                    let ws = line[c + 1..].iter().take_while(|&&x| x == b' ' || x == b'\t').count();
+                    assert_eq!(vs, c + 1 + ws, "{:?}", String::from_utf8_lossy(&line));
+                }
             }
         }
     }

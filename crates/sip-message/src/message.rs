@@ -801,12 +801,7 @@ impl Parser<'_> {
     #[inline]
     fn fast_line(&self, b: &[u8], pos: usize, e: &mut Eager) -> Option<(Header, usize)> {
         use fast::{at, skip_wsp};
-        let (name, ne) = fast::header_name(b, pos)?;
-        // Nearly always exactly one space after the colon.
-        let vs = match (at(b, ne + 1), at(b, ne + 2)) {
-            (b' ', c) if c != b' ' && c != b'\t' => ne + 2,
-            _ => skip_wsp(b, ne + 1),
-        };
+        let (name, ne, vs) = fast::header_name(b, pos)?;
         let max_line = self.limits.max_header_line;
         // After a value scanned to `ve`: optional white space, then CRLF not
         // followed by a fold. Returns where the CR is.
