@@ -165,6 +165,8 @@ pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, us
             }
             b'u' => name!(b"User-Agent:", H::UserAgent),
             b's' => name!(b"Supported:", H::Supported),
+            // The empty line ending the header section (CR folds onto `-`).
+            b'-' if w0 as u8 == b'\r' => return None,
             _ => {}
         }
     }

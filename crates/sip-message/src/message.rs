@@ -742,15 +742,24 @@ impl Parser<'_> {
         let [b' ', r @ ..] = r else {
             return Err(err(ErrorKind::StartLine, b, r));
         };
-        let uri_end = r.iter().position(|&c| c == b' ').ok_or_else(|| err(ErrorKind::StartLine, b, r))?;
+        // The common shape is taken whole by the fast scanner (same accept
+        // set, see `fast`), which also finds the SP after it: a URI it
+        // takes holds no SP, so that is the first one. Anything else gets
+        // the full rule, after a search for the SP.
+        let uri_start = offset(b, r);
+        let scanned = match self.fast.then(|| fast::request_uri(b, uri_start)).flatten() {
+            Some(e) if fast::at(b, e) == b' ' && e - uri_start < r.len() => Some(e - uri_start),
+            _ => None,
+        };
+        let uri_end = match scanned {
+            Some(n) => n,
+            None => r.iter().position(|&c| c == b' ').ok_or_else(|| err(ErrorKind::StartLine, b, r))?,
+        };
         let (uri_text, version) = r.split_at(uri_end);
         if uri_text.len() > self.limits.max_uri_len {
             return Err(err(ErrorKind::LimitExceeded(Limit::UriLength), b, uri_text));
         }
-        let uri_start = offset(b, uri_text);
-        // The common shape is taken whole by the fast scanner (same accept
-        // set, see `fast`); anything else gets the full rule.
-        let common = self.fast && fast::request_uri(b, uri_start) == Some(uri_start + uri_text.len());
+        let common = scanned.is_some();
         if !common {
             match uri(uri_text, UriContext::Full) {
                 // RFC 3261 §19.1.1 (table): headers are not allowed in a
