@@ -816,11 +816,12 @@ impl Parser<'_> {
         // followed by a fold. Returns where the CR is.
         #[inline(always)]
         fn line_end(b: &[u8], pos: usize, ve: usize, max_line: usize) -> Option<usize> {
-            // CR LF and the next line's first byte, in one load when there.
+            // CR LF and the next line's first byte, in one load (a message
+            // ends in an empty line, so it is there; else the general path
+            // decides).
             let ends = |cr: usize| match b.get(cr..).and_then(|r| r.first_chunk::<3>()) {
                 Some([b'\r', b'\n', next]) => !matches!(next, b' ' | b'\t'),
-                Some(_) => false,
-                None => b.get(cr..) == Some(b"\r\n"),
+                _ => false,
             };
             let cr = if ends(ve) {
                 ve
