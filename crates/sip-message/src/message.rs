@@ -819,7 +819,7 @@ impl Parser<'_> {
             // CR LF and the next line's first byte, in one load (a message
             // ends in an empty line, so it is there; else the general path
             // decides).
-            let ends = |cr: usize| match b.get(cr..).and_then(|r| r.first_chunk::<3>()) {
+            let ends = |cr: usize| match b.get(cr..cr.wrapping_add(3)).and_then(|r| r.first_chunk::<3>()) {
                 Some([b'\r', b'\n', next]) => !matches!(next, b' ' | b'\t'),
                 _ => false,
             };

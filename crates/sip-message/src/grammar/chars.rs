@@ -144,7 +144,7 @@ pub(crate) fn is_ws(c: u8) -> bool {
 /// one table test per byte, which is what a header value costs to check.
 #[inline(always)]
 pub(crate) fn run(b: &[u8], mut k: usize, class: u16) -> usize {
-    while let Some(chunk) = b.get(k..).and_then(|r| r.first_chunk::<8>()) {
+    while let Some(chunk) = b.get(k..k.wrapping_add(8)).and_then(|r| r.first_chunk::<8>()) {
         for (i, &c) in chunk.iter().enumerate() {
             if !is(c, class) {
                 return k + i;
