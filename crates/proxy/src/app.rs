@@ -25,7 +25,7 @@ use crate::exum::{
     UmTarget, UmTemplates,
 };
 use crate::location::auth::gate::{AuthContext, AuthOutcome};
-use crate::location::auth::{ChallengeKind, DigestAuth, Ha1Set};
+use crate::location::auth::{ChallengeKind, DigestAuth};
 use crate::location::binding::FlowToken;
 use crate::location::metrics::LocationMetrics;
 use crate::location::policy::FailureTracker;
@@ -124,13 +124,9 @@ impl Authenticator {
         now: SystemTime,
     ) -> AuthOutcome {
         let creds = DigestAuth::credentials(msg, kind, realm);
-        let ha1 = creds.as_ref().ok().and_then(|c| dir.and_then(|d| d.user(&c.username, realm))).map(|u| Ha1Set {
-            md5: u.ha1.md5.clone(),
-            sha256: u.ha1.sha256.clone(),
-            sha512_256: u.ha1.sha512_256.clone(),
-        });
+        let ha1 = creds.as_ref().ok().and_then(|c| dir.and_then(|d| d.user(&c.username, realm))).map(|u| &u.ha1);
         let ctx = AuthContext { source_ip, tracker: &self.tracker, metrics: self.metrics.as_deref() };
-        self.digest.authenticate(msg, kind, realm, creds, ha1.as_ref(), &ctx, now)
+        self.digest.authenticate(msg, kind, realm, creds, ha1, &ctx, now)
     }
 }
 

@@ -9,6 +9,7 @@
 //! driven in tests without sockets and on tokio's paused clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -164,9 +165,6 @@ struct ProxyTx {
     loop_hash: u64,
     route_edits: RouteEdits,
     record_route: bool,
-    /// The new value of the incoming top Via (RFC 3581 received/rport),
-    /// when it needs one.
-    via_fix: Option<String>,
     /// Every Proxy-Authorization is for a realm of ours: removed when
     /// forwarding (RFC 3261 §22.3).
     strip_proxy_auth: bool,
@@ -567,7 +565,6 @@ impl Shard {
         let record_route = self.cfg.record_route
             && !in_dialog
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
-        let via_fix = fix_top_via(&msg.top_via(), &peer);
         let strip_proxy_auth = own_credentials_only(&msg, &self.cfg.own_realms);
         let ctx = ProxyTx {
             request: msg,
@@ -577,7 +574,6 @@ impl Shard {
             loop_hash,
             route_edits,
             record_route,
-            via_fix,
             strip_proxy_auth,
             groups: VecDeque::new(),
             branches: Vec::new(),
@@ -1407,8 +1403,10 @@ fn build_forward(
     // received/rport (RFC 3581).
     let via = format!("SIP/2.0/{} {}:{};branch={}", dest.transport.via_name(), out.host, out.port, branch);
     ed = ed.push_via(&via);
-    if let Some(fixed) = &ctx.via_fix {
-        ed = ed.push_via(fixed).remove_top_via();
+    // Computed here, not on arrival: most requests a registrar sees are
+    // answered locally and never need it.
+    if let Some(fixed) = fix_top_via(&ctx.request.top_via(), &ctx.peer) {
+        ed = ed.push_via(&fixed).remove_top_via();
     }
     ed.finish()
 }
@@ -1502,9 +1500,10 @@ pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(via.as_str().len() + 40);
-    out.push_str(&format!("SIP/2.0/{} {}", via.transport(), via.host()));
+    // Writing to a String cannot fail.
+    let _ = write!(out, "SIP/2.0/{} {}", via.transport(), via.host());
     if let Some(p) = via.port() {
-        out.push_str(&format!(":{p}"));
+        let _ = write!(out, ":{p}");
     }
     for (name, value) in via.params().iter() {
         let name = std::str::from_utf8(name).unwrap_or_default();
@@ -1514,14 +1513,14 @@ pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
         out.push(';');
         out.push_str(name);
         if name.eq_ignore_ascii_case("rport") && needs_rport {
-            out.push_str(&format!("={}", peer.remote.port()));
+            let _ = write!(out, "={}", peer.remote.port());
         } else if let Some(v) = value {
             out.push('=');
             out.push_str(std::str::from_utf8(v).unwrap_or_default());
         }
     }
     if needs_received {
-        out.push_str(&format!(";received={src_ip}"));
+        let _ = write!(out, ";received={src_ip}");
     }
     Some(out)
 }

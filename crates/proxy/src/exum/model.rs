@@ -49,14 +49,9 @@ pub(crate) struct UserFile {
     pub home: Option<String>,
 }
 
-/// Hashed digest credentials (RFC 8760), never plaintext. Hex strings.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ha1 {
-    pub md5: Option<String>,
-    pub sha256: Option<String>,
-    pub sha512_256: Option<String>,
-}
+/// Hashed digest credentials (RFC 8760), never plaintext: the type the
+/// digest check reads, so a lookup lends it without a copy.
+pub use crate::location::auth::Ha1Set as Ha1;
 
 /// `[[hosted_voicemail_policy]]`.
 #[derive(Debug, Deserialize)]

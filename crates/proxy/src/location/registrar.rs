@@ -15,6 +15,7 @@
 //!   not higher than stored is a late duplicate; the whole request is not
 //!   applied (nothing changes) and the 200 lists the bindings as they are.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -203,7 +204,16 @@ pub fn canonical_aor(uri: &Uri<'_>) -> Option<String> {
     if host.is_empty() {
         return None;
     }
-    Some(format!("sip:{user}@{}", host.to_ascii_lowercase()))
+    let mut aor = String::with_capacity(5 + user.len() + host.len());
+    aor.push_str("sip:");
+    aor.push_str(user);
+    aor.push('@');
+    let host_at = aor.len();
+    aor.push_str(host);
+    if let Some(h) = aor.get_mut(host_at..) {
+        h.make_ascii_lowercase();
+    }
+    Some(aor)
 }
 
 /// A comparison key for Contact URIs, close to RFC 3261 §19.1.4: scheme and
@@ -215,19 +225,39 @@ fn contact_key(uri: &Uri<'_>) -> String {
         _ => "sip",
     };
     let port = uri.port().unwrap_or(if scheme == "sips" { 5061 } else { 5060 });
+    let user = uri.user().unwrap_or("");
+    let host = uri.host();
+    let mut key = String::with_capacity(scheme.len() + user.len() + host.len() + 16);
+    // Writing to a String cannot fail.
+    let _ = write!(key, "{scheme}:{user}@");
+    let host_at = key.len();
+    key.push_str(host);
+    if let Some(h) = key.get_mut(host_at..) {
+        h.make_ascii_lowercase();
+    }
+    let _ = write!(key, ":{port};");
+    // Parameters in a canonical order; most Contacts have none or one.
     let mut params: Vec<String> = uri
         .params()
         .iter()
         .map(|(n, v)| {
-            let n = String::from_utf8_lossy(n).to_ascii_lowercase();
-            match v {
-                Some(v) => format!("{n}={}", String::from_utf8_lossy(v).to_ascii_lowercase()),
-                None => n,
+            let mut p = String::from_utf8_lossy(n).into_owned();
+            if let Some(v) = v {
+                p.push('=');
+                p.push_str(&String::from_utf8_lossy(v));
             }
+            p.make_ascii_lowercase();
+            p
         })
         .collect();
     params.sort_unstable();
-    format!("{scheme}:{}@{}:{port};{}", uri.user().unwrap_or(""), uri.host().to_ascii_lowercase(), params.join(";"))
+    for (k, p) in params.iter().enumerate() {
+        if k > 0 {
+            key.push(';');
+        }
+        key.push_str(p);
+    }
+    key
 }
 
 /// One Contact of the request, checked.
@@ -521,16 +551,19 @@ fn to_tag() -> String {
 /// expiry, `Date`, and the Path / outbound extensions when used.
 pub fn ok_response(req: &Message, bindings: &[Binding], now: SystemTime) -> Bytes {
     let mut resp = Response::new(req, 200, "OK", Some(&to_tag()));
+    let mut v = String::with_capacity(128);
     for b in bindings {
-        let mut v = format!("<{}>;expires={}", b.contact_uri, b.remaining(now));
+        v.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(v, "<{}>;expires={}", b.contact_uri, b.remaining(now));
         if b.q != QValue::DEFAULT {
-            v.push_str(&format!(";q={}", b.q));
+            let _ = write!(v, ";q={}", b.q);
         }
         if let Some(inst) = &b.instance {
-            v.push_str(&format!(";+sip.instance=\"{inst}\""));
+            let _ = write!(v, ";+sip.instance=\"{inst}\"");
         }
         if let Some(id) = b.reg_id {
-            v.push_str(&format!(";reg-id={id}"));
+            let _ = write!(v, ";reg-id={id}");
         }
         resp = resp.header("Contact", &v);
     }
@@ -551,7 +584,24 @@ pub fn ok_response(req: &Message, bindings: &[Binding], now: SystemTime) -> Byte
     if used_outbound && supports("outbound") {
         resp = resp.header("Require", "outbound");
     }
-    resp.header("Date", &http_date(now)).finish()
+    with_http_date(now, |date| resp.header("Date", date)).finish()
+}
+
+/// `f` with the HTTP date of `now`, formatted once per second per thread.
+fn with_http_date<R>(now: SystemTime, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = unix_secs(now);
+    LAST.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut last) => {
+            if last.0 != secs {
+                *last = (secs, http_date(now));
+            }
+            f(&last.1)
+        }
+        Err(_) => f(&http_date(now)),
+    })
 }
 
 fn reject_response(req: &Message, reject: &Reject) -> Bytes {

@@ -290,7 +290,9 @@ impl TransportHub {
         }
         let want = bare(host);
         // Compared as addresses, so `::1` and `0:0::1` are the same host.
-        let want_ip = want.parse::<std::net::IpAddr>().ok();
+        // A domain name never parses as an address: skip the parser for one.
+        let could_be_ip = want.bytes().next().is_some_and(|c| c.is_ascii_digit()) || want.contains(':');
+        let want_ip = could_be_ip.then(|| want.parse::<std::net::IpAddr>().ok()).flatten();
         self.listeners.iter().any(|l| {
             let advertised = bare(&l.host);
             let host_matches = advertised.eq_ignore_ascii_case(want)

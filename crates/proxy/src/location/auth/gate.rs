@@ -42,12 +42,12 @@ impl DigestAuth {
         req: &Message,
         kind: ChallengeKind,
         realm: &str,
-        creds: Result<Credentials, AuthFailure>,
+        creds: Result<Credentials<'_>, AuthFailure>,
         ha1: Option<&Ha1Set>,
         ctx: &AuthContext<'_>,
         now: SystemTime,
     ) -> AuthOutcome {
-        let user_owned = creds.as_ref().ok().map(|c| c.username.clone());
+        let user_owned = creds.as_ref().ok().map(|c| c.username.clone().into_owned());
         let user = user_owned.as_deref();
         if ctx.tracker.is_locked_out(ctx.source_ip, user, now) {
             if let Some(m) = ctx.metrics {
@@ -59,7 +59,7 @@ impl DigestAuth {
         let result = creds.and_then(|c| {
             let method = req.method_str().unwrap_or_default();
             let uri = req.request_uri_str().unwrap_or_default();
-            self.verify(&c, realm, method, uri, ha1, now).map(|()| c.username)
+            self.verify(&c, realm, method, uri, ha1, now).map(|()| c.username.into_owned())
         });
         match result {
             Ok(user) => {
@@ -145,7 +145,7 @@ mod tests {
 
         let req = register(Some(&answer(&auth, "secret", 1, t(0))));
         let creds = DigestAuth::credentials(&req, kind, "contoso.test");
-        assert_eq!(creds.as_ref().map(|c| c.username.as_str()), Ok("alice"));
+        assert_eq!(creds.as_ref().map(|c| c.username.as_ref()), Ok("alice"));
         match auth.authenticate(&req, kind, "contoso.test", creds, Some(&ha1), &ctx, t(1)) {
             AuthOutcome::Authenticated { user } => assert_eq!(user, "alice"),
             other => panic!("{other:?}"),

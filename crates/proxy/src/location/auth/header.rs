@@ -39,15 +39,35 @@ pub struct DigestParams<'a> {
     params: Vec<(&'a [u8], Cow<'a, str>)>,
 }
 
-impl DigestParams<'_> {
+impl<'a> DigestParams<'a> {
+    /// The parameters, (name as sent, value), in order.
+    pub fn into_params(self) -> impl Iterator<Item = (&'a [u8], Cow<'a, str>)> {
+        self.params.into_iter()
+    }
+
     /// The value of `name` (lower-case ASCII), if present.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_ref())
     }
 }
 
+/// RFC 3261 §25.1 `token` characters, by byte.
+#[allow(clippy::indexing_slicing)] // c < 256, the table's length
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        c += 1;
+    }
+    t
+};
+
+#[allow(clippy::indexing_slicing)] // a u8 indexes a 256-entry table
 fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[usize::from(b)]
 }
 
 fn skip_lws(i: &[u8]) -> &[u8] {

@@ -15,6 +15,7 @@
 pub mod gate;
 pub mod header;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -97,9 +98,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `constant_time_eq` for a lower-case hex digest against one as sent, whose
+/// hex letters may be upper-case (RFC 7616 §3.4.1 LHEX; UAs vary).
+fn constant_time_eq_hex(lower: &[u8], sent: &[u8]) -> bool {
+    if lower.len() != sent.len() {
+        return false;
+    }
+    lower.iter().zip(sent).fold(0u8, |acc, (x, y)| acc | (x ^ y.to_ascii_lowercase())) == 0
+}
+
 /// HA1 = H(username ":" realm ":" password) per algorithm, lower-case hex, as
-/// the directory stores it (DESIGN §10 `ha1 = { md5, sha256, sha512_256 }`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// the directory stores it (DESIGN §10 `ha1 = { md5, sha256, sha512_256 }`
+/// in a directory file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ha1Set {
     pub md5: Option<String>,
     pub sha256: Option<String>,
@@ -256,60 +268,84 @@ impl AuthFailure {
     }
 }
 
-/// Parsed digest credentials (owned, unescaped).
+/// Parsed digest credentials, unescaped; borrowed from the header unless a
+/// value needed unescaping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub realm: String,
-    pub nonce: String,
-    pub uri: String,
-    pub response: String,
+pub struct Credentials<'a> {
+    pub username: Cow<'a, str>,
+    pub realm: Cow<'a, str>,
+    pub nonce: Cow<'a, str>,
+    pub uri: Cow<'a, str>,
+    /// As sent; compared case-insensitively (hex digits).
+    pub response: Cow<'a, str>,
     pub algorithm: Algorithm,
-    pub cnonce: String,
+    pub cnonce: Cow<'a, str>,
     /// nonce-count as sent (8 hex digits) and its value.
-    pub nc_text: String,
+    pub nc_text: Cow<'a, str>,
     pub nc: u32,
-    pub opaque: Option<String>,
+    pub opaque: Option<Cow<'a, str>>,
 }
 
-impl Credentials {
-    fn from_params(p: &DigestParams) -> Result<Credentials, AuthFailure> {
-        let need = |n: &str| p.get(n).map(str::to_owned).ok_or(AuthFailure::Malformed);
-        let algorithm = match p.get("algorithm") {
-            None => Algorithm::Md5,
-            Some(a) => Algorithm::parse(a).ok_or(AuthFailure::Unsupported)?,
-        };
-        if p.get("userhash").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Err(AuthFailure::Unsupported);
+impl<'a> Credentials<'a> {
+    /// One pass over the parameters (the parser refused duplicates).
+    fn from_params(p: DigestParams<'a>) -> Result<Credentials<'a>, AuthFailure> {
+        let (mut username, mut realm, mut nonce, mut uri, mut response) = (None, None, None, None, None);
+        let (mut cnonce, mut nc_text, mut opaque, mut algorithm, mut qop) = (None, None, None, None, None);
+        for (name, value) in p.into_params() {
+            let slot = match name.len() {
+                2 if name.eq_ignore_ascii_case(b"nc") => &mut nc_text,
+                3 if name.eq_ignore_ascii_case(b"uri") => &mut uri,
+                3 if name.eq_ignore_ascii_case(b"qop") => &mut qop,
+                5 if name.eq_ignore_ascii_case(b"realm") => &mut realm,
+                5 if name.eq_ignore_ascii_case(b"nonce") => &mut nonce,
+                6 if name.eq_ignore_ascii_case(b"cnonce") => &mut cnonce,
+                6 if name.eq_ignore_ascii_case(b"opaque") => &mut opaque,
+                8 if name.eq_ignore_ascii_case(b"username") => &mut username,
+                8 if name.eq_ignore_ascii_case(b"response") => &mut response,
+                8 if name.eq_ignore_ascii_case(b"userhash") => {
+                    if value.eq_ignore_ascii_case("true") {
+                        return Err(AuthFailure::Unsupported);
+                    }
+                    continue;
+                }
+                9 if name.eq_ignore_ascii_case(b"algorithm") => &mut algorithm,
+                _ => continue,
+            };
+            *slot = Some(value);
         }
-        match p.get("qop") {
+        let algorithm = match algorithm {
+            None => Algorithm::Md5,
+            Some(a) => Algorithm::parse(&a).ok_or(AuthFailure::Unsupported)?,
+        };
+        match qop {
             Some(q) if q.eq_ignore_ascii_case("auth") => {}
             _ => return Err(AuthFailure::Unsupported),
         }
-        let nc_text = need("nc")?;
+        let nc_text = nc_text.ok_or(AuthFailure::Malformed)?;
         if nc_text.len() != 8 {
             return Err(AuthFailure::Malformed);
         }
         let nc = u32::from_str_radix(&nc_text, 16).map_err(|_| AuthFailure::Malformed)?;
+        let need = |v: Option<Cow<'a, str>>| v.ok_or(AuthFailure::Malformed);
         Ok(Credentials {
-            username: need("username")?,
-            realm: need("realm")?,
-            nonce: need("nonce")?,
-            uri: need("uri")?,
-            response: need("response")?.to_ascii_lowercase(),
+            username: need(username)?,
+            realm: need(realm)?,
+            nonce: need(nonce)?,
+            uri: need(uri)?,
+            response: need(response)?,
             algorithm,
-            cnonce: need("cnonce")?,
+            cnonce: need(cnonce)?,
             nc_text,
             nc,
-            opaque: p.get("opaque").map(str::to_owned),
+            opaque,
         })
     }
 }
 
 /// Parse one credentials header value.
-pub fn parse_credentials(value: &[u8]) -> Result<Credentials, AuthFailure> {
+pub fn parse_credentials(value: &[u8]) -> Result<Credentials<'_>, AuthFailure> {
     let params = parse_digest(value).map_err(|_| AuthFailure::Malformed)?;
-    Credentials::from_params(&params)
+    Credentials::from_params(params)
 }
 
 const NONCE_RANDOM: usize = 16;
@@ -506,7 +542,7 @@ impl DigestAuth {
 
     /// The credentials in `req` for `realm` (RFC 3261 §22.4: a request may
     /// carry several, one per realm). `Missing` when there are none for it.
-    pub fn credentials(req: &Message, kind: ChallengeKind, realm: &str) -> Result<Credentials, AuthFailure> {
+    pub fn credentials<'m>(req: &'m Message, kind: ChallengeKind, realm: &str) -> Result<Credentials<'m>, AuthFailure> {
         let mut malformed = false;
         for (k, v) in req.header_values(kind.credentials_header()).enumerate() {
             if k >= 8 {
@@ -525,7 +561,7 @@ impl DigestAuth {
     /// against the user's stored HA1 (`None` = unknown user).
     pub fn verify(
         &self,
-        creds: &Credentials,
+        creds: &Credentials<'_>,
         realm: &str,
         method: &str,
         request_uri: &str,
@@ -548,7 +584,7 @@ impl DigestAuth {
         let ha1 = ha1.and_then(|h| h.get(creds.algorithm)).ok_or(AuthFailure::UnknownUser)?;
         let expected =
             compute_response(creds.algorithm, ha1, &creds.nonce, &creds.nc_text, &creds.cnonce, method, &creds.uri);
-        if !constant_time_eq(expected.as_bytes(), creds.response.as_bytes()) {
+        if !constant_time_eq_hex(expected.as_bytes(), creds.response.as_bytes()) {
             return Err(AuthFailure::WrongResponse);
         }
         let now_ms = unix_millis(now);

@@ -194,7 +194,8 @@ fn nonce_from_challenge_round_trips_through_a_message() {
 fn unknown_user_and_missing_algorithm_hash_rejected() {
     let a = auth();
     let nonce = a.make_nonce(REALM, t(0));
-    let creds = parse_credentials(answer(Algorithm::Sha256, "secret", &nonce, 1, URI).as_bytes()).unwrap();
+    let sent = answer(Algorithm::Sha256, "secret", &nonce, 1, URI);
+    let creds = parse_credentials(sent.as_bytes()).unwrap();
     assert_eq!(a.verify(&creds, REALM, "REGISTER", URI, None, t(1)), Err(AuthFailure::UnknownUser));
     let md5_only = Ha1Set { md5: hash_password("alice", REALM, "secret").md5, ..Ha1Set::default() };
     assert_eq!(a.verify(&creds, REALM, "REGISTER", URI, Some(&md5_only), t(1)), Err(AuthFailure::UnknownUser));
@@ -290,4 +291,31 @@ mod prop {
             }
         }
     }
+}
+
+#[test]
+fn parameter_names_and_response_hex_are_case_insensitive() {
+    let a = auth();
+    let nonce = nonce_of(&a.challenges(REALM, false, t(0))[0]);
+    let sent = answer(Algorithm::Md5, "secret", &nonce, 1, URI);
+    // Upper-case parameter names and hex digits, as some UAs send them.
+    let resp = parse_digest(sent.as_bytes()).unwrap().get("response").unwrap().to_owned();
+    let shouted = sent
+        .replace("username=", "USERNAME=")
+        .replace("Nonce=", "nonce=")
+        .replace("qop=", "QOP=")
+        .replace(&resp, &resp.to_ascii_uppercase());
+    assert_ne!(shouted, sent);
+    let creds = parse_credentials(shouted.as_bytes()).unwrap();
+    assert_eq!((creds.username.as_ref(), creds.nc), ("alice", 1));
+    assert_eq!(check(&a, &shouted, "secret", t(1)), Ok(()));
+    // A different digest of the same length is still wrong.
+    let mut wrong = resp.into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = sent.replace(&resp_of(&sent), std::str::from_utf8(&wrong).unwrap());
+    assert_eq!(check(&a, &wrong, "secret", t(1)), Err(AuthFailure::WrongResponse));
+}
+
+fn resp_of(sent: &str) -> String {
+    parse_digest(sent.as_bytes()).unwrap().get("response").unwrap().to_owned()
 }
