@@ -19,7 +19,6 @@
 //! [`at`], which yields 0 past the end: 0 belongs to no byte class, so every
 //! scan stops there without a separate bounds test.
 
-pub(crate) use crate::grammar::chars::run;
 use crate::grammar::chars::{is, ALNUM, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
 use crate::grammar::params::gen_value;
 use crate::grammar::uri::host;
@@ -29,6 +28,29 @@ use crate::header::HeaderName;
 #[inline(always)]
 pub(crate) fn at(b: &[u8], k: usize) -> u8 {
     b.get(k).copied().unwrap_or(0)
+}
+
+/// The end of the run of `class` bytes at `k`, as
+/// [`crate::grammar::chars::run`], for the message buffer (see [`word`]
+/// for the narrowing).
+#[inline(always)]
+pub(crate) fn run(b: &[u8], k: usize, class: u16) -> usize {
+    let mut k = k as u32 as usize;
+    while let Some(chunk) = b.get(k..k + 8).and_then(|r| r.first_chunk::<8>()) {
+        for (i, &c) in chunk.iter().enumerate() {
+            if !is(c, class) {
+                return k + i;
+            }
+        }
+        k += 8;
+    }
+    while let Some(&c) = b.get(k) {
+        if !is(c, class) {
+            break;
+        }
+        k += 1;
+    }
+    k
 }
 
 /// Skip SP / HTAB (white space within one line).
@@ -66,7 +88,11 @@ pub(crate) fn digits(b: &[u8], k: usize) -> Option<(usize, u64)> {
 /// The eight bytes at `k` as a little-endian word.
 #[inline(always)]
 fn word(b: &[u8], k: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(*b.get(k..k.wrapping_add(8))?.first_chunk::<8>()?))
+    // The fast path runs only on buffers `Message::parse` admitted (below
+    // 2³¹ bytes), so the narrowing keeps `k` as it is and `k + 8` cannot
+    // overflow: one compare against the length remains.
+    let k = k as u32 as usize;
+    Some(u64::from_le_bytes(*b.get(k..k + 8)?.first_chunk::<8>()?))
 }
 
 /// The index in `w` of its first `:` byte (SWAR: a zero byte of
