@@ -196,6 +196,10 @@ pub(crate) fn header_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, us
             _ => {}
         }
     }
+    // The empty line at the very end of a buffer: not a name.
+    if at(b, pos) == b'\r' {
+        return None;
+    }
     let (name, colon) = general_header_name(b, pos)?;
     Some((name, colon, value_start(b, colon)))
 }

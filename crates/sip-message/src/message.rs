@@ -708,17 +708,23 @@ impl Parser<'_> {
     /// `Request-Line = Method SP Request-URI SP SIP-Version CRLF`
     /// `Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF`
     fn start_line(&self, b: &[u8], line: &[u8]) -> Result<StartLine, ParseError> {
-        if let Some(after_version) = tag_ci(line, b"SIP/") {
-            // A response. Its version must be followed by SP.
-            let _ = after_version;
-            let sp = line.iter().position(|&c| c == b' ').ok_or_else(|| err(ErrorKind::StartLine, b, line))?;
-            let (version, rest) = line.split_at(sp);
-            match sip_version(version) {
-                Ok(true) => {}
-                Ok(false) => return Err(err(ErrorKind::Version, b, version)),
-                Err(()) => return Err(err(ErrorKind::StartLine, b, version)),
+        let response = match line.strip_prefix(b"SIP/2.0 ") {
+            // Nearly every response: the version as written in RFC 3261.
+            Some(rest) => Some(rest),
+            None if tag_ci(line, b"SIP/").is_some() => {
+                // A response. Its version must be followed by SP.
+                let sp = line.iter().position(|&c| c == b' ').ok_or_else(|| err(ErrorKind::StartLine, b, line))?;
+                let (version, rest) = line.split_at(sp);
+                match sip_version(version) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(err(ErrorKind::Version, b, version)),
+                    Err(()) => return Err(err(ErrorKind::StartLine, b, version)),
+                }
+                Some(rest.get(1..).unwrap_or_default())
             }
-            let rest = rest.get(1..).unwrap_or_default();
+            None => None,
+        };
+        if let Some(rest) = response {
             // Status-Code = 3DIGIT, 100–699 (RFC 3261 §7.2, §21).
             let code = match rest {
                 [a, b1, c, tail @ ..]
