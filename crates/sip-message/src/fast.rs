@@ -502,7 +502,8 @@ pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)>
     // `SIP/2.0/` and, nearly always, a usual transport and SP, from one
     // 16-byte load: the letters in any case (0x20 folds exactly a letter's
     // two cases together; the other bytes are compared as they are).
-    let w = u128::from_le_bytes(*b.get(s..s.wrapping_add(16))?.first_chunk::<16>()?);
+    let s = s as u32 as usize; // as in `word`
+    let w = u128::from_le_bytes(*b.get(s..s + 16)?.first_chunk::<16>()?);
     if w as u64 | 0x0020_2020 != u64::from_le_bytes(*b"sip/2.0/") {
         return None;
     }
@@ -536,7 +537,8 @@ fn sip_scheme(b: &[u8], k: usize) -> Option<usize> {
     // Setting the 0x20 bit maps exactly the two cases of a letter onto the
     // lower-case one, so only the letters' bytes get it; `:` is compared
     // as is.
-    let w = u32::from_le_bytes(*b.get(k..k.wrapping_add(4))?.first_chunk::<4>()?);
+    let k = k as u32 as usize; // as in `word`
+    let w = u32::from_le_bytes(*b.get(k..k + 4)?.first_chunk::<4>()?);
     if w | 0x0020_2020 == u32::from_le_bytes(*b"sip:") {
         Some(k + 4)
     } else if w | 0x2020_2020 == u32::from_le_bytes(*b"sips") && at(b, k + 4) == b':' {
