@@ -35,7 +35,7 @@ impl KeyMethod {
 }
 
 /// How a server transaction is found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ServerKey {
     /// §17.2.3 for branches with the magic cookie: branch, sent-by and method.
     /// `branch_sent_by` is `"<branch> <host lowercased>:<port>"` in one
@@ -59,6 +59,18 @@ pub(crate) struct Rfc2543Key {
     cseq: u32,
     top_via: Box<str>,
     method: KeyMethod,
+}
+
+/// One hasher write for the common key: the branch and sent-by string
+/// alone (a subset of what `Eq` compares, so equal keys hash equally; an
+/// INVITE and its CANCEL share a bucket). SipHash's cost is mostly per write.
+impl std::hash::Hash for ServerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            ServerKey::Branch { branch_sent_by, .. } => state.write(branch_sent_by.as_bytes()),
+            ServerKey::Rfc2543(k) => k.hash(state),
+        }
+    }
 }
 
 impl ServerKey {
@@ -168,7 +180,7 @@ impl ClientKey {
 /// cost time; a multiplicative (Fibonacci) hash spreads them over buckets.
 /// Keys a peer chooses (branch, Call-ID) use the default SipHash instead.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -184,4 +196,4 @@ impl Hasher for IdHasher {
     }
 }
 
-pub(crate) type IdBuildHasher = BuildHasherDefault<IdHasher>;
+pub type IdBuildHasher = BuildHasherDefault<IdHasher>;

@@ -45,11 +45,12 @@ pub mod timers;
 mod tests;
 
 pub use error::Rejected;
+pub use key::{IdBuildHasher, IdHasher};
 pub use timers::Timer;
 
 use bytes::Bytes;
 use client::{ClientState, ClientTx, Cx};
-use key::{ClientKey, IdBuildHasher, ServerKey};
+use key::{ClientKey, ServerKey};
 use server::{ServerState, ServerTx};
 use sip_message::{Message, Method};
 use std::collections::{HashMap, VecDeque};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sip_message::build::{self, Response};
 use sip_message::{HeaderName, HostKind, Limits, Message, Method, Scheme, Uri, Via};
-use sip_transaction::{ClientId, Event, Rejected, ServerId, TransactionLayer, TxId};
+use sip_transaction::{ClientId, Event, IdBuildHasher, Rejected, ServerId, TransactionLayer, TxId};
 use tracing::{debug, info, trace, warn};
 
 use super::branch::{check_loop, BranchMinter, LoopCheck};
@@ -217,10 +217,12 @@ pub struct Shard {
     metrics: Arc<Metrics>,
     /// To post results of async work back to this shard.
     back: PostBack,
-    contexts: HashMap<ServerId, ProxyTx>,
-    clients: HashMap<ClientId, (ServerId, usize)>,
+    /// Keyed by transaction ids the layer mints, never by what a peer sent:
+    /// the cheap id hasher, not SipHash.
+    contexts: HashMap<ServerId, ProxyTx, IdBuildHasher>,
+    clients: HashMap<ClientId, (ServerId, usize), IdBuildHasher>,
     /// Client transactions of requests the proxy originated.
-    originated: HashMap<ClientId, tokio::sync::oneshot::Sender<Option<u16>>>,
+    originated: HashMap<ClientId, tokio::sync::oneshot::Sender<Option<u16>>, IdBuildHasher>,
     timers: BTreeMap<(Instant, u64), TimerKind>,
     timer_seq: u64,
     /// The peer of the message being handled, for the events it raises.
@@ -257,9 +259,9 @@ impl Shard {
             minter,
             metrics,
             back,
-            contexts: HashMap::new(),
-            clients: HashMap::new(),
-            originated: HashMap::new(),
+            contexts: HashMap::default(),
+            clients: HashMap::default(),
+            originated: HashMap::default(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             current: None,

@@ -365,7 +365,8 @@ struct NonceCounts {
     /// nonce's random part → (issued at, ms; highest nc). Keys are random
     /// values we minted (the MAC was checked first), so a peer cannot choose
     /// them to flood a bucket. About 40 bytes per entry.
-    seen: HashMap<u128, (u64, u32)>,
+    /// Random keys need no SipHash: the cheap id hasher.
+    seen: HashMap<u128, (u64, u32), sip_transaction::IdBuildHasher>,
     watermark: u64,
     cap: usize,
 }
@@ -437,7 +438,7 @@ impl DigestAuth {
             keyed: HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac()),
             opaques: std::sync::RwLock::new(HashMap::new()),
             cfg,
-            counts: Mutex::new(NonceCounts { seen: HashMap::new(), watermark: 0, cap }),
+            counts: Mutex::new(NonceCounts { seen: HashMap::default(), watermark: 0, cap }),
         })
     }
 

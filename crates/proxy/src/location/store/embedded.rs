@@ -95,7 +95,7 @@ impl Drop for Shared {
 /// What memory holds ahead of the disk.
 #[derive(Default)]
 struct Dirty {
-    aors: HashSet<String>,
+    aors: HashSet<String, AorHasher>,
     /// The commit the AORs now in `aors` will be part of.
     generation: u64,
     /// Commit now rather than at the end of the interval.
@@ -111,9 +111,15 @@ struct Flushed {
     failed: u64,
 }
 
+/// AORs are hashed several times per REGISTER (the map, the dirty set, the
+/// writer). foldhash with per-process random seeds instead of SipHash: an
+/// AOR is in one of our domains and the map is capped at `max_aors`, and
+/// without the seeds a peer cannot aim AORs at one bucket.
+type AorHasher = foldhash::fast::RandomState;
+
 struct Inner {
     db: Database,
-    mem: DashMap<String, AorBindings>,
+    mem: DashMap<String, AorBindings, AorHasher>,
     bindings: AtomicUsize,
     /// AORs in `mem` (kept apart: `DashMap::len` would lock every shard).
     aors: AtomicUsize,
@@ -134,7 +140,7 @@ impl EmbeddedStore {
     /// lapsed ones are deleted from the file. Blocking: call at start-up.
     pub fn open(path: &Path, cfg: EmbeddedConfig, now: SystemTime) -> Result<EmbeddedStore, StoreError> {
         let db = Database::create(path).map_err(unavailable)?;
-        let mem = DashMap::new();
+        let mem = DashMap::with_hasher(AorHasher::default());
         let mut stale: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         let mut count = 0usize;
         {
@@ -419,7 +425,7 @@ impl Inner {
     }
 
     /// One transaction writing each AOR's current record (or its removal).
-    fn write(&self, aors: &HashSet<String>) -> Result<(), StoreError> {
+    fn write(&self, aors: &HashSet<String, AorHasher>) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(unavailable)?;
         txn.set_durability(Durability::Immediate).map_err(unavailable)?;
         {
