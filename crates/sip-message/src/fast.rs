@@ -497,7 +497,7 @@ fn port_end(b: &[u8], k: usize) -> Option<usize> {
 
 /// One `via-parm` as `SIP/2.0/<transport> SP host[:port]*(;param)`, no
 /// other white space: its end and the `branch` value's span.
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
     // `SIP/2.0/` and, nearly always, a usual transport and SP, from one
     // 16-byte load: the letters in any case (0x20 folds exactly a letter's
@@ -701,7 +701,7 @@ fn in_brackets_end(b: &[u8], mut k: usize) -> usize {
 /// checks them (Route, Record-Route, Contact): `[ display-name ] "<" scheme
 /// ":" … ">" *( SEMI generic-param )`, separated by commas. Returns the end
 /// and the element count.
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn bracketed_list(b: &[u8], s: usize) -> Option<(usize, usize)> {
     let mut k = s;
     let mut count = 0;
