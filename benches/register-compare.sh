@@ -9,6 +9,10 @@
 #   kamailio       registrar + usrloc (db_mode 0, memory) + auth with
 #                  pv_auth_check against the fixed password (no database),
 #                  benches/register/kamailio-register.cfg, -x tlsf
+#   kamailio-redis the same with usrloc writing through to a redis-server
+#                  (db_redis, db_mode 1) this script starts: Kamailio's
+#                  counterpart of umproxy-redis, redis-server's CPU counted
+#                  with Kamailio's (needs Debian's kamailio-redis-modules)
 #   umproxy        [registrar] store = "embedded" persisted to a file in OUT
 #                  (the default write-behind: memory first, changed AORs
 #                  committed with fsync every 100 ms), directory file with every
@@ -35,7 +39,7 @@
 # process tree from /proc/PID/stat, Kamailio's forked workers included), and
 # for umproxy the VmRSS growth per binding (VmRSS after the run minus before,
 # ÷ successful registrations). Last line:
-#   register cpu ratio vs kamailio: embedded=X sync=S tmpfs=T 2alg=Y redis=Z
+#   register cpu ratio vs kamailio: embedded=X sync=S tmpfs=T 2alg=Y redis=Z redis-vs-kamailio-redis=W
 # (a line per rate before it gives the same ratios at every rate)
 # (umproxy ÷ Kamailio µs per registration at the highest rate every run of both
 # carried cleanly — all registered, none failed — else n/a).
@@ -43,7 +47,7 @@
 # Environment (defaults in brackets; the defaults take about 8 minutes):
 #   RATES ["1000 4000 8000"]  REGISTER transactions/s (SIPp -r is half: registrations/s)
 #   USERS [20000]  registrations per run       RUNS [1]  runs per point
-#   PROXIES ["kamailio umproxy umproxy-sync umproxy-2alg umproxy-redis"]
+#   PROXIES ["kamailio umproxy umproxy-sync umproxy-2alg umproxy-redis kamailio-redis"]
 #     (umproxy-redis is skipped without redis-server, umproxy-tmpfs without a
 #     writable TMPFS_DIR [/dev/shm])
 #   SETTLE_S [3]  seconds of CPU counted after the last registration
@@ -58,7 +62,7 @@ cd "$(dirname "$0")/.."
 RATES=${RATES:-"1000 4000 8000"}
 USERS=${USERS:-20000}
 RUNS=${RUNS:-1}
-PROXIES=${PROXIES:-"kamailio umproxy umproxy-sync umproxy-2alg umproxy-redis"}
+PROXIES=${PROXIES:-"kamailio umproxy umproxy-sync umproxy-2alg umproxy-redis kamailio-redis"}
 TMPFS_DIR=${TMPFS_DIR:-/dev/shm}
 SETTLE_S=${SETTLE_S:-3}
 PROXY_PORT=${PROXY_PORT:-37160}
@@ -85,9 +89,14 @@ BENCH_NAME=register
 for tool in "$KAMAILIO" "$SIPP" python3 ss; do
     command -v "$tool" >/dev/null || die "$tool not found in PATH"
 done
-if [[ " $PROXIES " == *" umproxy-redis "* ]] && ! command -v "$REDIS_SERVER" >/dev/null; then
-    log "no $REDIS_SERVER: skipping umproxy-redis"
+if [[ " $PROXIES " == *"-redis "* ]] && ! command -v "$REDIS_SERVER" >/dev/null; then
+    log "no $REDIS_SERVER: skipping umproxy-redis and kamailio-redis"
     PROXIES=${PROXIES/umproxy-redis/}
+    PROXIES=${PROXIES/kamailio-redis/}
+fi
+if [[ " $PROXIES " == *" kamailio-redis "* ]] && ! ls /usr/lib/*/kamailio/modules/db_redis.so >/dev/null 2>&1; then
+    log "no Kamailio db_redis module (apt-get install kamailio-redis-modules): skipping kamailio-redis"
+    PROXIES=${PROXIES/kamailio-redis/}
 fi
 TMPFS_RUN=""
 if [[ " $PROXIES " == *" umproxy-tmpfs "* ]]; then
@@ -165,6 +174,21 @@ start_proxy() { # proxy dir
         "$KAMAILIO" -f benches/register/kamailio-register.cfg -DD -E -x tlsf \
             -m "$KAMAILIO_SHM_MB" -M "$KAMAILIO_PKG_MB" -l "udp:127.0.0.1:$PROXY_PORT" \
             -A "PASSWORD=\"$PASSWORD\"" </dev/null >"$dir/proxy.log" 2>&1 &
+    elif [ "$proxy" = kamailio-redis ]; then
+        start_redis "$dir"
+        # usrloc checks its table version in the database at start-up.
+        python3 - "$REDIS_PORT" <<'PY' || die "cannot write usrloc's table version to redis-server"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+args = [b"HSET", b"version:entry::location", b"table_name", b"location", b"table_version", b"9"]
+s.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+reply = s.recv(64)
+sys.exit(0 if reply.startswith(b":") else 1)
+PY
+        "$KAMAILIO" -f benches/register/kamailio-register.cfg -DD -E -x tlsf \
+            -m "$KAMAILIO_SHM_MB" -M "$KAMAILIO_PKG_MB" -l "udp:127.0.0.1:$PROXY_PORT" \
+            -A "PASSWORD=\"$PASSWORD\"" -A "REDIS_URL=\"redis://127.0.0.1:$REDIS_PORT/0\"" \
+            </dev/null >"$dir/proxy.log" 2>&1 &
     else
         store="store = \"embedded\"
 path = \"$dir/registrations.db\""
@@ -250,7 +274,7 @@ num = lambda k: int(float(last.get(k, "0") or 0))
 att, ok, failed, rtx = num("TotalCallCreated"), num("SuccessfulCall(C)"), num("FailedCall(C)"), num("Retransmissions(C)")
 cpu_us = int(ticks) * 1_000_000 / int(clk)
 per = cpu_us / ok if ok else float("nan")
-if proxy == "kamailio":
+if proxy.startswith("kamailio"):
     rss = "n/a"  # shared memory, counted in every worker: not comparable
 else:
     rss = f"{(int(r1) - int(r0)) * 1024 / ok:.0f}" if ok else "nan"
@@ -315,24 +339,24 @@ for (p, rate), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
           f"{sum(int(r['failed']) for r in rs)} | {sum(int(r['retrans']) for r in rs)} | "
           f"{'n/a' if rss != rss else f'{rss:.0f}'} | {'yes' if clean(rs) else 'NO'} |")
 print()
-variants = (("embedded", "umproxy"), ("sync", "umproxy-sync"), ("tmpfs", "umproxy-tmpfs"),
-            ("2alg", "umproxy-2alg"), ("redis", "umproxy-redis"))
+# (name, umproxy variant, the Kamailio it is compared with)
+variants = (("embedded", "umproxy", "kamailio"), ("sync", "umproxy-sync", "kamailio"),
+            ("tmpfs", "umproxy-tmpfs", "kamailio"), ("2alg", "umproxy-2alg", "kamailio"),
+            ("redis", "umproxy-redis", "kamailio"),
+            ("redis-vs-kamailio-redis", "umproxy-redis", "kamailio-redis"))
 for rate in sorted({r for (_, r) in runs}):
-    if ("kamailio", rate) not in runs:
-        continue
-    k = med(runs[("kamailio", rate)], "us_per_reg")
-    parts = [f"{name}={med(runs[(proxy, rate)], 'us_per_reg') / k:.2f}"
-             for name, proxy in variants if (proxy, rate) in runs]
-    print(f"at {rate} REGISTER/s, cpu ratio vs kamailio: {' '.join(parts)}")
+    parts = [f"{name}={med(runs[(proxy, rate)], 'us_per_reg') / med(runs[(base, rate)], 'us_per_reg'):.2f}"
+             for name, proxy, base in variants if (proxy, rate) in runs and (base, rate) in runs]
+    if parts:
+        print(f"at {rate} REGISTER/s, cpu ratio: {' '.join(parts)}")
 out = {}
-for name, proxy in variants:
-    both = [rate for (p, rate) in runs if p == proxy and ("kamailio", rate) in runs
-            and clean(runs[(p, rate)]) and clean(runs[("kamailio", rate)])]
+for name, proxy, base in variants:
+    both = [rate for (p, rate) in runs if p == proxy and (base, rate) in runs
+            and clean(runs[(p, rate)]) and clean(runs[(base, rate)])]
     if both:
         rate = max(both)
-        u, k = med(runs[(proxy, rate)], "us_per_reg"), med(runs[("kamailio", rate)], "us_per_reg")
+        u, k = med(runs[(proxy, rate)], "us_per_reg"), med(runs[(base, rate)], "us_per_reg")
         out[name] = f"{u / k:.2f}"
-        print(f"{proxy}: at {rate} REGISTER/s, {u:.1f} µs/registration vs kamailio {k:.1f}")
-print(f"register cpu ratio vs kamailio: embedded={out.get('embedded', 'n/a')} sync={out.get('sync', 'n/a')} "
-      f"tmpfs={out.get('tmpfs', 'n/a')} 2alg={out.get('2alg', 'n/a')} redis={out.get('redis', 'n/a')}")
+        print(f"{proxy}: at {rate} REGISTER/s, {u:.1f} µs/registration vs {base} {k:.1f}")
+print("register cpu ratio vs kamailio: " + " ".join(f"{name}={out.get(name, 'n/a')}" for name, _, _ in variants))
 PY
