@@ -534,9 +534,9 @@ impl AppRouter {
     }
 
     /// RFC 3261 §10.3: REGISTER for a served domain.
-    fn register(&self, req: &RouteRequest<'_>, registrar: Arc<Registrar>) -> Routing {
-        let realm = req.msg.request_uri().map(|u| u.host().to_ascii_lowercase()).unwrap_or_default();
-        let authenticated_user = match self.authenticate(req, ChallengeKind::Www, &realm) {
+    /// `realm`: the Request-URI's host, lower-cased (a served domain).
+    fn register(&self, req: &RouteRequest<'_>, registrar: Arc<Registrar>, realm: &str) -> Routing {
+        let authenticated_user = match self.authenticate(req, ChallengeKind::Www, realm) {
             Ok(u) => u,
             Err(answer) => return Routing::Ready(answer),
         };
@@ -617,10 +617,10 @@ impl AppRouter {
 impl Router for AppRouter {
     fn route(&self, req: &RouteRequest<'_>) -> Routing {
         if req.msg.method() == Some(sip_message::Method::Register) {
-            let local = req.msg.request_uri().is_some_and(|u| self.is_local_domain(u.host()));
-            match (&self.registrar, local) {
-                (Some(r), true) => return self.register(req, r.clone()),
-                (None, true) => {
+            let domain = req.msg.request_uri().map(|u| u.host().to_ascii_lowercase()).filter(|h| self.is_local_domain(h));
+            match (&self.registrar, domain) {
+                (Some(r), Some(realm)) => return self.register(req, r.clone(), &realm),
+                (None, Some(_)) => {
                     return Routing::Ready(RouteDecision::Reject(Rejection::new(501, "Not Implemented")));
                 }
                 _ => return self.statics.route(req),

@@ -548,12 +548,14 @@ impl Shard {
         }
         let route_edits = route::preprocess(&msg, |u| is_me(u.host(), u.port()));
         // Whether the Request-URI (after §16.4) names this proxy.
-        let ruri_local = route_edits.next_route().is_none()
-            && route_edits.restore_request_uri.is_none()
-            && msg.request_uri().is_some_and(|u| is_me(u.host(), u.port()));
+        let local_ruri = (route_edits.next_route().is_none() && route_edits.restore_request_uri.is_none())
+            .then(|| msg.request_uri())
+            .flatten()
+            .filter(|u| is_me(u.host(), u.port()));
+        let ruri_local = local_ruri.is_some();
         // A request for this proxy itself (no user part): OPTIONS is
         // answered (keep-alive pings, §11), anything else has nowhere to go.
-        let ruri_is_me = ruri_local && msg.request_uri().is_some_and(|u| u.user().is_none());
+        let ruri_is_me = local_ruri.is_some_and(|u| u.user().is_none());
         if ruri_is_me || (method == Method::Options && msg.max_forwards() == Some(0)) {
             if method == Method::Options {
                 let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE".to_string());
