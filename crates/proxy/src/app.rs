@@ -617,7 +617,8 @@ impl AppRouter {
 impl Router for AppRouter {
     fn route(&self, req: &RouteRequest<'_>) -> Routing {
         if req.msg.method() == Some(sip_message::Method::Register) {
-            let domain = req.msg.request_uri().map(|u| u.host().to_ascii_lowercase()).filter(|h| self.is_local_domain(h));
+            let domain =
+                req.msg.request_uri().map(|u| u.host().to_ascii_lowercase()).filter(|h| self.is_local_domain(h));
             match (&self.registrar, domain) {
                 (Some(r), Some(realm)) => return self.register(req, r.clone(), &realm),
                 (None, Some(_)) => {

@@ -97,6 +97,36 @@ pub fn method_label(method: Method) -> &'static str {
     }
 }
 
+/// Every method label, for counters resolved at start.
+const METHODS: [Method; 15] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Register,
+    Method::Options,
+    Method::Info,
+    Method::Update,
+    Method::Prack,
+    Method::Subscribe,
+    Method::Notify,
+    Method::Refer,
+    Method::Message,
+    Method::Publish,
+    Method::Other,
+];
+
+fn by_direction(counters: &[IntCounter; 2], direction: Direction) -> &IntCounter {
+    let [inbound, outbound] = counters;
+    match direction {
+        Direction::In => inbound,
+        Direction::Out => outbound,
+    }
+}
+
+/// The status classes pre-created as zero series.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
 /// The response class label (`1xx` … `6xx`); anything outside 100–699
 /// (never produced by our parser) is `other`.
 pub fn class_label(status: u16) -> &'static str {
@@ -121,6 +151,11 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     responses: IntCounterVec,
+    /// Per-message counters resolved once (`with_label_values` hashes the
+    /// labels and takes a lock): by method, then direction.
+    requests_by: Vec<[IntCounter; 2]>,
+    /// By status class (`CLASSES`), then direction.
+    responses_by: Vec<[IntCounter; 2]>,
     transactions_active: IntGauge,
     drops: IntCounterVec,
     dns_failures: IntCounter,
@@ -173,15 +208,31 @@ impl Metrics {
 
         // Pre-create the bounded label sets so dashboards see zeros rather
         // than missing series.
-        for dir in [Direction::In, Direction::Out] {
-            for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"] {
-                responses.with_label_values(&[class, dir.as_str()]);
-            }
-        }
+        // Pre-created, so dashboards see zeros rather than missing series.
+        let responses_by = CLASSES
+            .iter()
+            .map(|class| [Direction::In, Direction::Out].map(|d| responses.with_label_values(&[class, d.as_str()])))
+            .collect();
+        let requests_by = METHODS
+            .iter()
+            .map(|&m| {
+                [Direction::In, Direction::Out].map(|d| requests.with_label_values(&[method_label(m), d.as_str()]))
+            })
+            .collect();
         for kind in [LatencyKind::First, LatencyKind::Final] {
             request_latency.with_label_values(&[kind.as_str()]);
         }
-        Ok(Metrics { registry, requests, responses, transactions_active, drops, dns_failures, request_latency })
+        Ok(Metrics {
+            registry,
+            requests,
+            responses,
+            requests_by,
+            responses_by,
+            transactions_active,
+            drops,
+            dns_failures,
+            request_latency,
+        })
     }
 
     /// The registry, for other modules' families.
@@ -191,12 +242,20 @@ impl Metrics {
 
     /// Count a request.
     pub fn request(&self, method: Method, direction: Direction) {
-        self.requests.with_label_values(&[method_label(method), direction.as_str()]).inc();
+        let at = METHODS.iter().position(|&m| m == method);
+        match at.and_then(|i| self.requests_by.get(i)) {
+            Some(by_dir) => by_direction(by_dir, direction).inc(),
+            None => self.requests.with_label_values(&[method_label(method), direction.as_str()]).inc(),
+        }
     }
 
     /// Count a response.
     pub fn response(&self, status: u16, direction: Direction) {
-        self.responses.with_label_values(&[class_label(status), direction.as_str()]).inc();
+        let class = class_label(status);
+        match CLASSES.iter().position(|&c| c == class).and_then(|i| self.responses_by.get(i)) {
+            Some(by_dir) => by_direction(by_dir, direction).inc(),
+            None => self.responses.with_label_values(&[class, direction.as_str()]).inc(),
+        }
     }
 
     /// The gauge of live server transactions (inc on create, dec on
@@ -251,6 +310,7 @@ mod tests {
         m.request(Method::Other, Direction::Out);
         m.response(486, Direction::Out);
         m.response(180, Direction::In);
+        m.response(700, Direction::In);
         m.transactions_active().inc();
         m.dropped(DropReason::Parse);
         m.dns_failure();
@@ -262,6 +322,8 @@ mod tests {
             "umproxy_responses_total{class=\"4xx\",direction=\"out\"} 1",
             "umproxy_responses_total{class=\"1xx\",direction=\"in\"} 1",
             "umproxy_responses_total{class=\"6xx\",direction=\"in\"} 0",
+            "umproxy_responses_total{class=\"other\",direction=\"in\"} 1",
+            "umproxy_requests_total{direction=\"out\",method=\"INVITE\"} 0",
             "umproxy_transactions_active 1",
             "umproxy_drops_total{reason=\"parse\"} 1",
             "umproxy_dns_failures_total 1",

@@ -1,6 +1,8 @@
 //! Prometheus families of the registrar, location stores and auth.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::registrar::RegisterResult;
 
 /// Registered once at start; label values are fixed sets (bounded).
 #[derive(Clone)]
@@ -10,6 +12,8 @@ pub struct LocationMetrics {
     pub registrations_active: IntGauge,
     /// `umproxy_register_total{result}`, result = [`super::registrar::RegisterResult::label`].
     pub register_total: IntCounterVec,
+    /// Its counters resolved once, in [`RegisterResult::ALL`] order.
+    register_by: Vec<IntCounter>,
     /// `umproxy_auth_failures_total{reason}`, reason = [`super::auth::AuthFailure::label`] or `locked_out`.
     pub auth_failures_total: IntCounterVec,
     /// `umproxy_location_store_errors_total{store}`, store = `embedded` | `redis`.
@@ -20,6 +24,14 @@ pub struct LocationMetrics {
 }
 
 impl LocationMetrics {
+    /// Count a REGISTER by its result.
+    pub fn count_register(&self, result: RegisterResult) {
+        match RegisterResult::ALL.iter().position(|&r| r == result).and_then(|i| self.register_by.get(i)) {
+            Some(c) => c.inc(),
+            None => self.register_total.with_label_values(&[result.label()]).inc(),
+        }
+    }
+
     pub fn register(registry: &Registry) -> Result<LocationMetrics, prometheus::Error> {
         let registrations_active =
             IntGauge::new("umproxy_registrations_active", "Registration bindings currently held")?;
@@ -44,9 +56,11 @@ impl LocationMetrics {
         registry.register(Box::new(register_total.clone()))?;
         registry.register(Box::new(auth_failures_total.clone()))?;
         registry.register(Box::new(store_errors_total.clone()))?;
+        let register_by = RegisterResult::ALL.iter().map(|r| register_total.with_label_values(&[r.label()])).collect();
         Ok(LocationMetrics {
             registrations_active,
             register_total,
+            register_by,
             auth_failures_total,
             store_errors_total,
             unflushed_aors,
@@ -77,5 +91,18 @@ mod tests {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }
         assert!(LocationMetrics::register(&reg).is_err(), "second registration must fail, not duplicate");
+    }
+
+    #[test]
+    fn each_register_result_counts_under_its_own_label() {
+        let m = LocationMetrics::register(&Registry::new()).unwrap();
+        for (k, r) in RegisterResult::ALL.iter().enumerate() {
+            for _ in 0..=k {
+                m.count_register(*r);
+            }
+        }
+        for (k, r) in RegisterResult::ALL.iter().enumerate() {
+            assert_eq!(m.register_total.with_label_values(&[r.label()]).get(), k as u64 + 1, "{}", r.label());
+        }
     }
 }

@@ -117,6 +117,19 @@ pub enum RegisterResult {
 }
 
 impl RegisterResult {
+    /// Every result, for counters resolved at start.
+    pub const ALL: [RegisterResult; 9] = [
+        RegisterResult::Updated,
+        RegisterResult::Fetched,
+        RegisterResult::Stale,
+        RegisterResult::BadRequest,
+        RegisterResult::IntervalTooBrief,
+        RegisterResult::Forbidden,
+        RegisterResult::NotFound,
+        RegisterResult::BadExtension,
+        RegisterResult::StoreError,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             RegisterResult::Updated => "updated",
@@ -644,7 +657,7 @@ impl Registrar {
     pub async fn handle_register(&self, req: &Message, ctx: &RegisterContext, now: SystemTime) -> RegisterOutcome {
         let outcome = process_register(req, self.store.as_ref(), &self.cfg, ctx, now).await;
         if let Some(m) = &self.metrics {
-            m.register_total.with_label_values(&[outcome.result.label()]).inc();
+            m.count_register(outcome.result);
             if outcome.store_error.is_some() {
                 m.store_errors_total.with_label_values(&[self.store.name()]).inc();
             }

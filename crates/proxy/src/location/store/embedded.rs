@@ -111,11 +111,9 @@ struct Flushed {
     failed: u64,
 }
 
-/// AORs are hashed several times per REGISTER (the map, the dirty set, the
-/// writer). foldhash with per-process random seeds instead of SipHash: an
-/// AOR is in one of our domains and the map is capped at `max_aors`, and
-/// without the seeds a peer cannot aim AORs at one bucket.
-type AorHasher = foldhash::fast::RandomState;
+/// AORs are chosen by peers (the To of a REGISTER): the default SipHash,
+/// so crafted AORs cannot pile into one bucket (STYLE.md).
+type AorHasher = std::collections::hash_map::RandomState;
 
 struct Inner {
     db: Database,
