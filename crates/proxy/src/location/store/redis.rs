@@ -7,6 +7,14 @@
 //! AOR whose bindings all lapsed without any sweep; single lapsed bindings
 //! are filtered on read and dropped at the next write.
 //!
+//! The number of AORs is capped (`max_aors`, shared by every instance on
+//! the Redis): a sorted set at `<prefix>#aors` scores each AOR key with its
+//! expiry. A write that would create an AOR first drops the entries whose
+//! time has passed, then refuses when the set is full
+//! ([`StoreError::Full`], answered 503). Refreshes and removals never grow
+//! it, so it holds at most `max_aors` entries. (An AOR is `sip:…`, so the
+//! set's key cannot be one.)
+//!
 //! Failure policy: every operation is bounded. Each attempt has a response
 //! timeout (and the connection a connect timeout); a failed attempt is
 //! retried `attempts - 1` times after a short pause; then the caller gets
@@ -39,6 +47,9 @@ pub struct RedisConfig {
     pub attempts: u32,
     /// Pause between attempts (default 50 ms).
     pub retry_pause: Duration,
+    /// AORs held at most across all instances (default 100 000, as the
+    /// embedded store).
+    pub max_aors: usize,
 }
 
 impl Default for RedisConfig {
@@ -50,25 +61,38 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_millis(500),
             attempts: 2,
             retry_pause: Duration::from_millis(50),
+            max_aors: 100_000,
         }
     }
 }
 
-/// KEYS[1] = AOR key; ARGV = expected version, TTL in ms, encoded bindings
-/// (empty = delete). Returns the new version, or -1 when `v` moved on.
+/// KEYS[1] = AOR key, KEYS[2] = the AOR index; ARGV = expected version,
+/// TTL in ms, encoded bindings (empty = delete), now in Unix ms, the AOR
+/// cap. Returns the new version, -1 when `v` moved on, -2 when a new AOR
+/// would pass the cap.
 const REPLACE_LUA: &str = r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then v = '0' end
 if v ~= ARGV[1] then return -1 end
 if ARGV[3] == '' then
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], KEYS[1])
   return 0
+end
+local now = tonumber(ARGV[4])
+if v == '0' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return -2 end
 end
 local nv = tonumber(v) + 1
 redis.call('HSET', KEYS[1], 'v', string.format('%d', nv), 'b', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
 return nv
 ";
+
+/// Full when the script says -2.
+const SCRIPT_FULL: i64 = -2;
 
 /// Redis-backed location store. Cheap to clone (the connection is shared).
 #[derive(Clone)]
@@ -100,6 +124,11 @@ impl RedisStore {
 
     fn key(&self, aor: &str) -> String {
         format!("{}{aor}", self.cfg.key_prefix)
+    }
+
+    /// The sorted set of AOR keys by expiry (see the module doc).
+    fn index_key(&self) -> String {
+        format!("{}#aors", self.cfg.key_prefix)
     }
 
     /// Run `op` with a timeout per attempt and bounded retries.
@@ -162,23 +191,35 @@ impl LocationStore for RedisStore {
             let ttl_ms = rec.latest_expiry().saturating_sub(unix_secs(now)).max(1).saturating_mul(1000);
             let blob = if rec.bindings.is_empty() { Vec::new() } else { encode_record(&rec) };
             let expected = expected.to_string();
+            let index = self.index_key();
+            let now_ms = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
             let got: i64 = self
                 .bounded(|mut c| {
                     let mut inv = self.replace_script.prepare_invoke();
-                    inv.key(&key).arg(&expected).arg(ttl_ms).arg(blob.as_slice());
+                    inv.key(&key)
+                        .key(&index)
+                        .arg(&expected)
+                        .arg(ttl_ms)
+                        .arg(blob.as_slice())
+                        .arg(now_ms.to_string())
+                        .arg(self.cfg.max_aors);
                     async move { inv.invoke_async(&mut c).await }
                 })
                 .await?;
-            u64::try_from(got).map_err(|_| StoreError::Conflict)
+            match got {
+                SCRIPT_FULL => Err(StoreError::Full { limit: "max_aors" }),
+                v => u64::try_from(v).map_err(|_| StoreError::Conflict),
+            }
         })
     }
 
     fn remove<'a>(&'a self, aor: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let key = self.key(aor);
+            let (key, index) = (self.key(aor), self.index_key());
             self.bounded(|mut c| {
-                let key = key.clone();
-                async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await }
+                let mut pipe = redis::pipe();
+                pipe.atomic().del(&key).ignore().zrem(&index, &key).ignore();
+                async move { pipe.query_async::<()>(&mut c).await }
             })
             .await
         })

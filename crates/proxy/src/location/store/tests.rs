@@ -351,6 +351,49 @@ async fn redis_instances_share_bindings_with_compare_and_set_and_ttl() {
     assert_eq!(one.get(a, now).await.unwrap().version, 0);
 }
 
+/// The AOR cap holds across instances; removals and lapsed AORs free room,
+/// refreshes take none, and the index never outgrows the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_caps_aors_across_instances() {
+    let Some(server) = RedisServer::start() else { return };
+    let capped = |prefix: &str| {
+        RedisStore::new(RedisConfig {
+            url: server.url(),
+            key_prefix: prefix.into(),
+            max_aors: 2,
+            ..RedisConfig::default()
+        })
+        .unwrap()
+    };
+    let (one, two) = (capped("cap:"), capped("cap:"));
+    let now = SystemTime::now();
+    let lives = |aor: &str, n: u32, secs: u64| vec![binding(aor, n, now + Duration::from_secs(secs))];
+    let (a, b, c) = ("sip:a@contoso.test", "sip:b@contoso.test", "sip:c@contoso.test");
+    let va = one.replace(a, 0, lives(a, 1, 60), now).await.unwrap();
+    two.replace(b, 0, lives(b, 2, 600), now).await.unwrap();
+    // Full for a new AOR, from either instance; a refresh still works.
+    assert_eq!(two.replace(c, 0, lives(c, 3, 600), now).await, Err(StoreError::Full { limit: "max_aors" }));
+    assert_eq!(one.replace(c, 0, lives(c, 3, 600), now).await, Err(StoreError::Full { limit: "max_aors" }));
+    let va = one.replace(a, va, lives(a, 1, 60), now).await.unwrap();
+    // A removal frees its place at once.
+    two.remove(b).await.unwrap();
+    let vc = one.replace(c, 0, lives(c, 3, 600), now).await.unwrap();
+    assert_eq!(one.replace(b, 0, lives(b, 2, 600), now).await, Err(StoreError::Full { limit: "max_aors" }));
+    // Once a's bindings have lapsed (a later clock), its place is free too.
+    let later = now + Duration::from_secs(61);
+    two.replace(b, 0, vec![binding(b, 2, later + Duration::from_secs(600))], later).await.unwrap();
+    // Removing every binding of an AOR (an empty write) frees its place.
+    one.replace(c, vc, Vec::new(), later).await.unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let members: Vec<String> =
+        ::redis::cmd("ZRANGE").arg("cap:#aors").arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert_eq!(members, vec![format!("cap:{b}")], "a lapsed, c emptied (a was at version {va})");
+    // A cap far above use changes nothing for other prefixes.
+    let other = redis_store(&server);
+    other.replace(a, 0, lives(a, 1, 60), now).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_unavailable_quickly_and_recovers_after_restart() {
     let Some(mut server) = RedisServer::start() else { return };
