@@ -78,6 +78,8 @@ pub struct Setup {
     pub algorithms: Option<Vec<String>>,
     /// More `key = value` lines for `[auth]`.
     pub auth_lines: Vec<String>,
+    /// More `key = value` lines for `[registrar]`.
+    pub registrar_lines: Vec<String>,
     /// Raw `[[route]]` tables and the like, appended.
     pub extra: String,
 }
@@ -94,6 +96,7 @@ impl Setup {
             lockout_per_ip: None,
             algorithms: None,
             auth_lines: Vec::new(),
+            registrar_lines: Vec::new(),
             extra: String::new(),
         }
     }
@@ -127,6 +130,12 @@ impl Setup {
     /// One more `key = value` line in `[auth]`.
     pub fn auth(mut self, line: &str) -> Setup {
         self.auth_lines.push(line.into());
+        self
+    }
+
+    /// One more `key = value` line in `[registrar]`.
+    pub fn registrar(mut self, line: &str) -> Setup {
+        self.registrar_lines.push(line.into());
         self
     }
 
@@ -167,7 +176,10 @@ impl Setup {
                 let _ = writeln!(t, "[registrar]\nstore = \"redis\"\nredis_url = \"{url}\"\n");
             }
         }
-        let _ = writeln!(t, "[directory]\nfile = {}\n", toml_path(&dir.join("directory.toml")));
+        for line in &self.registrar_lines {
+            let _ = writeln!(t, "{line}");
+        }
+        let _ = writeln!(t, "\n[directory]\nfile = {}\n", toml_path(&dir.join("directory.toml")));
         t.push_str("[auth]\n");
         if let Some(n) = self.lockout_per_ip {
             let _ = writeln!(t, "lockout_max_failures_per_ip = {n}");

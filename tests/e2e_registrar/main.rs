@@ -10,6 +10,7 @@
 //! and `outbound::an_outbound_binding_without_a_transport_parameter_is_still_reached_over_its_tcp_flow`
 //! (their doc comments say where the fault lies).
 
+mod cap;
 mod client;
 mod digest;
 mod forking;

@@ -144,8 +144,8 @@ pub async fn build_registrar(
             }
             let cfg = embedded::EmbeddedConfig {
                 flush_interval: r.flush_interval,
+                max_aors: r.max_aors,
                 unflushed: Some(metrics.unflushed_aors.clone()),
-                ..embedded::EmbeddedConfig::default()
             };
             let opened = tokio::task::spawn_blocking(move || {
                 let store = embedded::EmbeddedStore::open(&path, cfg, std::time::SystemTime::now())
@@ -164,8 +164,12 @@ pub async fn build_registrar(
         StoreKind::Redis => {
             let url = r.redis_url.clone().unwrap_or_else(|| redis::RedisConfig::default().url);
             Arc::new(
-                redis::RedisStore::new(redis::RedisConfig { url, ..redis::RedisConfig::default() })
-                    .map_err(|e| StartError::Setup { what: "registrar.redis_url", problem: e.to_string() })?,
+                redis::RedisStore::new(redis::RedisConfig {
+                    url,
+                    max_aors: r.max_aors,
+                    ..redis::RedisConfig::default()
+                })
+                .map_err(|e| StartError::Setup { what: "registrar.redis_url", problem: e.to_string() })?,
             )
         }
     };

@@ -291,6 +291,9 @@ pub struct RegistrarConfig {
     /// Embedded store: changes are fsynced at most this long after the 200
     /// (write-behind); zero fsyncs before every 200 (write-through).
     pub flush_interval: std::time::Duration,
+    /// AORs the store holds at most (with Redis: across all instances);
+    /// a REGISTER that would create one more gets 503.
+    pub max_aors: usize,
 }
 
 /// `[directory] backend`.

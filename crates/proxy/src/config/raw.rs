@@ -248,6 +248,7 @@ struct RawRegistrar {
     default_expires: u32,
     max_expires: u32,
     flush_interval_ms: u64,
+    max_aors: usize,
 }
 
 /// Longest write-behind window accepted: a crash loses at most this much.
@@ -263,6 +264,7 @@ impl Default for RawRegistrar {
             default_expires: 3600,
             max_expires: 7200,
             flush_interval_ms: 100,
+            max_aors: 100_000,
         }
     }
 }
@@ -569,6 +571,9 @@ fn validate_registrar(r: RawRegistrar, cx: &Ctx<'_>) -> Result<RegistrarConfig, 
             format!("must be at most {MAX_FLUSH_INTERVAL_MS} (0 = fsync before every 200)"),
         ));
     }
+    if r.max_aors == 0 {
+        return Err(cx.err("registrar.max_aors", "must be at least 1"));
+    }
     let mut path = None;
     match r.store {
         StoreKind::Embedded => {
@@ -602,6 +607,7 @@ fn validate_registrar(r: RawRegistrar, cx: &Ctx<'_>) -> Result<RegistrarConfig, 
         default_expires: r.default_expires,
         max_expires: r.max_expires,
         flush_interval: std::time::Duration::from_millis(r.flush_interval_ms),
+        max_aors: r.max_aors,
     })
 }
 

@@ -89,6 +89,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.registrar.default_expires, 3600);
     assert_eq!(c.registrar.max_expires, 7200);
     assert_eq!(c.registrar.flush_interval, Duration::from_millis(100));
+    assert_eq!(c.registrar.max_aors, 100_000);
     assert_eq!(c.directory.backend, DirectoryBackend::File);
     assert_eq!(c.timers.t1(), Duration::from_millis(500));
     assert_eq!(c.dns.timeout, Duration::from_millis(2000));
@@ -139,6 +140,7 @@ path = "state/registrations.db"
 min_expires = 30
 default_expires = 600
 max_expires = 3600
+max_aors = 5000
 
 [directory]
 backend = "ldap"
@@ -189,6 +191,7 @@ attempts = 1
     assert_eq!(c.routes[0].matches, RouteMatch::UserPrefix("+4930".into()));
     assert_eq!(c.routes[1].matches, RouteMatch::Domain("example.net".into()));
     assert_eq!(c.registrar.path, Some(dir.path().join("state/registrations.db")));
+    assert_eq!(c.registrar.max_aors, 5000);
     assert_eq!(c.directory.file, Some(dir.path().join("directory.toml")));
     let ldap = c.directory.ldap.as_ref().unwrap();
     assert_eq!(ldap.bind_password_file, Some(dir.path().join("ldap.pw")));
@@ -433,6 +436,7 @@ fn section_errors_name_the_key() {
             "[registrar]\nflush_interval_ms = 60000\n",
             "registrar.flush_interval_ms: must be at most 10000 (0 = fsync before every 200)",
         ),
+        ("[registrar]\nmax_aors = 0\n", "registrar.max_aors: must be at least 1"),
         ("[directory]\nbackend = \"ldap\"\n", "directory.ldap: required with backend = \"ldap\""),
         ("[directory]\nfile = \"nope.toml\"\n", "directory.file: file not found: nope.toml"),
         (
