@@ -59,12 +59,13 @@ impl DigestAuth {
         let result = creds.and_then(|c| {
             let method = req.method_str().unwrap_or_default();
             let uri = req.request_uri_str().unwrap_or_default();
-            self.verify(&c, realm, method, uri, ha1, now).map(|()| c.username.into_owned())
+            self.verify(&c, realm, method, uri, ha1, now)
         });
         match result {
-            Ok(user) => {
+            Ok(()) => {
                 ctx.tracker.record_success(ctx.source_ip);
-                AuthOutcome::Authenticated { user }
+                // Verified credentials always name a user.
+                AuthOutcome::Authenticated { user: user_owned.unwrap_or_default() }
             }
             Err(failure) => {
                 if failure != AuthFailure::Missing {
