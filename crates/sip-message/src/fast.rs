@@ -19,7 +19,7 @@
 //! [`at`], which yields 0 past the end: 0 belongs to no byte class, so every
 //! scan stops there without a separate bounds test.
 
-use crate::grammar::chars::{is, ALNUM, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
+use crate::grammar::chars::{self, is, ALNUM, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
 use crate::grammar::params::gen_value;
 use crate::grammar::uri::host;
 use crate::header::HeaderName;
@@ -30,27 +30,12 @@ pub(crate) fn at(b: &[u8], k: usize) -> u8 {
     b.get(k).copied().unwrap_or(0)
 }
 
-/// The end of the run of `class` bytes at `k`, as
-/// [`crate::grammar::chars::run`], for the message buffer (see [`word`]
-/// for the narrowing).
+/// The end of the run of `class` bytes at `k`: [`chars::run`] on a position
+/// narrowed to u32 (see [`word`]), which lets the compiler drop its overflow
+/// check on `k + 8`.
 #[inline(always)]
 pub(crate) fn run(b: &[u8], k: usize, class: u16) -> usize {
-    let mut k = k as u32 as usize;
-    while let Some(chunk) = b.get(k..k + 8).and_then(|r| r.first_chunk::<8>()) {
-        for (i, &c) in chunk.iter().enumerate() {
-            if !is(c, class) {
-                return k + i;
-            }
-        }
-        k += 8;
-    }
-    while let Some(&c) = b.get(k) {
-        if !is(c, class) {
-            break;
-        }
-        k += 1;
-    }
-    k
+    chars::run(b, k as u32 as usize, class)
 }
 
 /// Skip SP / HTAB (white space within one line).
