@@ -128,38 +128,32 @@ pub async fn build_registrar(
         .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
     let store: Arc<dyn LocationStore> = match r.store {
         StoreKind::Embedded => {
-            let (path, is_temporary) = match &r.path {
-                Some(p) => (p.clone(), false),
-                None => {
-                    let p = std::env::temp_dir().join(format!("umproxy-registrations-{}.db", std::process::id()));
-                    warn!("[registrar] path not set: registrations live in memory only and do not survive a restart");
-                    (p, true)
-                }
-            };
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StartError::Setup {
-                    what: "registrar.path",
-                    problem: format!("{}: {e}", dir.display()),
-                })?;
-            }
             let cfg = embedded::EmbeddedConfig {
                 flush_interval: r.flush_interval,
                 max_aors: r.max_aors,
                 unflushed: Some(metrics.unflushed_aors.clone()),
             };
-            let opened = tokio::task::spawn_blocking(move || {
-                let store = embedded::EmbeddedStore::open(&path, cfg, std::time::SystemTime::now())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                if is_temporary {
-                    // The store keeps its open file; unlinking the name now
-                    // leaves nothing behind, whatever way the process ends.
-                    let _ = std::fs::remove_file(&path);
+            match r.path.clone() {
+                None => {
+                    warn!("[registrar] path not set: registrations live in memory only and do not survive a restart");
+                    Arc::new(embedded::EmbeddedStore::memory_only(cfg))
                 }
-                Ok::<_, String>(store)
-            })
-            .await
-            .map_err(|e| StartError::Setup { what: "registrar.path", problem: e.to_string() })?;
-            Arc::new(opened.map_err(|problem| StartError::Setup { what: "registrar.path", problem })?)
+                Some(path) => {
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir).map_err(|e| StartError::Setup {
+                            what: "registrar.path",
+                            problem: format!("{}: {e}", dir.display()),
+                        })?;
+                    }
+                    let opened = tokio::task::spawn_blocking(move || {
+                        embedded::EmbeddedStore::open(&path, cfg, std::time::SystemTime::now())
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    })
+                    .await
+                    .map_err(|e| StartError::Setup { what: "registrar.path", problem: e.to_string() })?;
+                    Arc::new(opened.map_err(|problem| StartError::Setup { what: "registrar.path", problem })?)
+                }
+            }
         }
         StoreKind::Redis => {
             let url = r.redis_url.clone().unwrap_or_else(|| redis::RedisConfig::default().url);

@@ -164,26 +164,32 @@ fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)
 /// Encode an AOR record.
 pub fn encode_record(rec: &AorBindings) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + rec.bindings.len() * 160);
+    encode_record_into(rec, &mut out);
+    out
+}
+
+/// Encode an AOR record at the end of `out` (the journal's batch buffer).
+pub fn encode_record_into(rec: &AorBindings, out: &mut Vec<u8>) {
     out.push(FORMAT);
     out.extend_from_slice(&rec.version.to_be_bytes());
     let count = u16::try_from(rec.bindings.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&count.to_be_bytes());
     for b in rec.bindings.iter().take(usize::from(count)) {
-        put_str(&mut out, &b.aor);
-        put_str(&mut out, &b.contact_uri);
+        put_str(out, &b.aor);
+        put_str(out, &b.contact_uri);
         out.extend_from_slice(&b.q.0.to_be_bytes());
         out.extend_from_slice(&b.expires_at.to_be_bytes());
-        put_str(&mut out, &b.call_id);
+        put_str(out, &b.call_id);
         out.extend_from_slice(&b.cseq.to_be_bytes());
         let npath = u8::try_from(b.path.len()).unwrap_or(u8::MAX);
         out.push(npath);
         for p in b.path.iter().take(usize::from(npath)) {
-            put_str(&mut out, p);
+            put_str(out, p);
         }
-        put_opt(&mut out, b.instance.as_deref(), put_str);
-        put_opt(&mut out, b.reg_id, |o, v| o.extend_from_slice(&v.to_be_bytes()));
-        put_opt(&mut out, b.flow, |o, v| o.extend_from_slice(&v.0.to_be_bytes()));
-        put_opt(&mut out, b.received, |o, a| {
+        put_opt(out, b.instance.as_deref(), put_str);
+        put_opt(out, b.reg_id, |o, v| o.extend_from_slice(&v.to_be_bytes()));
+        put_opt(out, b.flow, |o, v| o.extend_from_slice(&v.0.to_be_bytes()));
+        put_opt(out, b.received, |o, a| {
             match a.ip() {
                 IpAddr::V4(ip) => {
                     o.push(4);
@@ -198,7 +204,6 @@ pub fn encode_record(rec: &AorBindings) -> Vec<u8> {
         });
         out.extend_from_slice(&b.updated_at.to_be_bytes());
     }
-    out
 }
 
 /// A bounds-checked reader over stored bytes.

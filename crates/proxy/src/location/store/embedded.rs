@@ -1,28 +1,32 @@
 //! The embedded location store: bindings in memory (a sharded `DashMap`, so
-//! lookups and updates never wait for the disk), persisted to a local redb
-//! file by one writer thread.
+//! lookups and updates never wait for the disk), persisted by one writer
+//! thread to a snapshot and an append-only journal ([`super::journal`]).
 //!
 //! A write (REGISTER, removal, expiry) is a compare-and-set on the AOR in
 //! memory, which then joins the *dirty set*: each AOR at most once, so the
-//! set is bounded by `max_aors`. The writer commits the dirty AORs' current
-//! records in one redb transaction with `Durability::Immediate` (fsync).
+//! set is bounded by `max_aors`. The writer appends the dirty AORs' current
+//! records to the journal in one write and makes them durable with one
+//! `fdatasync`.
 //!
 //! Durability policy (`[registrar] flush_interval_ms`):
 //! - **Write-behind (default, 100 ms):** the registrar answers 200 as soon as
-//!   memory holds the binding; the writer wakes every interval and commits
+//!   memory holds the binding; the writer wakes every interval and appends
 //!   whatever changed. A crash or power loss loses at most the changes of the
-//!   last interval (plus the commit under way); a graceful stop (dropping the
-//!   store) commits everything first. No REGISTER waits for, or wakes, the
+//!   last interval (plus the append under way); a graceful stop (dropping the
+//!   store) writes everything first. No REGISTER waits for, or wakes, the
 //!   writer: this is what makes a REGISTER cost no more than answering it.
 //! - **Write-through (`0`):** a write's future completes only when the
-//!   commit holding it is durable, so a 200 is never lost. The writer is woken
-//!   by each write and commits every AOR that changed meanwhile at once
+//!   append holding it is durable, so a 200 is never lost. The writer is woken
+//!   by each write and appends every AOR that changed meanwhile at once
 //!   (group commit): concurrent REGISTERs share one fsync.
 //!
-//! A failed commit (disk full, I/O error) is logged, counted, and retried at
+//! A failed append (disk full, I/O error) is logged, counted, and retried at
 //! the next flush with the AORs kept dirty; under write-through the waiting
 //! REGISTERs fail with `Unavailable` (503). `umproxy_location_unflushed_aors`
 //! shows how many AORs memory holds ahead of the disk.
+//!
+//! Without a file ([`EmbeddedStore::memory_only`]) there is no writer: the
+//! bindings live and die with the process.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -33,14 +37,13 @@ use std::time::{Duration, SystemTime};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use prometheus::IntGauge;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
+use super::journal::{self, Batch, Journal, SnapshotWriter};
 use super::{LocationStore, StoreError, StoreFuture};
-use crate::location::binding::{decode_record, encode_record, unix_secs, AorBindings, Binding};
+use crate::location::binding::{decode_record, encode_record_into, unix_secs, AorBindings, Binding};
 
 const STORE: &str = "embedded";
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("aor_bindings");
 /// The default write-behind window.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -69,14 +72,14 @@ impl EmbeddedConfig {
     }
 }
 
-/// Memory + redb location store. Cheap to clone.
+/// Memory + journal location store. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
 }
 
-/// Dropping the last clone stops the writer after a last commit, so the file
-/// is complete and closed when the store is gone (and can be reopened at once).
+/// Dropping the last clone stops the writer after a last append, so the files
+/// are complete and closed when the store is gone (and can be reopened at once).
 struct Shared {
     inner: Arc<Inner>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -116,7 +119,8 @@ struct Flushed {
 type AorHasher = std::collections::hash_map::RandomState;
 
 struct Inner {
-    db: Database,
+    /// Whether a writer persists changes (false: memory only).
+    persistent: bool,
     mem: DashMap<String, AorBindings, AorHasher>,
     bindings: AtomicUsize,
     /// AORs in `mem` (kept apart: `DashMap::len` would lock every shard).
@@ -134,77 +138,46 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl EmbeddedStore {
-    /// Open (or create) the file and load every binding unexpired at `now`;
-    /// lapsed ones are deleted from the file. Blocking: call at start-up.
+    /// Open (or create) the files at `path` and load every binding unexpired
+    /// at `now`; lapsed ones are left out of the fresh snapshot written at
+    /// start. Blocking: call at start-up.
     pub fn open(path: &Path, cfg: EmbeddedConfig, now: SystemTime) -> Result<EmbeddedStore, StoreError> {
-        let db = Database::create(path).map_err(unavailable)?;
+        let recovered = journal::recover(path).map_err(unavailable)?;
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.torn_bytes,
+                "registrations journal ended in a torn write (crash during an append); that tail was dropped"
+            );
+        }
         let mem = DashMap::with_hasher(AorHasher::default());
-        let mut stale: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         let mut count = 0usize;
-        {
-            let txn = db.begin_read().map_err(unavailable)?;
-            match txn.open_table(TABLE) {
-                Ok(table) => {
-                    for row in table.iter().map_err(unavailable)? {
-                        let (k, v) = row.map_err(unavailable)?;
-                        let aor = k.value().to_owned();
-                        let Some(mut rec) = decode_record(v.value()) else {
-                            tracing::warn!(aor = %aor.escape_debug(), "dropping undecodable stored registration");
-                            stale.push((aor, None));
-                            continue;
-                        };
-                        let before = rec.bindings.len();
-                        rec.bindings.retain(|b| !b.is_expired(now));
-                        if rec.bindings.is_empty() {
-                            stale.push((aor, None));
-                            continue;
-                        }
-                        if rec.bindings.len() != before {
-                            stale.push((aor.clone(), Some(encode_record(&rec))));
-                        }
-                        count += rec.bindings.len();
-                        mem.insert(aor, rec);
-                    }
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(unavailable(e)),
+        for (aor, value) in recovered.records {
+            let Some(mut rec) = decode_record(&value) else {
+                tracing::warn!(aor = %aor.escape_debug(), "dropping undecodable stored registration");
+                continue;
+            };
+            rec.bindings.retain(|b| !b.is_expired(now));
+            if rec.bindings.is_empty() {
+                continue;
             }
+            count += rec.bindings.len();
+            mem.insert(aor, rec);
         }
-        let mut txn = db.begin_write().map_err(unavailable)?;
-        txn.set_durability(Durability::Immediate).map_err(unavailable)?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(unavailable)?;
-            for (aor, rec) in &stale {
-                match rec {
-                    Some(bytes) => table.insert(aor.as_str(), bytes.as_slice()).map(drop),
-                    None => table.remove(aor.as_str()).map(drop),
-                }
-                .map_err(unavailable)?;
-            }
-        }
-        txn.commit().map_err(unavailable)?;
+        let journal = Journal::start(path, recovered.next_journal, |w| snapshot(&mem, w)).map_err(unavailable)?;
         tracing::debug!(aors = mem.len(), bindings = count, "embedded location store loaded");
-        if let Some(g) = &cfg.unflushed {
-            g.set(0);
-        }
-        let aors = AtomicUsize::new(mem.len());
-        let inner = Arc::new(Inner {
-            db,
-            mem,
-            bindings: AtomicUsize::new(count),
-            aors,
-            cfg,
-            dirty: Mutex::new(Dirty { generation: 1, ..Dirty::default() }),
-            wake: Condvar::new(),
-            flushed: watch::Sender::new(Flushed::default()),
-            failing: std::sync::atomic::AtomicBool::new(false),
-        });
+        let inner = Arc::new(Inner::new(mem, count, cfg, true));
         let writer_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("location-writer".into())
-            .spawn(move || writer_inner.run_writer())
+            .spawn(move || writer_inner.run_writer(journal))
             .map_err(unavailable)?;
         Ok(EmbeddedStore { shared: Arc::new(Shared { inner, thread: Some(thread) }) })
+    }
+
+    /// A store without a file: nothing survives the process.
+    pub fn memory_only(cfg: EmbeddedConfig) -> EmbeddedStore {
+        let inner = Arc::new(Inner::new(DashMap::with_hasher(AorHasher::default()), 0, cfg, false));
+        EmbeddedStore { shared: Arc::new(Shared { inner, thread: None }) }
     }
 
     /// AORs held in memory.
@@ -215,6 +188,9 @@ impl EmbeddedStore {
     /// Commit every change made so far now, and wait until it is durable.
     pub async fn flush_now(&self) -> Result<(), StoreError> {
         let inner = &self.shared.inner;
+        if !inner.persistent {
+            return Ok(());
+        }
         let generation = {
             let mut d = inner.lock_dirty();
             if d.aors.is_empty() {
@@ -244,7 +220,36 @@ impl EmbeddedStore {
     }
 }
 
+/// Every AOR in memory, into a snapshot.
+fn snapshot(mem: &DashMap<String, AorBindings, AorHasher>, w: &mut SnapshotWriter) {
+    for e in mem.iter() {
+        w.put(e.key(), |v| encode_record_into(e.value(), v));
+    }
+}
+
 impl Inner {
+    fn new(
+        mem: DashMap<String, AorBindings, AorHasher>,
+        bindings: usize,
+        cfg: EmbeddedConfig,
+        persistent: bool,
+    ) -> Inner {
+        if let Some(g) = &cfg.unflushed {
+            g.set(0);
+        }
+        Inner {
+            persistent,
+            aors: AtomicUsize::new(mem.len()),
+            mem,
+            bindings: AtomicUsize::new(bindings),
+            cfg,
+            dirty: Mutex::new(Dirty { generation: 1, ..Dirty::default() }),
+            wake: Condvar::new(),
+            flushed: watch::Sender::new(Flushed::default()),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     fn lock_dirty(&self) -> MutexGuard<'_, Dirty> {
         self.dirty.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -259,8 +264,12 @@ impl Inner {
         }
     }
 
-    /// Note that `aor` changed; returns the generation that will hold it.
-    fn mark_dirty(&self, aor: &str) -> u64 {
+    /// Note that `aor` changed; returns the generation that will hold it
+    /// (`None` in memory-only mode: nothing will).
+    fn mark_dirty(&self, aor: &str) -> Option<u64> {
+        if !self.persistent {
+            return None;
+        }
         let mut d = self.lock_dirty();
         if !d.aors.contains(aor) {
             d.aors.insert(aor.to_owned());
@@ -273,7 +282,7 @@ impl Inner {
         if self.cfg.flush_interval.is_zero() {
             self.wake.notify_one();
         }
-        generation
+        Some(generation)
     }
 
     /// Compare-and-set in memory. Returns the new version and, when
@@ -314,14 +323,14 @@ impl Inner {
             }
         };
         self.adjust(old, new);
-        Ok((version, Some(self.mark_dirty(aor))))
+        Ok((version, self.mark_dirty(aor)))
     }
 
     fn remove(&self, aor: &str) -> Option<u64> {
         let (_, rec) = self.mem.remove(aor)?;
         self.aors.fetch_sub(1, Ordering::Relaxed);
         self.adjust(rec.bindings.len(), 0);
-        Some(self.mark_dirty(aor))
+        self.mark_dirty(aor)
     }
 
     /// Drop bindings lapsed at `now` from memory; they reach the disk with the
@@ -370,7 +379,8 @@ impl Inner {
         }
     }
 
-    fn run_writer(&self) {
+    fn run_writer(&self, mut journal: Journal) {
+        let mut batch = Batch::default();
         loop {
             let (aors, generation, closing) = {
                 let mut d = self.lock_dirty();
@@ -395,10 +405,10 @@ impl Inner {
                 d.generation += 1;
                 (std::mem::take(&mut d.aors), generation, d.closing)
             };
-            match self.write(&aors) {
+            match self.write(&mut journal, &mut batch, &aors) {
                 Ok(()) => {
                     if self.failing.swap(false, Ordering::Relaxed) {
-                        tracing::warn!("embedded location store commits work again");
+                        tracing::warn!("embedded location store writes work again");
                     }
                     self.flushed.send_modify(|f| f.done = generation);
                     if let Some(g) = &self.cfg.unflushed {
@@ -407,37 +417,43 @@ impl Inner {
                 }
                 Err(e) => {
                     if !self.failing.swap(true, Ordering::Relaxed) {
-                        tracing::error!(error = %e, aors = aors.len(), "embedded location store commit failed; retrying");
+                        tracing::error!(error = %e, aors = aors.len(), "embedded location store write failed; retrying");
                     }
                     self.flushed.send_modify(|f| f.failed = generation);
                     if closing {
                         tracing::error!(aors = aors.len(), "registrations not saved at shutdown");
                         return;
                     }
-                    // Keep them for the next commit; don't spin on a broken disk.
+                    // Keep them for the next write; don't spin on a broken disk.
                     self.lock_dirty().aors.extend(aors);
                     std::thread::sleep(self.cfg.flush_interval.max(Duration::from_millis(100)));
+                }
+            }
+            if journal.wants_compaction() {
+                // A failed compaction loses nothing (the journal goes on
+                // growing and holds every change); it is tried again later.
+                if let Err(e) = journal.compact(|w| snapshot(&self.mem, w)) {
+                    tracing::error!(error = %e, "registrations snapshot failed; the journal keeps every change");
                 }
             }
         }
     }
 
-    /// One transaction writing each AOR's current record (or its removal).
-    fn write(&self, aors: &HashSet<String, AorHasher>) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(unavailable)?;
-        txn.set_durability(Durability::Immediate).map_err(unavailable)?;
-        {
-            let mut table = txn.open_table(TABLE).map_err(unavailable)?;
-            for aor in aors {
-                let record = self.mem.get(aor.as_str()).map(|r| encode_record(&r));
-                match record {
-                    Some(bytes) => table.insert(aor.as_str(), bytes.as_slice()).map(drop),
-                    None => table.remove(aor.as_str()).map(drop),
-                }
-                .map_err(unavailable)?;
+    /// Append each AOR's current record (or its removal) in one durable write.
+    fn write(
+        &self,
+        journal: &mut Journal,
+        batch: &mut Batch,
+        aors: &HashSet<String, AorHasher>,
+    ) -> Result<(), StoreError> {
+        batch.clear();
+        for aor in aors {
+            match self.mem.get(aor.as_str()) {
+                Some(rec) => batch.put(aor, |v| encode_record_into(&rec, v)),
+                None => batch.remove(aor),
             }
         }
-        txn.commit().map_err(unavailable)
+        journal.append(batch).map_err(unavailable)
     }
 
     fn adjust(&self, old: usize, new: usize) {

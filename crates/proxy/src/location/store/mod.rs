@@ -1,5 +1,5 @@
 //! Location stores: where bindings live. One async trait, two backends:
-//! [`embedded::EmbeddedStore`] (memory + a local redb file) and
+//! [`embedded::EmbeddedStore`] (memory + a local snapshot and journal) and
 //! [`redis::RedisStore`] (shared by several instances).
 //!
 //! Every write is a compare-and-set on the AOR's version, so a registrar
@@ -7,6 +7,7 @@
 //! reads, computes the new set, and retries when another writer won.
 
 pub mod embedded;
+mod journal;
 pub mod redis;
 
 use std::future::Future;

@@ -173,6 +173,59 @@ fn embedded_store_reloads_after_drop_and_reopen() {
     check_reopened(&store);
 }
 
+/// Refreshes beyond the journal's compaction threshold: the writer folds
+/// the journal into a new snapshot by itself, one journal file remains, and
+/// a reopen sees every AOR's newest record (and a removal stays removed).
+#[test]
+fn embedded_writer_compacts_the_journal_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registrations.db");
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::default(), t(0)).unwrap();
+    let rt = rt();
+    let journal_bytes = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().contains(".journal."))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    // About 200 bytes per record: 80 rounds of 1000 AORs is ~12 MB of journal.
+    rt.block_on(async {
+        for round in 0..80u32 {
+            for n in 0..AORS {
+                let aor = format!("sip:user{n}@contoso.test");
+                let cur = store.get(&aor, t(0)).await.unwrap();
+                store.replace(&aor, cur.version, vec![binding(&aor, n + round, t(10_000))], t(0)).await.unwrap();
+            }
+            store.flush().await.unwrap();
+        }
+        store.remove("sip:user7@contoso.test").await.unwrap();
+        store.flush().await.unwrap();
+    });
+    let journals: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".journal."))
+        .collect();
+    assert_eq!(journals.len(), 1, "older journals deleted after the snapshot: {journals:?}");
+    assert!(journal_bytes() < 8 << 20, "the journal was folded into a snapshot ({} bytes)", journal_bytes());
+    drop(store);
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::default(), t(500)).unwrap();
+    assert_eq!(store.aor_count(), AORS as usize - 1);
+    rt.block_on(async {
+        for n in 0..AORS {
+            let aor = format!("sip:user{n}@contoso.test");
+            let got = store.get(&aor, t(500)).await.unwrap().bindings;
+            if n == 7 {
+                assert!(got.is_empty());
+            } else {
+                assert_eq!(got, vec![binding(&aor, n + 79, t(10_000))], "{aor}");
+            }
+        }
+    });
+}
+
 #[tokio::test]
 async fn embedded_compare_and_set_expire_and_cap() {
     let dir = tempfile::tempdir().unwrap();
