@@ -97,27 +97,28 @@ pub enum LoopCheck {
 
 /// RFC 3261 §16.3 step 4: look for a Via that we put there, and compare its
 /// loop hash with this request's. `is_me(host, port)` says whether a Via
-/// sent-by names this proxy.
+/// sent-by names this proxy. The request's loop hash is computed only when
+/// such a Via is found (most requests never carry one; a forwarded request
+/// computes it when its branch is minted), and returned for reuse.
 pub fn check_loop(
     minter: &BranchMinter,
     msg: &Message,
-    loop_hash: u64,
     is_me: impl Fn(&str, Option<u16>) -> bool,
-) -> LoopCheck {
+) -> (LoopCheck, Option<u64>) {
     let mut verdict = LoopCheck::Fresh;
+    let mut hash = None;
     for via in msg.vias() {
         let Some(branch) = via.branch() else { continue };
         if !branch.starts_with(MAGIC_COOKIE) || !is_me(via.host(), via.port()) {
             continue;
         }
-        match BranchMinter::hash_of(branch) {
-            Some(h) if h == loop_hash => return LoopCheck::Loop,
-            Some(_) => verdict = LoopCheck::Spiral,
-            None => {}
+        let Some(theirs) = BranchMinter::hash_of(branch) else { continue };
+        if theirs == *hash.get_or_insert_with(|| minter.loop_hash(msg)) {
+            return (LoopCheck::Loop, hash);
         }
+        verdict = LoopCheck::Spiral;
     }
-    let _ = minter;
-    verdict
+    (verdict, hash)
 }
 
 #[cfg(test)]
@@ -151,7 +152,7 @@ mod tests {
         let m = BranchMinter::default();
         let first = invite("sip:b@example.test", "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n");
         let h = m.loop_hash(&first);
-        assert_eq!(check_loop(&m, &first, h, me), LoopCheck::Fresh);
+        assert_eq!(check_loop(&m, &first, me).0, LoopCheck::Fresh);
         let ours = m.mint(h);
         let back = invite(
             "sip:b@example.test",
@@ -160,7 +161,7 @@ mod tests {
                  Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n"
             ),
         );
-        assert_eq!(check_loop(&m, &back, m.loop_hash(&back), me), LoopCheck::Loop);
+        assert_eq!(check_loop(&m, &back, me).0, LoopCheck::Loop);
     }
 
     #[test]
@@ -169,7 +170,7 @@ mod tests {
         let first = invite("sip:b@example.test", "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n");
         let ours = m.mint(m.loop_hash(&first));
         let back = invite("sip:b@192.0.2.77", &format!("Via: SIP/2.0/UDP 10.0.0.1;branch={ours}\r\n"));
-        assert_eq!(check_loop(&m, &back, m.loop_hash(&back), me), LoopCheck::Spiral);
+        assert_eq!(check_loop(&m, &back, me).0, LoopCheck::Spiral);
     }
 
     #[test]
@@ -178,7 +179,7 @@ mod tests {
         let first = invite("sip:b@example.test", "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n");
         let ours = m.mint(m.loop_hash(&first));
         let other = invite("sip:b@example.test", &format!("Via: SIP/2.0/UDP 10.9.9.9;branch={ours}\r\n"));
-        assert_eq!(check_loop(&m, &other, m.loop_hash(&other), me), LoopCheck::Fresh);
+        assert_eq!(check_loop(&m, &other, me).0, LoopCheck::Fresh);
     }
 
     #[test]

@@ -162,7 +162,9 @@ struct ProxyTx {
     peer: Peer,
     tls: Option<Arc<TlsIdentity>>,
     method: Method,
-    loop_hash: u64,
+    /// The request's loop hash, if loop detection needed it (else computed
+    /// when a branch is minted: a request answered here never needs it).
+    loop_hash: Option<u64>,
     route_edits: RouteEdits,
     record_route: bool,
     /// Every Proxy-Authorization is for a realm of ours: removed when
@@ -541,8 +543,8 @@ impl Shard {
         }
         let wire = self.wire.clone();
         let is_me = |host: &str, port: Option<u16>| wire.is_local(host, port);
-        let loop_hash = self.minter.loop_hash(&msg);
-        if check_loop(&self.minter, &msg, loop_hash, is_me) == LoopCheck::Loop {
+        let (verdict, loop_hash) = check_loop(&self.minter, &msg, is_me);
+        if verdict == LoopCheck::Loop {
             self.respond(id, &msg, 482, "Loop Detected", &[], now);
             return;
         }
@@ -809,7 +811,7 @@ impl Shard {
             let ctx = &*ctx;
             let Some(branch) = ctx.branches.get(idx) else { return };
             let in_listener = self.wire.listener_for(ctx.peer.transport, &ctx.peer.remote);
-            let branch_id = self.minter.mint(ctx.loop_hash);
+            let branch_id = self.minter.mint(ctx.loop_hash.unwrap_or_else(|| self.minter.loop_hash(&ctx.request)));
             let own = match &branch.target.request {
                 Some(raw) => match Message::parse(raw.clone(), &self.limits) {
                     Ok(m) => Some(m),
