@@ -98,7 +98,7 @@ impl Drop for Shared {
 /// What memory holds ahead of the disk.
 #[derive(Default)]
 struct Dirty {
-    aors: HashSet<String, AorHasher>,
+    aors: HashSet<Aor, AorHasher>,
     /// The commit the AORs now in `aors` will be part of.
     generation: u64,
     /// Commit now rather than at the end of the interval.
@@ -118,10 +118,14 @@ struct Flushed {
 /// so crafted AORs cannot pile into one bucket (STYLE.md).
 type AorHasher = std::collections::hash_map::RandomState;
 
+/// An AOR as a key: shared by the memory map and the dirty set, so marking
+/// an AOR dirty (and the writer dropping the set) allocates nothing.
+type Aor = Arc<str>;
+
 struct Inner {
     /// Whether a writer persists changes (false: memory only).
     persistent: bool,
-    mem: DashMap<String, AorBindings, AorHasher>,
+    mem: DashMap<Aor, AorBindings, AorHasher>,
     bindings: AtomicUsize,
     /// AORs in `mem` (kept apart: `DashMap::len` would lock every shard).
     aors: AtomicUsize,
@@ -161,7 +165,7 @@ impl EmbeddedStore {
                 continue;
             }
             count += rec.bindings.len();
-            mem.insert(aor, rec);
+            mem.insert(Aor::from(aor), rec);
         }
         let journal = Journal::start(path, recovered.next_journal, |w| snapshot(&mem, w)).map_err(unavailable)?;
         tracing::debug!(aors = mem.len(), bindings = count, "embedded location store loaded");
@@ -221,7 +225,7 @@ impl EmbeddedStore {
 }
 
 /// Every AOR in memory, into a snapshot.
-fn snapshot(mem: &DashMap<String, AorBindings, AorHasher>, w: &mut SnapshotWriter) {
+fn snapshot(mem: &DashMap<Aor, AorBindings, AorHasher>, w: &mut SnapshotWriter) {
     for e in mem.iter() {
         w.put(e.key(), |v| encode_record_into(e.value(), v));
     }
@@ -229,7 +233,7 @@ fn snapshot(mem: &DashMap<String, AorBindings, AorHasher>, w: &mut SnapshotWrite
 
 impl Inner {
     fn new(
-        mem: DashMap<String, AorBindings, AorHasher>,
+        mem: DashMap<Aor, AorBindings, AorHasher>,
         bindings: usize,
         cfg: EmbeddedConfig,
         persistent: bool,
@@ -266,13 +270,13 @@ impl Inner {
 
     /// Note that `aor` changed; returns the generation that will hold it
     /// (`None` in memory-only mode: nothing will).
-    fn mark_dirty(&self, aor: &str) -> Option<u64> {
+    fn mark_dirty(&self, aor: &Aor) -> Option<u64> {
         if !self.persistent {
             return None;
         }
         let mut d = self.lock_dirty();
         if !d.aors.contains(aor) {
-            d.aors.insert(aor.to_owned());
+            d.aors.insert(Arc::clone(aor));
             if let Some(g) = &self.cfg.unflushed {
                 g.set(i64::try_from(d.aors.len()).unwrap_or(i64::MAX));
             }
@@ -289,7 +293,24 @@ impl Inner {
     /// something changed, the generation that will make it durable.
     fn replace(&self, aor: &str, expected: u64, bindings: Vec<Binding>) -> Result<(u64, Option<u64>), StoreError> {
         let new = bindings.len();
-        let (version, old) = match self.mem.entry(aor.to_owned()) {
+        if new > 0 {
+            // The common case, a refresh of a known AOR: no key to allocate.
+            if let Some(mut rec) = self.mem.get_mut(aor) {
+                if rec.version != expected {
+                    return Err(StoreError::Conflict);
+                }
+                let old = rec.bindings.len();
+                let version = expected.wrapping_add(1).max(1);
+                rec.version = version;
+                rec.bindings = bindings;
+                let key = Arc::clone(rec.key());
+                drop(rec);
+                self.adjust(old, new);
+                return Ok((version, self.mark_dirty(&key)));
+            }
+        }
+        let key = Aor::from(aor);
+        let (version, old) = match self.mem.entry(Arc::clone(&key)) {
             Entry::Occupied(mut e) => {
                 if e.get().version != expected {
                     return Err(StoreError::Conflict);
@@ -323,29 +344,29 @@ impl Inner {
             }
         };
         self.adjust(old, new);
-        Ok((version, self.mark_dirty(aor)))
+        Ok((version, self.mark_dirty(&key)))
     }
 
     fn remove(&self, aor: &str) -> Option<u64> {
-        let (_, rec) = self.mem.remove(aor)?;
+        let (key, rec) = self.mem.remove(aor)?;
         self.aors.fetch_sub(1, Ordering::Relaxed);
         self.adjust(rec.bindings.len(), 0);
-        self.mark_dirty(aor)
+        self.mark_dirty(&key)
     }
 
     /// Drop bindings lapsed at `now` from memory; they reach the disk with the
     /// next commit (no need to hurry: a lapsed binding is dropped on reload).
     fn expire(&self, now: SystemTime) -> usize {
         let t = unix_secs(now);
-        let lapsed: Vec<String> = self
+        let lapsed: Vec<Aor> = self
             .mem
             .iter()
             .filter(|e| e.value().bindings.iter().any(|b| b.expires_at <= t))
-            .map(|e| e.key().clone())
+            .map(|e| Arc::clone(e.key()))
             .collect();
         let mut dropped = 0;
         for aor in lapsed {
-            let emptied = match self.mem.get_mut(&aor) {
+            let emptied = match self.mem.get_mut(&*aor) {
                 Some(mut rec) => {
                     let before = rec.bindings.len();
                     rec.bindings.retain(|b| b.expires_at > t);
@@ -357,7 +378,7 @@ impl Inner {
                 }
                 None => continue,
             };
-            if emptied && self.mem.remove_if(&aor, |_, r| r.bindings.is_empty()).is_some() {
+            if emptied && self.mem.remove_if(&*aor, |_, r| r.bindings.is_empty()).is_some() {
                 self.aors.fetch_sub(1, Ordering::Relaxed);
             }
             self.mark_dirty(&aor);
@@ -444,11 +465,11 @@ impl Inner {
         &self,
         journal: &mut Journal,
         batch: &mut Batch,
-        aors: &HashSet<String, AorHasher>,
+        aors: &HashSet<Aor, AorHasher>,
     ) -> Result<(), StoreError> {
         batch.clear();
         for aor in aors {
-            match self.mem.get(aor.as_str()) {
+            match self.mem.get(&**aor) {
                 Some(rec) => batch.put(aor, |v| encode_record_into(&rec, v)),
                 None => batch.remove(aor),
             }
