@@ -184,9 +184,8 @@ pub fn parse_digest(value: &[u8]) -> Result<DigestParams<'_>, HeaderError> {
     }
 }
 
-/// Quote a value for a challenge (`quoted-string`, escaping `"` and `\`).
-pub fn quote(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
+/// Append `v` quoted for a challenge (`quoted-string`, escaping `"` and `\`).
+pub fn quote_into(s: &mut String, v: &str) {
     s.push('"');
     for c in v.chars() {
         if c == '"' || c == '\\' {
@@ -195,5 +194,4 @@ pub fn quote(v: &str) -> String {
         s.push(c);
     }
     s.push('"');
-    s
 }

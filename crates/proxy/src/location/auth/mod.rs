@@ -29,7 +29,7 @@ use sip_message::{HeaderName, Message};
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
-use header::{parse_digest, quote, DigestParams};
+use header::{parse_digest, DigestParams};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -78,7 +78,7 @@ impl Algorithm {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     let digit = |n: u8| char::from(DIGITS.get(usize::from(n)).copied().unwrap_or(b'0'));
@@ -506,15 +506,21 @@ impl DigestAuth {
     pub fn challenges(&self, realm: &str, stale: bool, now: SystemTime) -> Vec<String> {
         let nonce = self.make_nonce(realm, now);
         let opaque = self.opaque(realm);
+        // Built by appending: `format!` cost more than the rest of the 401.
         self.cfg
             .algorithms
             .iter()
             .map(|alg| {
-                let mut v = format!(
-                    "Digest realm={}, qop=\"auth\", algorithm={}, nonce=\"{nonce}\", opaque=\"{opaque}\"",
-                    quote(realm),
-                    alg.name()
-                );
+                let mut v = String::with_capacity(96 + realm.len() + nonce.len() + opaque.len());
+                v.push_str("Digest realm=");
+                header::quote_into(&mut v, realm);
+                v.push_str(", qop=\"auth\", algorithm=");
+                v.push_str(alg.name());
+                v.push_str(", nonce=\"");
+                v.push_str(&nonce);
+                v.push_str("\", opaque=\"");
+                v.push_str(&opaque);
+                v.push('"');
                 if stale {
                     v.push_str(", stale=true");
                 }
@@ -532,7 +538,7 @@ impl DigestAuth {
         stale: bool,
         now: SystemTime,
     ) -> bytes::Bytes {
-        let tag = format!("{:016x}", rand::random::<u64>());
+        let tag = crate::location::random_tag();
         let code = kind.status();
         let mut resp = Response::new(req, code, sip_message::build::reason_phrase(code), Some(&tag));
         for v in self.challenges(realm, stale, now) {
