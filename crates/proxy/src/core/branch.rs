@@ -108,11 +108,12 @@ pub fn check_loop(
     let mut verdict = LoopCheck::Fresh;
     let mut hash = None;
     for via in msg.vias() {
-        let Some(branch) = via.branch() else { continue };
-        if !branch.starts_with(MAGIC_COOKIE) || !is_me(via.host(), via.port()) {
+        // Our branch format first: a string check, where is_me compares
+        // the sent-by with every listener.
+        let Some(theirs) = via.branch().and_then(BranchMinter::hash_of) else { continue };
+        if !is_me(via.host(), via.port()) {
             continue;
         }
-        let Some(theirs) = BranchMinter::hash_of(branch) else { continue };
         if theirs == *hash.get_or_insert_with(|| minter.loop_hash(msg)) {
             return (LoopCheck::Loop, hash);
         }
