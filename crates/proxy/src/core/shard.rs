@@ -8,6 +8,7 @@
 //! the proxy's own addresses) and [`Resolve`] (RFC 3263), so it can be
 //! driven in tests without sockets and on tokio's paused clock.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -162,7 +163,9 @@ struct ProxyTx {
     peer: Peer,
     tls: Option<Arc<TlsIdentity>>,
     method: Method,
-    loop_hash: u64,
+    /// The request's loop-detection hash, computed when first needed (a Via
+    /// of ours, or the first branch minted).
+    loop_hash: OnceCell<u64>,
     route_edits: RouteEdits,
     record_route: bool,
     /// Every Proxy-Authorization is for a realm of ours: removed when
@@ -541,8 +544,8 @@ impl Shard {
         }
         let wire = self.wire.clone();
         let is_me = |host: &str, port: Option<u16>| wire.is_local(host, port);
-        let loop_hash = self.minter.loop_hash(&msg);
-        if check_loop(&self.minter, &msg, loop_hash, is_me) == LoopCheck::Loop {
+        let loop_hash = OnceCell::new();
+        if check_loop(&self.minter, &msg, &loop_hash, is_me) == LoopCheck::Loop {
             self.respond(id, &msg, 482, "Loop Detected", &[], now);
             return;
         }
@@ -809,7 +812,7 @@ impl Shard {
             let ctx = &*ctx;
             let Some(branch) = ctx.branches.get(idx) else { return };
             let in_listener = self.wire.listener_for(ctx.peer.transport, &ctx.peer.remote);
-            let branch_id = self.minter.mint(ctx.loop_hash);
+            let branch_id = self.minter.mint(*ctx.loop_hash.get_or_init(|| self.minter.loop_hash(&ctx.request)));
             let own = match &branch.target.request {
                 Some(raw) => match Message::parse(raw.clone(), &self.limits) {
                     Ok(m) => Some(m),
