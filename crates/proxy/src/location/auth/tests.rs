@@ -257,6 +257,13 @@ fn header_parser_handles_tricky_quoting() {
     let many: String = (0..40).map(|k| format!("p{k}=1")).collect::<Vec<_>>().join(",");
     assert_eq!(parse_digest(format!("Digest {many}").as_bytes()), Err(HeaderError::TooManyParams));
     assert_eq!(parse_digest(&vec![b'a'; 5000]), Err(HeaderError::TooLong));
+    // Values come out as text whether or not the whole value is UTF-8 (a
+    // bad byte in one value refuses the header, as before).
+    let utf8 = parse_digest("Digest username=\"Zoë\", realm=\"r\"".as_bytes()).unwrap();
+    assert_eq!(utf8.get("username"), Some("Zoë"));
+    assert_eq!(parse_digest(b"Digest username=\"\xff\", realm=\"r\""), Err(HeaderError::Syntax));
+    assert_eq!(parse_digest(b"Digest a=\"1\", A=\"\xff\""), Err(HeaderError::Syntax));
+    assert_eq!(parse_digest(b"Digest a=\"1\", A=\"2\", b=\"\xff\""), Err(HeaderError::DuplicateParam));
 }
 
 #[test]
