@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use sip_message::build::Response;
-use sip_message::{HeaderName, Message, Scheme, Uri};
+use sip_message::{HeaderName, Message, NameAddr, Scheme, Uri};
 
 use super::binding::{unix_secs, Binding, FlowToken, QValue};
 use super::metrics::LocationMetrics;
@@ -324,6 +324,19 @@ pub fn plan_register(
     ctx: &RegisterContext,
     now: SystemTime,
 ) -> Result<Plan, Reject> {
+    plan_register_to(req, &req.to(), current, cfg, ctx, now)
+}
+
+/// [`plan_register`] with the request's To already parsed (the caller
+/// needed it first for the AOR).
+fn plan_register_to(
+    req: &Message,
+    to: &NameAddr<'_>,
+    current: &[Binding],
+    cfg: &RegistrarConfig,
+    ctx: &RegisterContext,
+    now: SystemTime,
+) -> Result<Plan, Reject> {
     // §10.3 step 2: Require with an extension we lack → 420.
     let unsupported: Vec<String> = req
         .require()
@@ -334,11 +347,10 @@ pub fn plan_register(
     if !unsupported.is_empty() {
         return Err(Reject::BadExtension(unsupported));
     }
-    let to = req.to();
     let aor =
         canonical_aor(&to.uri).filter(|a| a.len() <= cfg.max_value_len).ok_or(Reject::BadRequest("Bad To URI"))?;
-    let host = to.uri.host().to_ascii_lowercase();
-    if !cfg.domains.is_empty() && !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(&host)) {
+    let host = to.uri.host();
+    if !cfg.domains.is_empty() && !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(host)) {
         return Err(Reject::NotFound);
     }
     if let Some(user) = &ctx.authenticated_user {
@@ -593,8 +605,9 @@ pub fn ok_response(req: &Message, bindings: &[Binding], now: SystemTime) -> Byte
         resp = resp.header("Supported", "path");
     }
     // RFC 5626 §6: Require: outbound when an outbound binding was accepted.
-    let used_outbound = req.contacts().any(|c| c.param("reg-id").is_some() && c.param("+sip.instance").is_some());
-    if used_outbound && supports("outbound") {
+    // Supported first: only then are the Contacts worth parsing again.
+    let used_outbound = || req.contacts().any(|c| c.param("reg-id").is_some() && c.param("+sip.instance").is_some());
+    if supports("outbound") && used_outbound() {
         resp = resp.header("Require", "outbound");
     }
     with_http_date(now, |date| resp.header("Date", date)).finish()
@@ -694,7 +707,9 @@ pub async fn process_register(
     ctx: &RegisterContext,
     now: SystemTime,
 ) -> RegisterOutcome {
-    let aor = match canonical_aor(&req.to().uri) {
+    // Parsed once for the AOR here and for the plan below.
+    let to = req.to();
+    let aor = match canonical_aor(&to.uri) {
         Some(a) => a,
         None => return rejected(req, &Reject::BadRequest("Bad To URI")),
     };
@@ -705,7 +720,7 @@ pub async fn process_register(
             Ok(c) => c,
             Err(e) => return store_failed(req, e),
         };
-        let plan = match plan_register(req, &current.bindings, cfg, ctx, now) {
+        let plan = match plan_register_to(req, &to, &current.bindings, cfg, ctx, now) {
             Ok(p) => p,
             Err(r) => return rejected(req, &r),
         };
