@@ -30,7 +30,7 @@ use super::route::{self, RouteEdits};
 use super::router::{
     Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target,
 };
-use super::validate::{validate_request, Rejection};
+use super::validate::{validate_request_with, Rejection};
 use super::CoreConfig;
 use crate::metrics::{Direction, Metrics};
 use crate::transport::{
@@ -534,7 +534,10 @@ impl Shard {
             return;
         };
         let method = msg.method().unwrap_or(Method::Other);
-        if let Err(r) = validate_request(&msg) {
+        // Parsed once for validation, route preprocessing and the local
+        // check below.
+        let ruri = msg.request_uri();
+        if let Err(r) = validate_request_with(&msg, ruri.as_ref()) {
             self.respond(id, &msg, r.code, r.reason, &r.headers, now);
             return;
         }
@@ -549,10 +552,10 @@ impl Shard {
             self.respond(id, &msg, 482, "Loop Detected", &[], now);
             return;
         }
-        let route_edits = route::preprocess(&msg, |u| is_me(u.host(), u.port()));
+        let route_edits = route::preprocess_with(&msg, ruri.as_ref(), |u| is_me(u.host(), u.port()));
         // Whether the Request-URI (after §16.4) names this proxy.
         let local_ruri = (route_edits.next_route().is_none() && route_edits.restore_request_uri.is_none())
-            .then(|| msg.request_uri())
+            .then_some(ruri.as_ref())
             .flatten()
             .filter(|u| is_me(u.host(), u.port()));
         let ruri_local = local_ruri.is_some();
