@@ -269,6 +269,11 @@ impl Message {
     pub fn branch(&self) -> Option<&str> {
         self.branch.map(|s| self.str_at(s))
     }
+    /// [`Self::branch`] as the bytes of the message, for a caller that only
+    /// compares or hashes it (no UTF-8 check).
+    pub fn branch_bytes(&self) -> Option<&[u8]> {
+        self.branch.map(|s| self.bytes_at(s))
+    }
     /// All Via values, top first.
     pub fn vias(&self) -> impl Iterator<Item = Via<'_>> + '_ {
         self.list(HeaderName::Via, via_parm_quick)

@@ -41,6 +41,11 @@ impl<'a> Via<'a> {
     pub fn host(&self) -> &'a str {
         text(self.host)
     }
+    /// [`Self::host`] as bytes, for a caller that only compares or hashes
+    /// it (no UTF-8 check).
+    pub fn host_bytes(&self) -> &'a [u8] {
+        self.host
+    }
     pub fn host_kind(&self) -> HostKind {
         self.host_kind
     }
