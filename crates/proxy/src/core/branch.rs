@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sip_message::{HeaderName, Message, MAGIC_COOKIE};
+use sip_message::{HeaderName, Message};
 
 /// The marker after the magic cookie that says "minted by umproxy".
 const PREFIX: &str = "z9hG4bK-um-";
@@ -109,15 +109,16 @@ pub fn check_loop(
 ) -> LoopCheck {
     let mut verdict = LoopCheck::Fresh;
     for via in msg.vias() {
-        let Some(branch) = via.branch() else { continue };
-        if !branch.starts_with(MAGIC_COOKIE) || !is_me(via.host(), via.port()) {
+        // Only a branch in our format (magic cookie included) can be ours:
+        // that test is cheaper than asking whether the sent-by is us.
+        let Some(h) = via.branch().and_then(BranchMinter::hash_of) else { continue };
+        if !is_me(via.host(), via.port()) {
             continue;
         }
-        match BranchMinter::hash_of(branch) {
-            Some(h) if h == *loop_hash.get_or_init(|| minter.loop_hash(msg)) => return LoopCheck::Loop,
-            Some(_) => verdict = LoopCheck::Spiral,
-            None => {}
+        if h == *loop_hash.get_or_init(|| minter.loop_hash(msg)) {
+            return LoopCheck::Loop;
         }
+        verdict = LoopCheck::Spiral;
     }
     verdict
 }
@@ -125,6 +126,7 @@ pub fn check_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip_message::MAGIC_COOKIE;
 
     fn invite(ruri: &str, vias: &str) -> Message {
         let text = format!(

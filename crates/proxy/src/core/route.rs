@@ -38,8 +38,9 @@ pub fn preprocess_with(msg: &Message, ruri: Option<&Uri<'_>>, is_me: impl Fn(&Ur
     let mut edits = RouteEdits::default();
     if let Some(ruri) = ruri {
         // §16.4: a Request-URI we placed into a Record-Route means the
-        // previous hop is a strict router.
-        if is_me(ruri) && !routes.is_empty() {
+        // previous hop is a strict router. (Without a Route there is
+        // nothing to restore: no need to ask whether it names us.)
+        if !routes.is_empty() && is_me(ruri) {
             if let Some(last) = routes.pop() {
                 edits.restore_request_uri = Some(last.as_str().to_string());
             }
