@@ -206,11 +206,16 @@ pub fn parse_digest(value: &[u8]) -> Result<DigestParams<'_>, HeaderError> {
 pub fn quote(v: &str) -> String {
     let mut s = String::with_capacity(v.len() + 2);
     s.push('"');
-    for c in v.chars() {
-        if c == '"' || c == '\\' {
-            s.push('\\');
+    if v.contains(['"', '\\']) {
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
         }
-        s.push(c);
+    } else {
+        // Nothing to escape (a domain name, as a realm is): copied whole.
+        s.push_str(v);
     }
     s.push('"');
     s

@@ -163,6 +163,34 @@ pub fn compute_response(
     ])
 }
 
+/// One challenge value, `Digest realm=…, qop="auth", algorithm=…,
+/// nonce="…", opaque="…"` (then `, stale=true` when stale), appended
+/// piece by piece into one allocation of the right size: every
+/// unauthenticated request gets one, and `format!` cost several times as
+/// much (its estimate of the length is short, so it grew twice).
+fn challenge_value(quoted_realm: &str, alg: Algorithm, nonce: &str, opaque: &str, stale: bool) -> String {
+    let parts = [
+        "Digest realm=",
+        quoted_realm,
+        ", qop=\"auth\", algorithm=",
+        alg.name(),
+        ", nonce=\"",
+        nonce,
+        "\", opaque=\"",
+        opaque,
+        "\"",
+    ];
+    const STALE: &str = ", stale=true";
+    let mut v = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + STALE.len());
+    for p in parts {
+        v.push_str(p);
+    }
+    if stale {
+        v.push_str(STALE);
+    }
+    v
+}
+
 /// `[auth]` settings.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -506,21 +534,8 @@ impl DigestAuth {
     pub fn challenges(&self, realm: &str, stale: bool, now: SystemTime) -> Vec<String> {
         let nonce = self.make_nonce(realm, now);
         let opaque = self.opaque(realm);
-        self.cfg
-            .algorithms
-            .iter()
-            .map(|alg| {
-                let mut v = format!(
-                    "Digest realm={}, qop=\"auth\", algorithm={}, nonce=\"{nonce}\", opaque=\"{opaque}\"",
-                    quote(realm),
-                    alg.name()
-                );
-                if stale {
-                    v.push_str(", stale=true");
-                }
-                v
-            })
-            .collect()
+        let realm = quote(realm);
+        self.cfg.algorithms.iter().map(|&alg| challenge_value(&realm, alg, &nonce, &opaque, stale)).collect()
     }
 
     /// The complete 401/407 for `req`.

@@ -326,3 +326,25 @@ fn parameter_names_and_response_hex_are_case_insensitive() {
 fn resp_of(sent: &str) -> String {
     parse_digest(sent.as_bytes()).unwrap().get("response").unwrap().to_owned()
 }
+
+#[test]
+fn challenge_values_read_as_the_format_they_replace() {
+    for (realm, stale) in [("bench.test", false), ("a\"b\\c", true), ("Zoë.example", false)] {
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let mut want = format!(
+                "Digest realm={}, qop=\"auth\", algorithm={}, nonce=\"{}\", opaque=\"{}\"",
+                super::header::quote(realm),
+                alg.name(),
+                "n0nce",
+                "0paque"
+            );
+            if stale {
+                want.push_str(", stale=true");
+            }
+            let got = super::challenge_value(&super::header::quote(realm), alg, "n0nce", "0paque", stale);
+            assert_eq!(got, want);
+        }
+    }
+    assert_eq!(super::header::quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    assert_eq!(super::header::quote("bench.test"), "\"bench.test\"");
+}
