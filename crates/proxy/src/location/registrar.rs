@@ -569,7 +569,7 @@ pub fn http_date(now: SystemTime) -> String {
 }
 
 fn to_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    super::auth::random_tag()
 }
 
 /// The 200 OK of §10.3 step 8: every current binding with its remaining

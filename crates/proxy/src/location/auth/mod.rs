@@ -89,6 +89,13 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A fresh To tag: 16 lower-case hex digits of a random u64, as
+/// `format!("{:016x}", …)` writes them, without the formatting machinery
+/// (every response the registrar sends gets one).
+pub fn random_tag() -> String {
+    hex(&rand::random::<u64>().to_be_bytes())
+}
+
 /// Compare without an early exit, so timing does not reveal how many leading
 /// bytes of a guess were right.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -547,7 +554,7 @@ impl DigestAuth {
         stale: bool,
         now: SystemTime,
     ) -> bytes::Bytes {
-        let tag = format!("{:016x}", rand::random::<u64>());
+        let tag = random_tag();
         let code = kind.status();
         let mut resp = Response::new(req, code, sip_message::build::reason_phrase(code), Some(&tag));
         for v in self.challenges(realm, stale, now) {

@@ -348,3 +348,13 @@ fn challenge_values_read_as_the_format_they_replace() {
     assert_eq!(super::header::quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
     assert_eq!(super::header::quote("bench.test"), "\"bench.test\"");
 }
+
+#[test]
+fn hex_of_big_endian_bytes_is_the_016x_format() {
+    for n in [0u64, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+        assert_eq!(hex(&n.to_be_bytes()), format!("{n:016x}"));
+    }
+    let tag = random_tag();
+    assert_eq!(tag.len(), 16);
+    assert!(tag.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+}
