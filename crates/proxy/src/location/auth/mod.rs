@@ -78,15 +78,35 @@ impl Algorithm {
     }
 }
 
+/// Lower-case hex of `bytes`: one two-digit slice of [`HEX_PAIRS`] per
+/// byte, rather than two chars pushed one by one (digests, opaque values
+/// and To tags are written this way for every request).
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    let digit = |n: u8| char::from(DIGITS.get(usize::from(n)).copied().unwrap_or(b'0'));
     for &b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 0x0f));
+        let at = usize::from(b) * 2;
+        s.push_str(HEX_PAIRS.get(at..at + 2).unwrap_or("00"));
     }
     s
+}
+
+/// "000102…feff": the two lower-case hex digits of every byte value.
+const HEX_PAIRS: &str = match std::str::from_utf8(&hex_pairs()) {
+    Ok(s) => s,
+    Err(_) => "",
+};
+
+#[allow(clippy::indexing_slicing)] // k < 256, both indices < 512; evaluated at compile time
+const fn hex_pairs() -> [u8; 512] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [0u8; 512];
+    let mut k = 0;
+    while k < 256 {
+        t[2 * k] = DIGITS[k >> 4];
+        t[2 * k + 1] = DIGITS[k & 0x0f];
+        k += 1;
+    }
+    t
 }
 
 /// A fresh To tag: 16 lower-case hex digits of a random u64, as

@@ -354,6 +354,8 @@ fn hex_of_big_endian_bytes_is_the_016x_format() {
     for n in [0u64, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
         assert_eq!(hex(&n.to_be_bytes()), format!("{n:016x}"));
     }
+    let every: Vec<u8> = (0..=255).collect();
+    assert_eq!(hex(&every), every.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let tag = random_tag();
     assert_eq!(tag.len(), 16);
     assert!(tag.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
