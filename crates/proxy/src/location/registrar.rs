@@ -241,14 +241,20 @@ fn contact_key(uri: &Uri<'_>) -> String {
     let user = uri.user().unwrap_or("");
     let host = uri.host();
     let mut key = String::with_capacity(scheme.len() + user.len() + host.len() + 16);
-    // Writing to a String cannot fail.
-    let _ = write!(key, "{scheme}:{user}@");
+    // Appended piece by piece (one key per Contact of every REGISTER; the
+    // formatting machinery cost more than the rest of the key).
+    key.push_str(scheme);
+    key.push(':');
+    key.push_str(user);
+    key.push('@');
     let host_at = key.len();
     key.push_str(host);
     if let Some(h) = key.get_mut(host_at..) {
         h.make_ascii_lowercase();
     }
-    let _ = write!(key, ":{port};");
+    key.push(':');
+    push_decimal(&mut key, port);
+    key.push(';');
     // Parameters in a canonical order; most Contacts have none or one.
     let mut params: Vec<String> = uri
         .params()
@@ -271,6 +277,26 @@ fn contact_key(uri: &Uri<'_>) -> String {
         key.push_str(p);
     }
     key
+}
+
+/// Append `n` in decimal, as `write!(s, "{n}")` would.
+fn push_decimal(s: &mut String, n: u16) {
+    let mut digits = [b'0'; 5];
+    let mut k = digits.len();
+    let mut n = n;
+    loop {
+        k -= 1;
+        if let Some(d) = digits.get_mut(k) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(k..).unwrap_or_default() {
+        s.push(char::from(d));
+    }
 }
 
 /// One Contact of the request, checked.
@@ -447,8 +473,9 @@ fn plan_register_to(
     let mut bindings: Vec<Binding> = current.to_vec();
     let mut touched: Vec<String> = Vec::new();
     let mut is_changed = false;
-    for r in &requested {
-        let existing = bindings.iter().position(|b| matches_existing(b, r));
+    // Taken by value: each contact's strings move into its binding.
+    for r in requested {
+        let existing = bindings.iter().position(|b| matches_existing(b, &r));
         if let Some(i) = existing {
             let b = bindings.get(i).ok_or(Reject::BadRequest("Internal"))?;
             // §10.3 step 7: same Call-ID and a CSeq not higher → late duplicate.
@@ -464,20 +491,20 @@ fn plan_register_to(
         let expires = r.expires.min(cfg.max_expires);
         bindings.push(Binding {
             aor: aor.clone(),
-            contact_uri: r.uri.clone(),
+            contact_uri: r.uri,
             q: r.q,
             expires_at: now_s.saturating_add(u64::from(expires)),
             call_id: call_id.to_owned(),
             cseq,
             path: path.clone(),
-            instance: r.instance.clone(),
+            instance: r.instance,
             reg_id: r.reg_id,
             // RFC 5626 §6: an outbound binding is tied to the flow it came on.
             flow: if r.reg_id.is_some() { ctx.flow } else { None },
             received: ctx.received,
             updated_at: now_s,
         });
-        touched.push(r.key.clone());
+        touched.push(r.key);
         is_changed = true;
     }
     // Over the cap: drop the bindings refreshed longest ago that this request
