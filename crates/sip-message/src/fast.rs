@@ -21,8 +21,9 @@
 
 use crate::grammar::chars::{self, is, ALNUM, GEN_VALUE, IN_BRACKETS, PARAM, TOKEN, USER, WORD};
 use crate::grammar::params::gen_value;
-use crate::grammar::uri::host;
+use crate::grammar::uri::{host, HostKind};
 use crate::header::HeaderName;
+use std::net::Ipv4Addr;
 
 /// The byte at `k`, or 0 past the end.
 #[inline(always)]
@@ -343,28 +344,30 @@ fn header_params(b: &[u8], mut k: usize, want: &[u8]) -> Option<(usize, Option<(
     Some((k, found))
 }
 
-/// `host` at `k`: its end. A hostname or IPv4 address is checked here;
-/// an IPv6 reference goes to the full rule.
+/// `host` at `k`: its end and its kind, as the full rule tells them. A
+/// hostname or IPv4 address is checked here; an IPv6 reference goes to the
+/// full rule.
 ///
 /// `hostname = *( domainlabel "." ) toplabel [ "." ]`: no empty label, no
 /// label starting or ending with `-`, at most one trailing dot; a run of
 /// digits and dots must be an IPv4 address.
 #[inline(always)]
-pub(crate) fn host_end(b: &[u8], k: usize) -> Option<usize> {
+pub(crate) fn host_scan(b: &[u8], k: usize) -> Option<(usize, HostKind)> {
     let first = at(b, k);
     if !is(first, ALNUM) {
         if first != b'[' {
             return None;
         }
         let rest = b.get(k..)?;
-        let (r, _) = host(rest).ok()?;
-        return Some(k + (rest.len() - r.len()));
+        let (r, (_, kind)) = host(rest).ok()?;
+        return Some((k + (rest.len() - r.len()), kind));
     }
     // An IPv4 address (as in many a Via and Contact) in one pass; the walk
-    // below gives the same end for it.
+    // below gives the same end for it, and refuses any other run of digits
+    // and dots: so the rest are domain names.
     if first.is_ascii_digit() {
-        if let Some(e) = dotted_quad_end(b, k) {
-            return Some(e);
+        if let Some((e, octets)) = dotted_quad(b, k) {
+            return Some((e, HostKind::Ipv4(Ipv4Addr::from(octets))));
         }
     }
     // Label by label, as the full rule walks them: alphanumeric runs,
@@ -401,17 +404,18 @@ pub(crate) fn host_end(b: &[u8], k: usize) -> Option<usize> {
             return None;
         }
     }
-    Some(j)
+    Some((j, HostKind::Domain))
 }
 
 /// An [`is_ipv4`] address at `k` that is a whole host (not followed by a
-/// letter, digit, `.` or `-`): its end. `None` when it is not one, which
-/// leaves the host to the label walk of [`host_end`].
+/// letter, digit, `.` or `-`): its end and octets. `None` when it is not one, which
+/// leaves the host to the label walk of [`host_scan`].
 #[inline(never)]
-fn dotted_quad_end(b: &[u8], k: usize) -> Option<usize> {
+fn dotted_quad(b: &[u8], k: usize) -> Option<(usize, [u8; 4])> {
     let digit = |j: usize| at(b, j).wrapping_sub(b'0');
     let mut j = k;
-    for octet in 0..4 {
+    let mut octets = [0u8; 4];
+    for (octet, value) in octets.iter_mut().enumerate() {
         if octet > 0 {
             if at(b, j) != b'.' {
                 return None;
@@ -424,17 +428,24 @@ fn dotted_quad_end(b: &[u8], k: usize) -> Option<usize> {
         }
         let d1 = digit(j + 1);
         if d1 > 9 {
+            *value = d0;
             j += 1;
             continue;
         }
         let d2 = digit(j + 2);
-        if d0 == 0 || (d2 <= 9 && u32::from(d0) * 100 + u32::from(d1) * 10 + u32::from(d2) > 255) {
+        let v = if d2 <= 9 {
+            u32::from(d0) * 100 + u32::from(d1) * 10 + u32::from(d2)
+        } else {
+            u32::from(d0) * 10 + u32::from(d1)
+        };
+        if d0 == 0 {
             return None;
         }
+        *value = u8::try_from(v).ok()?;
         j += if d2 <= 9 { 3 } else { 2 };
     }
     let c = at(b, j);
-    (!is(c, ALNUM) && c != b'.' && c != b'-').then_some(j)
+    (!is(c, ALNUM) && c != b'.' && c != b'-').then_some((j, octets))
 }
 
 /// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each
@@ -470,20 +481,57 @@ fn is_ipv4(h: &[u8]) -> bool {
     }
 }
 
-/// `[ ":" port ]` right after a host (no white space), port ≤ 65535.
+/// `[ ":" port ]` right after a host (no white space), port ≤ 65535: its
+/// end and the port.
 #[inline(always)]
-fn port_end(b: &[u8], k: usize) -> Option<usize> {
+fn port(b: &[u8], k: usize) -> Option<(usize, Option<u16>)> {
     if at(b, k) != b':' {
-        return Some(k);
+        return Some((k, None));
     }
     let (e, v) = digits(b, k + 1)?;
-    (e - (k + 1) <= 5 && v <= 65535).then_some(e)
+    if e - (k + 1) > 5 {
+        return None;
+    }
+    Some((e, Some(u16::try_from(v).ok()?)))
 }
 
 /// One `via-parm` as `SIP/2.0/<transport> SP host[:port]*(;param)`, no
 /// other white space: its end and the `branch` value's span.
 #[inline(always)]
 pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)> {
+    via_parts(b, s).map(|v| (v.end, v.branch))
+}
+
+/// The pieces of a [`via`], as offsets into `b`; the parameters run from
+/// `head.params` to `end`.
+pub(crate) struct ViaParts {
+    pub head: ViaHead,
+    pub end: usize,
+    pub branch: Option<(usize, usize)>,
+}
+
+/// The pieces of a [`via`] before its parameters, which start at `params`.
+pub(crate) struct ViaHead {
+    pub transport: (usize, usize),
+    pub host: (usize, usize),
+    pub host_kind: HostKind,
+    pub port: Option<u16>,
+    pub params: usize,
+}
+
+/// [`via`] with all its pieces: what a Via is rebuilt from without the
+/// full grammar. (Inlined into [`via`], the pieces the parser does not
+/// keep cost nothing.)
+#[inline(always)]
+pub(crate) fn via_parts(b: &[u8], s: usize) -> Option<ViaParts> {
+    let head = via_head(b, s)?;
+    let (end, branch) = header_params(b, head.params, b"branch")?;
+    Some(ViaParts { head, end, branch })
+}
+
+/// [`via`] up to its parameters: `SIP/2.0/<transport> SP host[:port]`.
+#[inline(always)]
+pub(crate) fn via_head(b: &[u8], s: usize) -> Option<ViaHead> {
     // `SIP/2.0/` and, nearly always, a usual transport and SP, from one
     // 16-byte load: the letters in any case (0x20 folds exactly a letter's
     // two cases together; the other bytes are compared as they are).
@@ -493,27 +541,27 @@ pub(crate) fn via(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usize)>)>
         return None;
     }
     let t = (w >> 64) as u32 | 0x0020_2020;
-    let k = if t == u32::from_le_bytes(*b"udp ")
+    let (te, k) = if t == u32::from_le_bytes(*b"udp ")
         || t == u32::from_le_bytes(*b"tcp ")
         || t == u32::from_le_bytes(*b"tls ")
     {
         // The host right after the one SP, as a rule.
         let k = s + 12;
         if (w >> 96) as u8 == b' ' || (w >> 96) as u8 == b'\t' {
-            skip_wsp(b, k)
+            (s + 11, skip_wsp(b, k))
         } else {
-            k
+            (s + 11, k)
         }
     } else {
         let k = run(b, s + 8, TOKEN);
         if k == s + 8 || at(b, k) != b' ' {
             return None;
         }
-        skip_wsp(b, k)
+        (k, skip_wsp(b, k))
     };
-    let k = host_end(b, k)?;
-    let k = port_end(b, k)?;
-    header_params(b, k, b"branch")
+    let (he, host_kind) = host_scan(b, k)?;
+    let (pe, port) = port(b, he)?;
+    Some(ViaHead { transport: (s + 8, te), host: (k, he), host_kind, port, params: pe })
 }
 
 /// `sip:` / `sips:` (any case) at `k`: the index after the colon.
@@ -576,19 +624,36 @@ fn display_laquot(b: &[u8], mut k: usize) -> Option<usize> {
 /// plain forms are taken.
 #[inline(always)]
 fn userinfo_hostport(b: &[u8], k: usize) -> Option<usize> {
+    userinfo_hostport_parts(b, k).map(|p| p.end)
+}
+
+/// The pieces of a [`userinfo_hostport`], as offsets into `b`.
+pub(crate) struct HostPort {
+    pub user: Option<(usize, usize)>,
+    pub host: (usize, usize),
+    pub host_kind: HostKind,
+    pub port: Option<u16>,
+    pub end: usize,
+}
+
+/// [`userinfo_hostport`] with its pieces (see [`via_parts`]).
+#[inline(always)]
+fn userinfo_hostport_parts(b: &[u8], k: usize) -> Option<HostPort> {
     let mut j = run(b, k, USER);
     let mut colon = false;
     while at(b, j) == b':' {
         colon = true;
         j = run(b, j + 1, USER);
     }
-    let hs = match at(b, j) {
+    let (user, hs) = match at(b, j) {
         b'%' => return None,
         b'@' if colon || j == k => return None,
-        b'@' => j + 1,
-        _ => k,
+        b'@' => (Some((k, j)), j + 1),
+        _ => (None, k),
     };
-    port_end(b, host_end(b, hs)?)
+    let (he, host_kind) = host_scan(b, hs)?;
+    let (end, port) = port(b, he)?;
+    Some(HostPort { user, host: (hs, he), host_kind, port, end })
 }
 
 /// `name-addr *( SEMI generic-param )` with a `sip:` / `sips:` URI in
@@ -616,7 +681,16 @@ pub(crate) fn name_addr(b: &[u8], s: usize) -> Option<(usize, Option<(usize, usi
 /// `<…>`), without password, escapes or URI headers: its end.
 #[inline(always)]
 fn sip_uri(b: &[u8], k: usize) -> Option<usize> {
-    let mut k = userinfo_hostport(b, sip_scheme(b, k)?)?;
+    sip_uri_parts(b, k).map(|(_, _, end)| end)
+}
+
+/// [`sip_uri`] with its pieces: whether it is `sips:`, its user, host and
+/// port; the parameters run from the host-port's end to the returned end.
+#[inline(always)]
+pub(crate) fn sip_uri_parts(b: &[u8], start: usize) -> Option<(bool, HostPort, usize)> {
+    let after = sip_scheme(b, start)?;
+    let hp = userinfo_hostport_parts(b, after)?;
+    let mut k = hp.end;
     // uri-parameters, without escapes.
     while at(b, k) == b';' {
         let e = run(b, k + 1, PARAM);
@@ -632,7 +706,7 @@ fn sip_uri(b: &[u8], k: usize) -> Option<usize> {
             k = e;
         }
     }
-    (at(b, k) != b'?').then_some(k)
+    (at(b, k) != b'?').then_some((after - start == 5, hp, k))
 }
 
 /// A Request-URI in its common shape ([`sip_uri`]): its end.
@@ -936,14 +1010,14 @@ mod tests {
         }
     }
 
-    /// `host_end` against the full `host` rule on every word of up to six
+    /// `host_scan` against the full `host` rule on every word of up to six
     /// bytes over an alphabet of label characters, and of up to eight over
     /// IPv4 characters.
     #[test]
     fn hosts_match_the_full_rule() {
         fn check(word: &[u8]) {
-            let full = crate::grammar::uri::host(word).ok().map(|(rest, _)| word.len() - rest.len());
-            assert_eq!(super::host_end(word, 0), full, "{:?}", String::from_utf8_lossy(word));
+            let full = crate::grammar::uri::host(word).ok().map(|(rest, (_, kind))| (word.len() - rest.len(), kind));
+            assert_eq!(super::host_scan(word, 0), full, "{:?}", String::from_utf8_lossy(word));
         }
         for (alphabet, max) in [(&b"a1.-:"[..], 6u32), (&b"0129.;"[..], 8), (&b"[:1]a"[..], 5)] {
             let mut word = Vec::new();
@@ -1280,6 +1354,36 @@ mod tests {
             let limits = if tight_limits { tight() } else { Limits::default() };
             let (fast, general, _) = parse_both(m.as_bytes(), &limits);
             prop_assert_eq!(fast, general, "{}", m);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+        /// `Message::top_via` and `request_uri` build their values from the
+        /// fast scanners' pieces: exactly what the full rules give.
+        #[test]
+        fn quick_views_match_the_full_rules(
+            v in via(),
+            ruri in (pick(&["sip:", "SIP:", "sips:", "tel:", "sip:u@", "sip:a:b@", "sip:%41@", "sip:u;x=y@", "sip:-@"]),
+                     host(), port(), params(&["transport", "lr", "maddr", "x"]),
+                     pick(&["", "", "?h=v", " ", "%", ">", ";"])),
+        ) {
+            use crate::grammar::uri::{uri, Uri, UriContext};
+            use crate::grammar::via::{checked_via, via_parm, via_parm_quick};
+            let b = v.as_bytes();
+            prop_assert_eq!(via_parm_quick(b).ok(), via_parm(b).ok(), "{}", v);
+            if let Ok((_, full)) = via_parm(b) {
+                if let Some(checked) = checked_via(full.as_bytes(), full.branch_bytes()) {
+                    prop_assert_eq!(checked, full, "{}", v);
+                }
+            }
+            let (scheme, h, p, ps, tail) = ruri;
+            let u = format!("{scheme}{h}{p}{ps}{tail}");
+            let full = match uri(u.as_bytes(), UriContext::Full) {
+                Ok(([], parsed)) => Some(parsed),
+                _ => None,
+            };
+            prop_assert_eq!(Uri::parse(u.as_bytes()), full, "{}", u);
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::grammar::chars::{is, TOKEN};
 use crate::grammar::name_addr::{locate_name_addrs, name_addr, NameAddr};
 use crate::grammar::scalar::{bounded_number, call_id, cseq, media_type, option_tag};
 use crate::grammar::uri::{uri, Uri, UriContext};
-use crate::grammar::via::{via_parm, Via};
+use crate::grammar::via::{checked_via, via_parm, via_parm_quick, Via};
 use crate::grammar::{for_each_element, offset, sws, tag_ci, token};
 use crate::header::HeaderName;
 use crate::limits::{Limit, Limits};
@@ -254,17 +254,29 @@ impl Message {
 
     /// The topmost Via value.
     pub fn top_via(&self) -> Via<'_> {
-        // Validated at parse time, so this cannot fail; the fallback keeps
-        // the accessor total without a panic path.
-        via_parm(self.bytes_at(self.top_via)).map(|(_, v)| v).unwrap_or_else(|_| EMPTY_VIA.with(|v| *v))
+        // Checked at parse time, with its branch found: in the common shape
+        // only the sent-by is looked at again. Several layers read the top
+        // Via of each request.
+        let raw = self.bytes_at(self.top_via);
+        if let Some(via) = checked_via(raw, self.branch.map(|s| self.bytes_at(s))) {
+            return via;
+        }
+        // Cannot fail after the parse; the fallback keeps the accessor total
+        // without a panic path.
+        via_parm(raw).map(|(_, v)| v).unwrap_or_else(|_| EMPTY_VIA.with(|v| *v))
     }
     /// The topmost Via's branch parameter.
     pub fn branch(&self) -> Option<&str> {
         self.branch.map(|s| self.str_at(s))
     }
+    /// [`Self::branch`] as the bytes of the message, for a caller that only
+    /// compares or hashes it (no UTF-8 check).
+    pub fn branch_bytes(&self) -> Option<&[u8]> {
+        self.branch.map(|s| self.bytes_at(s))
+    }
     /// All Via values, top first.
     pub fn vias(&self) -> impl Iterator<Item = Via<'_>> + '_ {
-        self.list(HeaderName::Via, |i| via_parm(i))
+        self.list(HeaderName::Via, via_parm_quick)
     }
     pub fn via_count(&self) -> usize {
         self.via_count.into()

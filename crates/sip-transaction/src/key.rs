@@ -2,7 +2,6 @@
 //! hasher for the ids we mint.
 
 use sip_message::{Message, Method};
-use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// The method part of a key. ACK is folded into INVITE when matching server
@@ -39,8 +38,10 @@ impl KeyMethod {
 pub(crate) enum ServerKey {
     /// §17.2.3 for branches with the magic cookie: branch, sent-by and method.
     /// `branch_sent_by` is `"<branch> <host lowercased>:<port>"` in one
-    /// allocation; neither a token nor a host contains a space.
-    Branch { branch_sent_by: Box<str>, method: KeyMethod },
+    /// allocation; neither a token nor a host contains a space. Kept as the
+    /// bytes of the message: it is only compared and hashed, never shown,
+    /// so its pieces need no UTF-8 check.
+    Branch { branch_sent_by: Box<[u8]>, method: KeyMethod },
     /// The RFC 2543 fallback (§17.2.3, last paragraphs; §9.2 for CANCEL):
     /// Request-URI, To tag, From tag, Call-ID, CSeq number and top Via. The
     /// To tag of an ACK is the response's, so ACK lookups try the INVITE's
@@ -67,7 +68,7 @@ pub(crate) struct Rfc2543Key {
 impl std::hash::Hash for ServerKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match self {
-            ServerKey::Branch { branch_sent_by, .. } => state.write(branch_sent_by.as_bytes()),
+            ServerKey::Branch { branch_sent_by, .. } => state.write(branch_sent_by),
             ServerKey::Rfc2543(k) => k.hash(state),
         }
     }
@@ -89,24 +90,26 @@ impl ServerKey {
     fn with_method(msg: &Message, method: KeyMethod, to_tag: Option<&str>) -> ServerKey {
         let via = msg.top_via();
         // The eagerly parsed branch: no second scan of the Via parameters.
-        match msg.branch() {
-            Some(branch) if branch.starts_with(sip_message::MAGIC_COOKIE) => {
-                let host = via.host();
-                let mut s = String::with_capacity(branch.len() + host.len() + 8);
-                s.push_str(branch);
-                s.push(' ');
+        match msg.branch_bytes() {
+            Some(branch) if branch.starts_with(sip_message::MAGIC_COOKIE.as_bytes()) => {
+                let host = via.host_bytes();
+                let mut s = Vec::with_capacity(branch.len() + host.len() + 8);
+                s.extend_from_slice(branch);
+                s.push(b' ');
                 let host_at = s.len();
-                s.push_str(host);
+                s.extend_from_slice(host);
                 // Host names compare case-insensitively (RFC 3261 §19.1.4).
                 if let Some(h) = s.get_mut(host_at..) {
                     h.make_ascii_lowercase();
                 }
-                s.push(':');
+                s.push(b':');
                 // RFC 3261 §18.1.1 default port; sent-by "a.com" and "a.com:5060"
-                // name the same element.
-                let port = via.port().unwrap_or(if via.transport().eq_ignore_ascii_case("TLS") { 5061 } else { 5060 });
-                let _ = write!(s, "{port}");
-                ServerKey::Branch { branch_sent_by: s.into_boxed_str(), method }
+                // name the same element. (The transport is read only when
+                // there is no port.)
+                let port =
+                    via.port().unwrap_or_else(|| if via.transport().eq_ignore_ascii_case("TLS") { 5061 } else { 5060 });
+                push_decimal(&mut s, port);
+                ServerKey::Branch { branch_sent_by: s.into_boxed_slice(), method }
             }
             _ => ServerKey::Rfc2543(Box::new(Rfc2543Key {
                 request_uri: msg.request_uri_str().unwrap_or_default().into(),
@@ -144,6 +147,25 @@ impl ServerKey {
             }
         }
     }
+}
+
+/// Append `n` in decimal, as `write!(s, "{n}")` would, without the
+/// formatting machinery (a key is built for every request).
+fn push_decimal(s: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut k = digits.len();
+    let mut n = n;
+    loop {
+        k -= 1;
+        if let Some(d) = digits.get_mut(k) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend_from_slice(digits.get(k..).unwrap_or_default());
 }
 
 /// How a client transaction is found (§17.1.3): the top Via branch, which
@@ -197,3 +219,15 @@ impl Hasher for IdHasher {
 }
 
 pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_decimal_writes_what_format_writes() {
+        for n in 0..=u16::MAX {
+            let mut s = b"h:".to_vec();
+            super::push_decimal(&mut s, n);
+            assert_eq!(s, format!("h:{n}").into_bytes());
+        }
+    }
+}

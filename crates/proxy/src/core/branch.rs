@@ -11,11 +11,12 @@
 //! hash and is forwarded; an unchanged request that comes back is a loop:
 //! 482.
 
+use std::cell::OnceCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sip_message::{HeaderName, Message, MAGIC_COOKIE};
+use sip_message::{HeaderName, Message};
 
 /// The marker after the magic cookie that says "minted by umproxy".
 const PREFIX: &str = "z9hG4bK-um-";
@@ -97,34 +98,35 @@ pub enum LoopCheck {
 
 /// RFC 3261 §16.3 step 4: look for a Via that we put there, and compare its
 /// loop hash with this request's. `is_me(host, port)` says whether a Via
-/// sent-by names this proxy. The request's loop hash is computed only when
-/// such a Via is found (most requests never carry one; a forwarded request
-/// computes it when its branch is minted), and returned for reuse.
+/// sent-by names this proxy. `loop_hash` holds the request's hash, or is
+/// filled here when a Via of ours needs it: most requests carry none, and
+/// most are answered without being forwarded, so most never need it.
 pub fn check_loop(
     minter: &BranchMinter,
     msg: &Message,
+    loop_hash: &OnceCell<u64>,
     is_me: impl Fn(&str, Option<u16>) -> bool,
-) -> (LoopCheck, Option<u64>) {
+) -> LoopCheck {
     let mut verdict = LoopCheck::Fresh;
-    let mut hash = None;
     for via in msg.vias() {
-        // Our branch format first: a string check, where is_me compares
-        // the sent-by with every listener.
-        let Some(theirs) = via.branch().and_then(BranchMinter::hash_of) else { continue };
+        // Only a branch in our format (magic cookie included) can be ours:
+        // that test is cheaper than asking whether the sent-by is us.
+        let Some(h) = via.branch().and_then(BranchMinter::hash_of) else { continue };
         if !is_me(via.host(), via.port()) {
             continue;
         }
-        if theirs == *hash.get_or_insert_with(|| minter.loop_hash(msg)) {
-            return (LoopCheck::Loop, hash);
+        if h == *loop_hash.get_or_init(|| minter.loop_hash(msg)) {
+            return LoopCheck::Loop;
         }
         verdict = LoopCheck::Spiral;
     }
-    (verdict, hash)
+    verdict
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip_message::MAGIC_COOKIE;
 
     fn invite(ruri: &str, vias: &str) -> Message {
         let text = format!(
@@ -153,7 +155,7 @@ mod tests {
         let m = BranchMinter::default();
         let first = invite("sip:b@example.test", "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n");
         let h = m.loop_hash(&first);
-        assert_eq!(check_loop(&m, &first, me).0, LoopCheck::Fresh);
+        assert_eq!(check_loop(&m, &first, &OnceCell::from(h), me), LoopCheck::Fresh);
         let ours = m.mint(h);
         let back = invite(
             "sip:b@example.test",
@@ -162,7 +164,7 @@ mod tests {
                  Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n"
             ),
         );
-        assert_eq!(check_loop(&m, &back, me).0, LoopCheck::Loop);
+        assert_eq!(check_loop(&m, &back, &OnceCell::new(), me), LoopCheck::Loop);
     }
 
     #[test]
@@ -171,7 +173,7 @@ mod tests {
         let first = invite("sip:b@example.test", "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n");
         let ours = m.mint(m.loop_hash(&first));
         let back = invite("sip:b@192.0.2.77", &format!("Via: SIP/2.0/UDP 10.0.0.1;branch={ours}\r\n"));
-        assert_eq!(check_loop(&m, &back, me).0, LoopCheck::Spiral);
+        assert_eq!(check_loop(&m, &back, &OnceCell::new(), me), LoopCheck::Spiral);
     }
 
     #[test]
@@ -180,7 +182,7 @@ mod tests {
         let first = invite("sip:b@example.test", "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKa\r\n");
         let ours = m.mint(m.loop_hash(&first));
         let other = invite("sip:b@example.test", &format!("Via: SIP/2.0/UDP 10.9.9.9;branch={ours}\r\n"));
-        assert_eq!(check_loop(&m, &other, me).0, LoopCheck::Fresh);
+        assert_eq!(check_loop(&m, &other, &OnceCell::new(), me), LoopCheck::Fresh);
     }
 
     #[test]

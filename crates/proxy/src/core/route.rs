@@ -28,12 +28,19 @@ impl RouteEdits {
 /// Compute the §16.4 edits. `is_me(uri)` says whether a URI names this proxy
 /// (one of its listeners).
 pub fn preprocess(msg: &Message, is_me: impl Fn(&Uri<'_>) -> bool) -> RouteEdits {
+    preprocess_with(msg, msg.request_uri().as_ref(), is_me)
+}
+
+/// [`preprocess`] with the Request-URI already parsed (`ruri`, from
+/// `msg.request_uri()`), for a caller that reads it again afterwards.
+pub fn preprocess_with(msg: &Message, ruri: Option<&Uri<'_>>, is_me: impl Fn(&Uri<'_>) -> bool) -> RouteEdits {
     let mut routes: Vec<Uri<'_>> = msg.routes().map(|r| r.uri).collect();
     let mut edits = RouteEdits::default();
-    if let Some(ruri) = msg.request_uri() {
+    if let Some(ruri) = ruri {
         // §16.4: a Request-URI we placed into a Record-Route means the
-        // previous hop is a strict router.
-        if is_me(&ruri) && !routes.is_empty() {
+        // previous hop is a strict router. (Without a Route there is
+        // nothing to restore: no need to ask whether it names us.)
+        if !routes.is_empty() && is_me(ruri) {
             if let Some(last) = routes.pop() {
                 edits.restore_request_uri = Some(last.as_str().to_string());
             }

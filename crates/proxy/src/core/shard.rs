@@ -8,6 +8,7 @@
 //! the proxy's own addresses) and [`Resolve`] (RFC 3263), so it can be
 //! driven in tests without sockets and on tokio's paused clock.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -29,7 +30,7 @@ use super::route::{self, RouteEdits};
 use super::router::{
     Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target,
 };
-use super::validate::{validate_request, Rejection};
+use super::validate::{validate_request_with, Rejection};
 use super::CoreConfig;
 use crate::metrics::{Direction, Metrics};
 use crate::transport::{
@@ -162,9 +163,9 @@ struct ProxyTx {
     peer: Peer,
     tls: Option<Arc<TlsIdentity>>,
     method: Method,
-    /// The request's loop hash, if loop detection needed it (else computed
-    /// when a branch is minted: a request answered here never needs it).
-    loop_hash: Option<u64>,
+    /// The request's loop-detection hash, computed when first needed (a Via
+    /// of ours, or the first branch minted).
+    loop_hash: OnceCell<u64>,
     route_edits: RouteEdits,
     record_route: bool,
     /// Every Proxy-Authorization is for a realm of ours: removed when
@@ -533,7 +534,10 @@ impl Shard {
             return;
         };
         let method = msg.method().unwrap_or(Method::Other);
-        if let Err(r) = validate_request(&msg) {
+        // Parsed once for validation, route preprocessing and the local
+        // check below.
+        let ruri = msg.request_uri();
+        if let Err(r) = validate_request_with(&msg, ruri.as_ref()) {
             self.respond(id, &msg, r.code, r.reason, &r.headers, now);
             return;
         }
@@ -543,15 +547,15 @@ impl Shard {
         }
         let wire = self.wire.clone();
         let is_me = |host: &str, port: Option<u16>| wire.is_local(host, port);
-        let (verdict, loop_hash) = check_loop(&self.minter, &msg, is_me);
-        if verdict == LoopCheck::Loop {
+        let loop_hash = OnceCell::new();
+        if check_loop(&self.minter, &msg, &loop_hash, is_me) == LoopCheck::Loop {
             self.respond(id, &msg, 482, "Loop Detected", &[], now);
             return;
         }
-        let route_edits = route::preprocess(&msg, |u| is_me(u.host(), u.port()));
+        let route_edits = route::preprocess_with(&msg, ruri.as_ref(), |u| is_me(u.host(), u.port()));
         // Whether the Request-URI (after §16.4) names this proxy.
         let local_ruri = (route_edits.next_route().is_none() && route_edits.restore_request_uri.is_none())
-            .then(|| msg.request_uri())
+            .then_some(ruri.as_ref())
             .flatten()
             .filter(|u| is_me(u.host(), u.port()));
         let ruri_local = local_ruri.is_some();
@@ -811,7 +815,7 @@ impl Shard {
             let ctx = &*ctx;
             let Some(branch) = ctx.branches.get(idx) else { return };
             let in_listener = self.wire.listener_for(ctx.peer.transport, &ctx.peer.remote);
-            let branch_id = self.minter.mint(ctx.loop_hash.unwrap_or_else(|| self.minter.loop_hash(&ctx.request)));
+            let branch_id = self.minter.mint(*ctx.loop_hash.get_or_init(|| self.minter.loop_hash(&ctx.request)));
             let own = match &branch.target.request {
                 Some(raw) => match Message::parse(raw.clone(), &self.limits) {
                     Ok(m) => Some(m),

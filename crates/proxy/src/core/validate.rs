@@ -1,7 +1,7 @@
 //! Request validation, RFC 3261 §16.3, before the proxy spends anything on a
 //! request. A plain function: message in, verdict out.
 
-use sip_message::{Message, Method, Scheme};
+use sip_message::{Message, Method, Scheme, Uri};
 
 /// Why a request is answered by the proxy itself instead of being forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +27,15 @@ const SUPPORTED_PROXY_OPTIONS: &[&str] = &[];
 /// [`crate::core::branch::LoopDetector`]; step 6, Proxy-Authorization, is the
 /// authenticator's).
 pub fn validate_request(msg: &Message) -> Result<(), Rejection> {
+    validate_request_with(msg, msg.request_uri().as_ref())
+}
+
+/// [`validate_request`] with the Request-URI already parsed (`ruri`, from
+/// `msg.request_uri()`), for a caller that reads it again afterwards.
+pub fn validate_request_with(msg: &Message, ruri: Option<&Uri<'_>>) -> Result<(), Rejection> {
     // Step 2: URI scheme. sip, sips and tel are understood; tel URIs are
     // routed by the static routes / ExUM numbers.
-    match msg.request_uri() {
+    match ruri {
         Some(uri) if matches!(uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
         _ => return Err(Rejection::new(416, "Unsupported URI Scheme")),
     }

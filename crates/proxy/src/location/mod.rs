@@ -15,9 +15,3 @@ pub mod metrics;
 pub mod policy;
 pub mod registrar;
 pub mod store;
-
-/// A fresh random tag for a response's To (RFC 3261 §19.3): 64 random bits
-/// as 16 hex digits, without the formatting machinery of `format!`.
-pub(crate) fn random_tag() -> String {
-    auth::hex(&rand::random::<[u8; 8]>())
-}

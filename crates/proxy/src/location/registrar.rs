@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use sip_message::build::Response;
-use sip_message::{HeaderName, Message, Scheme, Uri};
+use sip_message::{HeaderName, Message, NameAddr, Scheme, Uri};
 
 use super::binding::{unix_secs, Binding, FlowToken, QValue};
 use super::metrics::LocationMetrics;
@@ -241,14 +241,20 @@ fn contact_key(uri: &Uri<'_>) -> String {
     let user = uri.user().unwrap_or("");
     let host = uri.host();
     let mut key = String::with_capacity(scheme.len() + user.len() + host.len() + 16);
-    // Writing to a String cannot fail.
-    let _ = write!(key, "{scheme}:{user}@");
+    // Appended piece by piece (one key per Contact of every REGISTER; the
+    // formatting machinery cost more than the rest of the key).
+    key.push_str(scheme);
+    key.push(':');
+    key.push_str(user);
+    key.push('@');
     let host_at = key.len();
     key.push_str(host);
     if let Some(h) = key.get_mut(host_at..) {
         h.make_ascii_lowercase();
     }
-    let _ = write!(key, ":{port};");
+    key.push(':');
+    push_decimal(&mut key, port);
+    key.push(';');
     // Parameters in a canonical order; most Contacts have none or one.
     let mut params: Vec<String> = uri
         .params()
@@ -271,6 +277,26 @@ fn contact_key(uri: &Uri<'_>) -> String {
         key.push_str(p);
     }
     key
+}
+
+/// Append `n` in decimal, as `write!(s, "{n}")` would.
+fn push_decimal(s: &mut String, n: u16) {
+    let mut digits = [b'0'; 5];
+    let mut k = digits.len();
+    let mut n = n;
+    loop {
+        k -= 1;
+        if let Some(d) = digits.get_mut(k) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in digits.get(k..).unwrap_or_default() {
+        s.push(char::from(d));
+    }
 }
 
 /// One Contact of the request, checked.
@@ -324,6 +350,19 @@ pub fn plan_register(
     ctx: &RegisterContext,
     now: SystemTime,
 ) -> Result<Plan, Reject> {
+    plan_register_to(req, &req.to(), current, cfg, ctx, now)
+}
+
+/// [`plan_register`] with the request's To already parsed (the caller
+/// needed it first for the AOR).
+fn plan_register_to(
+    req: &Message,
+    to: &NameAddr<'_>,
+    current: &[Binding],
+    cfg: &RegistrarConfig,
+    ctx: &RegisterContext,
+    now: SystemTime,
+) -> Result<Plan, Reject> {
     // §10.3 step 2: Require with an extension we lack → 420.
     let unsupported: Vec<String> = req
         .require()
@@ -334,11 +373,10 @@ pub fn plan_register(
     if !unsupported.is_empty() {
         return Err(Reject::BadExtension(unsupported));
     }
-    let to = req.to();
     let aor =
         canonical_aor(&to.uri).filter(|a| a.len() <= cfg.max_value_len).ok_or(Reject::BadRequest("Bad To URI"))?;
-    let host = to.uri.host().to_ascii_lowercase();
-    if !cfg.domains.is_empty() && !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(&host)) {
+    let host = to.uri.host();
+    if !cfg.domains.is_empty() && !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(host)) {
         return Err(Reject::NotFound);
     }
     if let Some(user) = &ctx.authenticated_user {
@@ -435,8 +473,9 @@ pub fn plan_register(
     let mut bindings: Vec<Binding> = current.to_vec();
     let mut touched: Vec<String> = Vec::new();
     let mut is_changed = false;
-    for r in &requested {
-        let existing = bindings.iter().position(|b| matches_existing(b, r));
+    // Taken by value: each contact's strings move into its binding.
+    for r in requested {
+        let existing = bindings.iter().position(|b| matches_existing(b, &r));
         if let Some(i) = existing {
             let b = bindings.get(i).ok_or(Reject::BadRequest("Internal"))?;
             // §10.3 step 7: same Call-ID and a CSeq not higher → late duplicate.
@@ -452,20 +491,20 @@ pub fn plan_register(
         let expires = r.expires.min(cfg.max_expires);
         bindings.push(Binding {
             aor: aor.clone(),
-            contact_uri: r.uri.clone(),
+            contact_uri: r.uri,
             q: r.q,
             expires_at: now_s.saturating_add(u64::from(expires)),
             call_id: call_id.to_owned(),
             cseq,
             path: path.clone(),
-            instance: r.instance.clone(),
+            instance: r.instance,
             reg_id: r.reg_id,
             // RFC 5626 §6: an outbound binding is tied to the flow it came on.
             flow: if r.reg_id.is_some() { ctx.flow } else { None },
             received: ctx.received,
             updated_at: now_s,
         });
-        touched.push(r.key.clone());
+        touched.push(r.key);
         is_changed = true;
     }
     // Over the cap: drop the bindings refreshed longest ago that this request
@@ -557,7 +596,7 @@ pub fn http_date(now: SystemTime) -> String {
 }
 
 fn to_tag() -> String {
-    crate::location::random_tag()
+    super::auth::random_tag()
 }
 
 /// The 200 OK of §10.3 step 8: every current binding with its remaining
@@ -593,8 +632,9 @@ pub fn ok_response(req: &Message, bindings: &[Binding], now: SystemTime) -> Byte
         resp = resp.header("Supported", "path");
     }
     // RFC 5626 §6: Require: outbound when an outbound binding was accepted.
-    let used_outbound = req.contacts().any(|c| c.param("reg-id").is_some() && c.param("+sip.instance").is_some());
-    if used_outbound && supports("outbound") {
+    // Supported first: only then are the Contacts worth parsing again.
+    let used_outbound = || req.contacts().any(|c| c.param("reg-id").is_some() && c.param("+sip.instance").is_some());
+    if supports("outbound") && used_outbound() {
         resp = resp.header("Require", "outbound");
     }
     with_http_date(now, |date| resp.header("Date", date)).finish()
@@ -694,7 +734,9 @@ pub async fn process_register(
     ctx: &RegisterContext,
     now: SystemTime,
 ) -> RegisterOutcome {
-    let aor = match canonical_aor(&req.to().uri) {
+    // Parsed once for the AOR here and for the plan below.
+    let to = req.to();
+    let aor = match canonical_aor(&to.uri) {
         Some(a) => a,
         None => return rejected(req, &Reject::BadRequest("Bad To URI")),
     };
@@ -705,7 +747,7 @@ pub async fn process_register(
             Ok(c) => c,
             Err(e) => return store_failed(req, e),
         };
-        let plan = match plan_register(req, &current.bindings, cfg, ctx, now) {
+        let plan = match plan_register_to(req, &to, &current.bindings, cfg, ctx, now) {
             Ok(p) => p,
             Err(r) => return rejected(req, &r),
         };

@@ -324,3 +324,24 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn push_decimal_writes_what_format_writes() {
+    for n in 0..=u16::MAX {
+        let mut s = String::from("h:");
+        push_decimal(&mut s, n);
+        assert_eq!(s, format!("h:{n}"));
+    }
+}
+
+#[test]
+fn contact_keys_read_as_before() {
+    for (uri, want) in [
+        ("sip:Alice@Example.COM", "sip:Alice@example.com:5060;"),
+        ("sips:bob@h.test:5070;Transport=TLS;lr", "sips:bob@h.test:5070;lr;transport=tls"),
+        ("sip:192.0.2.1:65535", "sip:@192.0.2.1:65535;"),
+    ] {
+        let u = Uri::parse(uri.as_bytes()).unwrap();
+        assert_eq!(contact_key(&u), want, "{uri}");
+    }
+}

@@ -292,18 +292,25 @@ impl TransportHub {
         // Compared as addresses, so `::1` and `0:0::1` are the same host.
         // A domain name never parses as an address: skip the parser for one.
         let could_be_ip = want.bytes().next().is_some_and(|c| c.is_ascii_digit()) || want.contains(':');
-        let want_ip = could_be_ip.then(|| want.parse::<std::net::IpAddr>().ok()).flatten();
+        // Parsed only once a listener's port matches: the port is the cheap
+        // test, and most hosts asked about (a UA's Via, a Request-URI
+        // without a port) are on no port of ours.
+        let mut want_ip = None;
         self.listeners.iter().any(|l| {
-            let advertised = bare(&l.host);
-            let host_matches = advertised.eq_ignore_ascii_case(want)
-                || want_ip.is_some_and(|ip| {
-                    (ip == l.local.ip() && !ip.is_unspecified()) || advertised.parse().ok() == Some(ip)
-                });
             let port_matches = match port {
                 Some(p) => p == l.port || p == l.local.port(),
                 None => l.port == l.transport.default_port(),
             };
-            host_matches && port_matches
+            if !port_matches {
+                return false;
+            }
+            let advertised = bare(&l.host);
+            if advertised.eq_ignore_ascii_case(want) {
+                return true;
+            }
+            let ip =
+                *want_ip.get_or_insert_with(|| could_be_ip.then(|| want.parse::<std::net::IpAddr>().ok()).flatten());
+            ip.is_some_and(|ip| (ip == l.local.ip() && !ip.is_unspecified()) || advertised.parse().ok() == Some(ip))
         })
     }
 

@@ -53,7 +53,7 @@ impl DigestAuth {
             if let Some(m) = ctx.metrics {
                 m.auth_failures_total.with_label_values(&["locked_out"]).inc();
             }
-            let tag = crate::location::random_tag();
+            let tag = super::random_tag();
             return AuthOutcome::LockedOut { response: Response::new(req, 403, "Forbidden", Some(&tag)).finish() };
         }
         let result = creds.and_then(|c| {

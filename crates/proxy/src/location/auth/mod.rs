@@ -29,7 +29,7 @@ use sip_message::{HeaderName, Message};
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
-use header::{parse_digest, DigestParams};
+use header::{parse_digest, quote, DigestParams};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -78,15 +78,42 @@ impl Algorithm {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// Lower-case hex of `bytes`: one two-digit slice of [`HEX_PAIRS`] per
+/// byte, rather than two chars pushed one by one (digests, opaque values
+/// and To tags are written this way for every request).
+fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
-    let digit = |n: u8| char::from(DIGITS.get(usize::from(n)).copied().unwrap_or(b'0'));
     for &b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 0x0f));
+        let at = usize::from(b) * 2;
+        s.push_str(HEX_PAIRS.get(at..at + 2).unwrap_or("00"));
     }
     s
+}
+
+/// "000102…feff": the two lower-case hex digits of every byte value.
+const HEX_PAIRS: &str = match std::str::from_utf8(&hex_pairs()) {
+    Ok(s) => s,
+    Err(_) => "",
+};
+
+#[allow(clippy::indexing_slicing)] // k < 256, both indices < 512; evaluated at compile time
+const fn hex_pairs() -> [u8; 512] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [0u8; 512];
+    let mut k = 0;
+    while k < 256 {
+        t[2 * k] = DIGITS[k >> 4];
+        t[2 * k + 1] = DIGITS[k & 0x0f];
+        k += 1;
+    }
+    t
+}
+
+/// A fresh To tag: 16 lower-case hex digits of a random u64, as
+/// `format!("{:016x}", …)` writes them, without the formatting machinery
+/// (every response the registrar sends gets one).
+pub fn random_tag() -> String {
+    hex(&rand::random::<u64>().to_be_bytes())
 }
 
 /// Compare without an early exit, so timing does not reveal how many leading
@@ -161,6 +188,34 @@ pub fn compute_response(
         b":auth:",
         ha2.as_bytes(),
     ])
+}
+
+/// One challenge value, `Digest realm=…, qop="auth", algorithm=…,
+/// nonce="…", opaque="…"` (then `, stale=true` when stale), appended
+/// piece by piece into one allocation of the right size: every
+/// unauthenticated request gets one, and `format!` cost several times as
+/// much (its estimate of the length is short, so it grew twice).
+fn challenge_value(quoted_realm: &str, alg: Algorithm, nonce: &str, opaque: &str, stale: bool) -> String {
+    let parts = [
+        "Digest realm=",
+        quoted_realm,
+        ", qop=\"auth\", algorithm=",
+        alg.name(),
+        ", nonce=\"",
+        nonce,
+        "\", opaque=\"",
+        opaque,
+        "\"",
+    ];
+    const STALE: &str = ", stale=true";
+    let mut v = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + STALE.len());
+    for p in parts {
+        v.push_str(p);
+    }
+    if stale {
+        v.push_str(STALE);
+    }
+    v
 }
 
 /// `[auth]` settings.
@@ -506,27 +561,8 @@ impl DigestAuth {
     pub fn challenges(&self, realm: &str, stale: bool, now: SystemTime) -> Vec<String> {
         let nonce = self.make_nonce(realm, now);
         let opaque = self.opaque(realm);
-        // Built by appending: `format!` cost more than the rest of the 401.
-        self.cfg
-            .algorithms
-            .iter()
-            .map(|alg| {
-                let mut v = String::with_capacity(96 + realm.len() + nonce.len() + opaque.len());
-                v.push_str("Digest realm=");
-                header::quote_into(&mut v, realm);
-                v.push_str(", qop=\"auth\", algorithm=");
-                v.push_str(alg.name());
-                v.push_str(", nonce=\"");
-                v.push_str(&nonce);
-                v.push_str("\", opaque=\"");
-                v.push_str(&opaque);
-                v.push('"');
-                if stale {
-                    v.push_str(", stale=true");
-                }
-                v
-            })
-            .collect()
+        let realm = quote(realm);
+        self.cfg.algorithms.iter().map(|&alg| challenge_value(&realm, alg, &nonce, &opaque, stale)).collect()
     }
 
     /// The complete 401/407 for `req`.
@@ -538,7 +574,7 @@ impl DigestAuth {
         stale: bool,
         now: SystemTime,
     ) -> bytes::Bytes {
-        let tag = crate::location::random_tag();
+        let tag = random_tag();
         let code = kind.status();
         let mut resp = Response::new(req, code, sip_message::build::reason_phrase(code), Some(&tag));
         for v in self.challenges(realm, stale, now) {

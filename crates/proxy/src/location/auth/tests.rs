@@ -257,6 +257,13 @@ fn header_parser_handles_tricky_quoting() {
     let many: String = (0..40).map(|k| format!("p{k}=1")).collect::<Vec<_>>().join(",");
     assert_eq!(parse_digest(format!("Digest {many}").as_bytes()), Err(HeaderError::TooManyParams));
     assert_eq!(parse_digest(&vec![b'a'; 5000]), Err(HeaderError::TooLong));
+    // Values come out as text whether or not the whole value is UTF-8 (a
+    // bad byte in one value refuses the header, as before).
+    let utf8 = parse_digest("Digest username=\"Zoë\", realm=\"r\"".as_bytes()).unwrap();
+    assert_eq!(utf8.get("username"), Some("Zoë"));
+    assert_eq!(parse_digest(b"Digest username=\"\xff\", realm=\"r\""), Err(HeaderError::Syntax));
+    assert_eq!(parse_digest(b"Digest a=\"1\", A=\"\xff\""), Err(HeaderError::Syntax));
+    assert_eq!(parse_digest(b"Digest a=\"1\", A=\"2\", b=\"\xff\""), Err(HeaderError::DuplicateParam));
 }
 
 #[test]
@@ -318,4 +325,38 @@ fn parameter_names_and_response_hex_are_case_insensitive() {
 
 fn resp_of(sent: &str) -> String {
     parse_digest(sent.as_bytes()).unwrap().get("response").unwrap().to_owned()
+}
+
+#[test]
+fn challenge_values_read_as_the_format_they_replace() {
+    for (realm, stale) in [("bench.test", false), ("a\"b\\c", true), ("Zoë.example", false)] {
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let mut want = format!(
+                "Digest realm={}, qop=\"auth\", algorithm={}, nonce=\"{}\", opaque=\"{}\"",
+                super::header::quote(realm),
+                alg.name(),
+                "n0nce",
+                "0paque"
+            );
+            if stale {
+                want.push_str(", stale=true");
+            }
+            let got = super::challenge_value(&super::header::quote(realm), alg, "n0nce", "0paque", stale);
+            assert_eq!(got, want);
+        }
+    }
+    assert_eq!(super::header::quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    assert_eq!(super::header::quote("bench.test"), "\"bench.test\"");
+}
+
+#[test]
+fn hex_of_big_endian_bytes_is_the_016x_format() {
+    for n in [0u64, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+        assert_eq!(hex(&n.to_be_bytes()), format!("{n:016x}"));
+    }
+    let every: Vec<u8> = (0..=255).collect();
+    assert_eq!(hex(&every), every.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let tag = random_tag();
+    assert_eq!(tag.len(), 16);
+    assert!(tag.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
 }
