@@ -232,12 +232,7 @@ fn snapshot(mem: &DashMap<Aor, AorBindings, AorHasher>, w: &mut SnapshotWriter) 
 }
 
 impl Inner {
-    fn new(
-        mem: DashMap<Aor, AorBindings, AorHasher>,
-        bindings: usize,
-        cfg: EmbeddedConfig,
-        persistent: bool,
-    ) -> Inner {
+    fn new(mem: DashMap<Aor, AorBindings, AorHasher>, bindings: usize, cfg: EmbeddedConfig, persistent: bool) -> Inner {
         if let Some(g) = &cfg.unflushed {
             g.set(0);
         }

@@ -455,12 +455,8 @@ mod tests {
     }
 
     fn state(path: &Path) -> Vec<(String, String)> {
-        let mut v: Vec<_> = recover(path)
-            .unwrap()
-            .records
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
-            .collect();
+        let mut v: Vec<_> =
+            recover(path).unwrap().records.into_iter().map(|(k, v)| (k, String::from_utf8(v).unwrap())).collect();
         v.sort();
         v
     }
