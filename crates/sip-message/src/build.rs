@@ -42,7 +42,14 @@ impl Response {
     /// Start a response. `to_tag` is added to the To header when the request
     /// had none (a 100 Trying never gets one: §8.2.6.2).
     pub fn new(req: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Response {
-        let mut out = BytesMut::with_capacity(req.headers_end() - req.headers_start() + 128);
+        Response::with_room(req, code, reason, to_tag, 0)
+    }
+
+    /// [`Response::new`] with room for `extra` more bytes of header lines
+    /// the caller is about to add (a challenge, say), so that adding them
+    /// does not reallocate and copy the response written so far.
+    pub fn with_room(req: &Message, code: u16, reason: &str, to_tag: Option<&str>, extra: usize) -> Response {
+        let mut out = BytesMut::with_capacity(req.headers_end() - req.headers_start() + 128 + extra);
         out.extend_from_slice(b"SIP/2.0 ");
         put_u32(&mut out, u32::from(code));
         out.put_u8(b' ');

@@ -576,9 +576,12 @@ impl DigestAuth {
     ) -> bytes::Bytes {
         let tag = random_tag();
         let code = kind.status();
-        let mut resp = Response::new(req, code, sip_message::build::reason_phrase(code), Some(&tag));
-        for v in self.challenges(realm, stale, now) {
-            resp = resp.header(kind.challenge_header(), &v);
+        let challenges = self.challenges(realm, stale, now);
+        // `Name: value\r\n` per challenge, written without a reallocation.
+        let room = challenges.iter().map(|v| kind.challenge_header().len() + v.len() + 4).sum();
+        let mut resp = Response::with_room(req, code, sip_message::build::reason_phrase(code), Some(&tag), room);
+        for v in &challenges {
+            resp = resp.header(kind.challenge_header(), v);
         }
         resp.finish()
     }
