@@ -200,8 +200,6 @@ pub struct RegisterOutcome {
     /// The complete response, ready to send.
     pub response: Bytes,
     pub result: RegisterResult,
-    /// The AOR's bindings after the request (empty on errors).
-    pub bindings: Vec<Binding>,
     /// The store failure behind a 500/503, for logs.
     pub store_error: Option<StoreError>,
 }
@@ -755,8 +753,15 @@ pub async fn process_register(
             let result = if plan.is_stale { RegisterResult::Stale } else { RegisterResult::Fetched };
             return finish(req, plan.bindings, result, now);
         }
-        match store.replace(&aor, current.version, plan.bindings.clone(), now).await {
-            Ok(_) => return finish(req, plan.bindings, RegisterResult::Updated, now),
+        // The 200 is built before the bindings move into the store (it is
+        // dropped if the write fails): the store keeps them without a copy.
+        let mut bindings = plan.bindings;
+        sort_for_forking(&mut bindings);
+        let response = ok_response(req, &bindings, now);
+        match store.replace(&aor, current.version, bindings, now).await {
+            Ok(_) => {
+                return RegisterOutcome { status: 200, response, result: RegisterResult::Updated, store_error: None }
+            }
             Err(StoreError::Conflict) if attempts < cfg.write_attempts => continue,
             Err(e) => return store_failed(req, e),
         }
@@ -765,17 +770,11 @@ pub async fn process_register(
 
 fn finish(req: &Message, mut bindings: Vec<Binding>, result: RegisterResult, now: SystemTime) -> RegisterOutcome {
     sort_for_forking(&mut bindings);
-    RegisterOutcome { status: 200, response: ok_response(req, &bindings, now), result, bindings, store_error: None }
+    RegisterOutcome { status: 200, response: ok_response(req, &bindings, now), result, store_error: None }
 }
 
 fn rejected(req: &Message, r: &Reject) -> RegisterOutcome {
-    RegisterOutcome {
-        status: r.status(),
-        response: reject_response(req, r),
-        result: r.result(),
-        bindings: Vec::new(),
-        store_error: None,
-    }
+    RegisterOutcome { status: r.status(), response: reject_response(req, r), result: r.result(), store_error: None }
 }
 
 fn store_failed(req: &Message, e: StoreError) -> RegisterOutcome {
@@ -786,13 +785,7 @@ fn store_failed(req: &Message, e: StoreError) -> RegisterOutcome {
     if status == 503 {
         resp = resp.header("Retry-After", "5");
     }
-    RegisterOutcome {
-        status,
-        response: resp.finish(),
-        result: RegisterResult::StoreError,
-        bindings: Vec::new(),
-        store_error: Some(e),
-    }
+    RegisterOutcome { status, response: resp.finish(), result: RegisterResult::StoreError, store_error: Some(e) }
 }
 
 #[cfg(test)]
