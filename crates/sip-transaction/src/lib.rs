@@ -248,35 +248,54 @@ impl<A: Clone> TransactionLayer<A> {
             return Ok(());
         }
         let key = ServerKey::of_request(&msg, msg.to_tag());
-        if let Some(&id) = self.server_index.get(&key) {
-            // §17.2.3 match: a retransmission.
-            self.step_server(now, id, |state, _cx, fx| match state {
-                ServerState::Invite(s) => ServerState::Invite(s.on_retransmission(fx)),
-                ServerState::NonInvite(s) => ServerState::NonInvite(s.on_retransmission(fx)),
-            });
-            return Ok(());
-        }
         let invite = if method == Method::Cancel {
             // §9.2: the INVITE whose key equals the CANCEL's with method INVITE.
             self.server_index.get(&ServerKey::cancelled_invite(&msg)).copied()
         } else {
             None
         };
-        // A CANCEL for a live INVITE is admitted past the cap: it sheds load,
-        // and there is at most one per INVITE (a second is a retransmission).
-        if self.len() >= self.config.max_transactions && invite.is_none() {
-            return Err(Rejected::Overloaded);
-        }
-        let id = ServerId(self.mint());
-        let state = match method {
-            Method::Invite => ServerState::Invite(server::invite::State::start()),
-            _ => ServerState::NonInvite(server::non_invite::State::start()),
+        let live = self.len();
+        // One lookup (one SipHash of the key) finds a retransmission or
+        // makes room for the new transaction.
+        let id = match self.server_index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                // §17.2.3 match: a retransmission.
+                let id = *e.get();
+                self.step_server(now, id, |state, _cx, fx| match state {
+                    ServerState::Invite(s) => ServerState::Invite(s.on_retransmission(fx)),
+                    ServerState::NonInvite(s) => ServerState::NonInvite(s.on_retransmission(fx)),
+                });
+                return Ok(());
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                // A CANCEL for a live INVITE is admitted past the cap: it sheds
+                // load, and there is at most one per INVITE (a second is a
+                // retransmission).
+                if live >= self.config.max_transactions && invite.is_none() {
+                    return Err(Rejected::Overloaded);
+                }
+                self.next_id = self.next_id.wrapping_add(1);
+                let id = ServerId(self.next_id);
+                let key = slot.key().clone();
+                slot.insert(id);
+                let state = match method {
+                    Method::Invite => ServerState::Invite(server::invite::State::start()),
+                    _ => ServerState::NonInvite(server::non_invite::State::start()),
+                };
+                self.servers.insert(
+                    id.0,
+                    ServerTx {
+                        key,
+                        peer: source.clone(),
+                        is_reliable,
+                        slots: Slots::default(),
+                        state,
+                        response_to_tag: None,
+                    },
+                );
+                id
+            }
         };
-        self.server_index.insert(key.clone(), id);
-        self.servers.insert(
-            id.0,
-            ServerTx { key, peer: source.clone(), is_reliable, slots: Slots::default(), state, response_to_tag: None },
-        );
         self.events.push_back(match method {
             Method::Cancel => Event::Cancel { cancel: id, invite, msg, source },
             _ => Event::Request { id, msg, source },

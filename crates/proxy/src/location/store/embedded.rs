@@ -270,8 +270,8 @@ impl Inner {
             return None;
         }
         let mut d = self.lock_dirty();
-        if !d.aors.contains(aor) {
-            d.aors.insert(Arc::clone(aor));
+        // One hash: insert tells whether it was new (the clone is a count).
+        if d.aors.insert(Arc::clone(aor)) {
             if let Some(g) = &self.cfg.unflushed {
                 g.set(i64::try_from(d.aors.len()).unwrap_or(i64::MAX));
             }
