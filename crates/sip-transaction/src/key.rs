@@ -108,7 +108,7 @@ impl ServerKey {
                 // there is no port.)
                 let port =
                     via.port().unwrap_or_else(|| if via.transport().eq_ignore_ascii_case("TLS") { 5061 } else { 5060 });
-                push_decimal(&mut s, port);
+                s.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
                 ServerKey::Branch { branch_sent_by: s.into_boxed_slice(), method }
             }
             _ => ServerKey::Rfc2543(Box::new(Rfc2543Key {
@@ -147,25 +147,6 @@ impl ServerKey {
             }
         }
     }
-}
-
-/// Append `n` in decimal, as `write!(s, "{n}")` would, without the
-/// formatting machinery (a key is built for every request).
-fn push_decimal(s: &mut Vec<u8>, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut k = digits.len();
-    let mut n = n;
-    loop {
-        k -= 1;
-        if let Some(d) = digits.get_mut(k) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.extend_from_slice(digits.get(k..).unwrap_or_default());
 }
 
 /// How a client transaction is found (§17.1.3): the top Via branch, which
@@ -219,15 +200,3 @@ impl Hasher for IdHasher {
 }
 
 pub type IdBuildHasher = BuildHasherDefault<IdHasher>;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn push_decimal_writes_what_format_writes() {
-        for n in 0..=u16::MAX {
-            let mut s = b"h:".to_vec();
-            super::push_decimal(&mut s, n);
-            assert_eq!(s, format!("h:{n}").into_bytes());
-        }
-    }
-}

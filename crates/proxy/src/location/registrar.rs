@@ -251,7 +251,7 @@ fn contact_key(uri: &Uri<'_>) -> String {
         h.make_ascii_lowercase();
     }
     key.push(':');
-    push_decimal(&mut key, port);
+    key.push_str(itoa::Buffer::new().format(port));
     key.push(';');
     // Parameters in a canonical order; most Contacts have none or one.
     let mut params: Vec<String> = uri
@@ -275,26 +275,6 @@ fn contact_key(uri: &Uri<'_>) -> String {
         key.push_str(p);
     }
     key
-}
-
-/// Append `n` in decimal, as `write!(s, "{n}")` would.
-fn push_decimal(s: &mut String, n: u16) {
-    let mut digits = [b'0'; 5];
-    let mut k = digits.len();
-    let mut n = n;
-    loop {
-        k -= 1;
-        if let Some(d) = digits.get_mut(k) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in digits.get(k..).unwrap_or_default() {
-        s.push(char::from(d));
-    }
 }
 
 /// One Contact of the request, checked.

@@ -327,15 +327,6 @@ mod prop {
 }
 
 #[test]
-fn push_decimal_writes_what_format_writes() {
-    for n in 0..=u16::MAX {
-        let mut s = String::from("h:");
-        push_decimal(&mut s, n);
-        assert_eq!(s, format!("h:{n}"));
-    }
-}
-
-#[test]
 fn contact_keys_read_as_before() {
     for (uri, want) in [
         ("sip:Alice@Example.COM", "sip:Alice@example.com:5060;"),
