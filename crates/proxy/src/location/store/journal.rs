@@ -532,6 +532,30 @@ mod tests {
         assert_eq!(state(&path), pairs(&[("a", "a1"), ("b", "b2")]));
     }
 
+    /// A full disk (`/dev/full` answers every write with ENOSPC): the append
+    /// fails and counts nothing; once writes work again the retry lands
+    /// after the good records.
+    #[test]
+    fn a_failed_append_counts_nothing_and_a_retry_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reg");
+        let mut j = start(&path, &[]);
+        let mut batch = Batch::default();
+        put(&mut batch, "a", "a1");
+        j.append(&batch).unwrap();
+        let len = j.len;
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let real = std::mem::replace(&mut j.file, full);
+        batch.clear();
+        put(&mut batch, "b", "b1");
+        assert!(j.append(&batch).is_err());
+        assert_eq!(j.len, len, "a failed append is not counted");
+        j.file = real;
+        j.append(&batch).unwrap();
+        drop(j);
+        assert_eq!(state(&path), pairs(&[("a", "a1"), ("b", "b1")]));
+    }
+
     #[test]
     fn a_flipped_bit_ends_the_journal_there() {
         let dir = tempfile::tempdir().unwrap();
