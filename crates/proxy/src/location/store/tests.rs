@@ -63,7 +63,7 @@ fn check_reopened(store: &EmbeddedStore) {
 }
 
 /// Child half of the crash tests: writes, then dies without running any
-/// destructor (no graceful close of the redb file). Write-through: every
+/// destructor (no graceful close of the journal). Write-through: every
 /// acknowledged write must survive. Write-behind: every write followed by a
 /// completed `flush()`. A no-op in normal runs.
 #[test]
