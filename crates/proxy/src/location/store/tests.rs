@@ -226,6 +226,21 @@ fn embedded_writer_compacts_the_journal_and_loses_nothing() {
     });
 }
 
+/// Without a file (no `[registrar] path`): the same compare-and-set
+/// semantics and counts, with no writer behind them.
+#[tokio::test]
+async fn memory_only_store_keeps_bindings_without_a_writer() {
+    let store = EmbeddedStore::memory_only(EmbeddedConfig::default());
+    let a = "sip:a@contoso.test";
+    let v1 = store.replace(a, 0, vec![binding(a, 1, t(500))], t(0)).await.unwrap();
+    assert_eq!(store.replace(a, 0, vec![], t(0)).await, Err(StoreError::Conflict));
+    assert_eq!(store.get(a, t(10)).await.unwrap().version, v1);
+    store.flush().await.unwrap();
+    assert_eq!(store.binding_count(), Some(1));
+    store.remove(a).await.unwrap();
+    assert_eq!(store.aor_count(), 0);
+}
+
 #[tokio::test]
 async fn embedded_compare_and_set_expire_and_cap() {
     let dir = tempfile::tempdir().unwrap();
