@@ -50,7 +50,18 @@ impl Timer {
     pub(crate) fn is_retransmit(self) -> bool {
         matches!(self, Timer::A | Timer::E | Timer::G)
     }
+
+    /// Timers whose firing only frees the transaction's state (it absorbed
+    /// retransmissions until then): nothing is sent or reported.
+    fn is_cleanup(self) -> bool {
+        matches!(self, Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M)
+    }
 }
+
+/// Clean-up timers fall due on this grid: the many a busy second arms share
+/// one wake-up of whoever drives the layer, instead of one every few
+/// milliseconds (a transaction lives at most this much longer).
+pub(crate) const CLEANUP_GRID: Duration = Duration::from_millis(100);
 
 /// Timer D's value on an unreliable transport (§17.1.1.2: "at least 32
 /// seconds"). The RFC fixes it instead of deriving it from T1.
@@ -87,6 +98,8 @@ pub(crate) struct Slots {
 pub(crate) struct TimerQueue {
     map: BTreeMap<TimerKey, (TxId, Timer)>,
     seq: u64,
+    /// Origin of [`CLEANUP_GRID`]: the first deadline ever armed.
+    grid_origin: Option<Instant>,
 }
 
 impl TimerQueue {
@@ -121,7 +134,14 @@ impl TimerQueue {
                     self.map.remove(&key);
                 }
                 // A deadline beyond what `Instant` can represent never fires.
-                if let Some(at) = now.checked_add(after) {
+                let at = now.checked_add(after).and_then(|at| {
+                    if timer.is_cleanup() && !after.is_zero() {
+                        self.on_grid(at)
+                    } else {
+                        Some(at)
+                    }
+                });
+                if let Some(at) = at {
                     self.seq = self.seq.wrapping_add(1);
                     let key = (at, self.seq);
                     self.map.insert(key, (tx, timer));
@@ -129,6 +149,15 @@ impl TimerQueue {
                 }
             }
         }
+    }
+
+    /// `at` rounded up to the next point of [`CLEANUP_GRID`].
+    fn on_grid(&mut self, at: Instant) -> Option<Instant> {
+        let origin = *self.grid_origin.get_or_insert(at);
+        let grid = CLEANUP_GRID.as_nanos();
+        let steps = at.saturating_duration_since(origin).as_nanos().div_ceil(grid);
+        let offset = u64::try_from(steps.saturating_mul(grid)).ok()?;
+        origin.checked_add(Duration::from_nanos(offset))
     }
 
     /// Forget both timers of a freed transaction.

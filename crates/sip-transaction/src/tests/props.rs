@@ -239,8 +239,9 @@ proptest! {
     ) {
         let config = Config { t1: if short_t1 { ms(100) } else { ms(500) }, ..Config::default() };
         // The longest timer of the RFCs: 64·T1 (B, F, H, J, L, M, and §9.1
-        // after a CANCEL), Timer D (32 s), T4 (I, K).
-        let longest = (config.t1 * 64).max(timers::TIMER_D_UNRELIABLE).max(config.t4);
+        // after a CANCEL), Timer D (32 s), T4 (I, K); clean-up timers fall
+        // on a grid, up to one step later.
+        let longest = (config.t1 * 64).max(timers::TIMER_D_UNRELIABLE).max(config.t4) + timers::CLEANUP_GRID;
         let mut core = Core {
             h: Harness::with(config),
             servers: Vec::new(),

@@ -282,3 +282,29 @@ fn non_invite_transport_error_ends_the_transaction() {
     assert!(matches!(ev[0], Event::TransportError { .. }));
     assert!(is_terminated(&ev[1], TxId::Server(id)));
 }
+
+/// Timer J of transactions completed a few milliseconds apart falls on one
+/// point of the clean-up grid, so one wake-up frees them all; none is freed
+/// before its own 64·T1.
+#[test]
+fn clean_up_timers_of_one_moment_share_a_deadline() {
+    let mut h = Harness::new();
+    let first = request("REGISTER", "z9hG4bKgrid0");
+    let id = h.server(first.clone(), false);
+    h.respond(id, &first, 200).unwrap();
+    for k in 1..=3u64 {
+        h.run_until(ms(10 * k));
+        let req = request("REGISTER", &format!("z9hG4bKgrid{k}"));
+        let id = h.server(req.clone(), false);
+        h.respond(id, &req, 200).unwrap();
+    }
+    h.take_events();
+    // The first Timer J is the grid's origin: exactly 64·T1.
+    h.run_until(Duration::from_secs(32));
+    assert_eq!(h.layer.len(), 3);
+    // The others, due at 32.010 / .020 / .030 s, wait for the next point.
+    h.run_until(ms(32_099));
+    assert_eq!(h.layer.len(), 3);
+    h.run_until(ms(32_100));
+    assert!(h.layer.is_empty());
+}
