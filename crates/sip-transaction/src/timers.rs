@@ -98,7 +98,7 @@ pub(crate) struct Slots {
 pub(crate) struct TimerQueue {
     map: BTreeMap<TimerKey, (TxId, Timer)>,
     seq: u64,
-    /// Origin of [`CLEANUP_GRID`]: the first deadline ever armed.
+    /// Origin of [`CLEANUP_GRID`]: the time a timer was first armed.
     grid_origin: Option<Instant>,
 }
 
@@ -136,7 +136,7 @@ impl TimerQueue {
                 // A deadline beyond what `Instant` can represent never fires.
                 let at = now.checked_add(after).and_then(|at| {
                     if timer.is_cleanup() && !after.is_zero() {
-                        self.on_grid(at)
+                        self.on_grid(now, at)
                     } else {
                         Some(at)
                     }
@@ -151,13 +151,18 @@ impl TimerQueue {
         }
     }
 
-    /// `at` rounded up to the next point of [`CLEANUP_GRID`].
-    fn on_grid(&mut self, at: Instant) -> Option<Instant> {
-        let origin = *self.grid_origin.get_or_insert(at);
+    /// `at` rounded up to the next point of [`CLEANUP_GRID`] (at most one
+    /// step later), on or before the grid's origin as after it.
+    fn on_grid(&mut self, now: Instant, at: Instant) -> Option<Instant> {
+        let origin = *self.grid_origin.get_or_insert(now);
         let grid = CLEANUP_GRID.as_nanos();
-        let steps = at.saturating_duration_since(origin).as_nanos().div_ceil(grid);
-        let offset = u64::try_from(steps.saturating_mul(grid)).ok()?;
-        origin.checked_add(Duration::from_nanos(offset))
+        if at >= origin {
+            let steps = (at - origin).as_nanos().div_ceil(grid);
+            origin.checked_add(Duration::from_nanos(u64::try_from(steps.checked_mul(grid)?).ok()?))
+        } else {
+            let steps = (origin - at).as_nanos() / grid;
+            origin.checked_sub(Duration::from_nanos(u64::try_from(steps.checked_mul(grid)?).ok()?))
+        }
     }
 
     /// Forget both timers of a freed transaction.
@@ -209,4 +214,35 @@ pub(crate) enum Notify {
     Ack,
     Timeout,
     TransportError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_grid(q: &mut TimerQueue, now: Instant, at: Instant) -> Instant {
+        q.on_grid(now, at).unwrap()
+    }
+
+    /// Every clean-up deadline moves to a grid point at or after it and
+    /// less than one step later, whatever was armed first: a short timer
+    /// armed after a long one keeps its own time.
+    #[test]
+    fn clean_up_deadlines_move_less_than_one_step() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = TimerQueue::default();
+        assert_eq!(on_grid(&mut q, t0, t0 + ms(32_000)), t0 + ms(32_000));
+        assert_eq!(on_grid(&mut q, t0, t0 + ms(32_010)), t0 + ms(32_100));
+        // Timer K (T4) armed a second later: 6.03 s, not after the J above.
+        assert_eq!(on_grid(&mut q, t0 + ms(1_000), t0 + ms(6_030)), t0 + ms(6_100));
+        // A caller's clock behind the origin still rounds up by less than a step.
+        let early = t0.checked_sub(ms(250)).unwrap();
+        assert_eq!(on_grid(&mut q, early, early), t0.checked_sub(ms(200)).unwrap());
+        for k in 0..1000u64 {
+            let at = t0 + Duration::from_micros(k * 7_919);
+            let g = on_grid(&mut q, t0, at);
+            assert!(g >= at && g < at + CLEANUP_GRID, "{k}");
+        }
+    }
 }
