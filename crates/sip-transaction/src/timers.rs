@@ -61,7 +61,7 @@ impl Timer {
 /// Clean-up timers fall due on this grid: the many a busy second arms share
 /// one wake-up of whoever drives the layer, instead of one every few
 /// milliseconds (a transaction lives at most this much longer).
-pub(crate) const CLEANUP_GRID: Duration = Duration::from_millis(100);
+pub const CLEANUP_GRID: Duration = Duration::from_millis(100);
 
 /// Timer D's value on an unreliable transport (§17.1.1.2: "at least 32
 /// seconds"). The RFC fixes it instead of deriving it from T1.
