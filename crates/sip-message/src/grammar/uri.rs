@@ -491,21 +491,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ipv4_matches_std() {
-        let alphabet = b"0129.";
+    /// Every word of 1 to `max_len` letters over `alphabet`.
+    fn for_each_word(alphabet: &[u8], max_len: u32, mut f: impl FnMut(&[u8])) {
         let mut word = Vec::new();
-        for len in 1..=9u32 {
+        for len in 1..=max_len {
             for mut k in 0..alphabet.len().pow(len) {
                 word.clear();
                 for _ in 0..len {
                     word.push(alphabet[k % alphabet.len()]);
                     k /= alphabet.len();
                 }
-                let want = std::str::from_utf8(&word).unwrap().parse::<Ipv4Addr>().ok();
-                assert_eq!(ipv4(&word), want, "{}", String::from_utf8_lossy(&word));
+                f(&word);
             }
         }
+    }
+
+    #[test]
+    fn ipv4_matches_std() {
+        for_each_word(b"0129.", 9, |word| {
+            let want = std::str::from_utf8(word).unwrap().parse::<Ipv4Addr>().ok();
+            assert_eq!(ipv4(word), want, "{}", String::from_utf8_lossy(word));
+        });
         for text in ["192.0.2.1", "255.255.255.255", "256.1.1.1", "1.2.3.4.5", "1.2.3", "01.2.3.4", "1.2.3.1000"] {
             assert_eq!(ipv4(text.as_bytes()), text.parse().ok(), "{text}");
         }
@@ -538,25 +544,16 @@ mod tests {
 
     #[test]
     fn host_label_rules_match_a_plain_reading() {
-        let alphabet = b"a1.-:";
-        let mut word = Vec::new();
-        for len in 1..=6u32 {
-            for mut k in 0..alphabet.len().pow(len) {
-                word.clear();
-                for _ in 0..len {
-                    word.push(alphabet[k % alphabet.len()]);
-                    k /= alphabet.len();
-                }
-                let got = host(&word).ok().map(|(rest, _)| word.len() - rest.len());
-                let want = reference_host_len(&word);
-                // All-digit hosts go on to the IPv4 check, which may refuse them.
-                let numeric =
-                    word[0].is_ascii_digit() && word.iter().take(want.unwrap_or(0)).all(|c| *c != b'a' && *c != b'-');
-                if !numeric {
-                    assert_eq!(got, want, "{}", String::from_utf8_lossy(&word));
-                }
+        for_each_word(b"a1.-:", 6, |word| {
+            let got = host(word).ok().map(|(rest, _)| word.len() - rest.len());
+            let want = reference_host_len(word);
+            // All-digit hosts go on to the IPv4 check, which may refuse them.
+            let numeric =
+                word[0].is_ascii_digit() && word.iter().take(want.unwrap_or(0)).all(|c| *c != b'a' && *c != b'-');
+            if !numeric {
+                assert_eq!(got, want, "{}", String::from_utf8_lossy(word));
             }
-        }
+        });
     }
 
     #[test]

@@ -475,6 +475,17 @@ mod tests {
         .unwrap()
     }
 
+    /// A new journal (empty snapshot) holding one appended record, a = a1.
+    fn journal_with_a1() -> (tempfile::TempDir, PathBuf, Journal, Batch) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reg");
+        let mut j = start(&path, &[]);
+        let mut batch = Batch::default();
+        put(&mut batch, "a", "a1");
+        j.append(&batch).unwrap();
+        (dir, path, j, batch)
+    }
+
     #[test]
     fn newest_record_wins_and_removals_remove() {
         let dir = tempfile::tempdir().unwrap();
@@ -494,12 +505,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_cut_off_and_appends_go_on_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("reg");
-        let mut j = start(&path, &[]);
-        let mut batch = Batch::default();
-        put(&mut batch, "a", "a1");
-        j.append(&batch).unwrap();
+        let (_dir, path, j, mut batch) = journal_with_a1();
         let jpath = journal_path(&path, j.number);
         let whole = std::fs::metadata(&jpath).unwrap().len();
         // A second batch torn half way, as by a crash during the write.
@@ -537,12 +543,7 @@ mod tests {
     /// after the good records.
     #[test]
     fn a_failed_append_counts_nothing_and_a_retry_lands() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("reg");
-        let mut j = start(&path, &[]);
-        let mut batch = Batch::default();
-        put(&mut batch, "a", "a1");
-        j.append(&batch).unwrap();
+        let (_dir, path, mut j, mut batch) = journal_with_a1();
         let len = j.len;
         let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
         let real = std::mem::replace(&mut j.file, full);
