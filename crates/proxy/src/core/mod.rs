@@ -27,8 +27,8 @@ use crate::metrics::{DropReason, Metrics};
 use crate::transport::{Destination, Dispatch, Inbound, Overloaded, SendFailure, SendToken};
 use cell::ShardCell;
 pub use router::{
-    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing,
-    StaticRouter, Target,
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, HeaderRewrite, NextHop, RouteDecision, RouteRequest, Router,
+    Routing, StaticRouter, Target,
 };
 pub use shard::{Resolve, Resolving, ShardInput, Wire};
 

@@ -142,6 +142,33 @@ fn b2_policy_resolution_user_then_site_then_global() {
 }
 
 #[test]
+fn b2_granted_policy_by_its_bare_name_is_the_tag_policy() {
+    // Grant-CsHostedVoicemailPolicy -PolicyName tenant-a: the bare name and
+    // the identity tag:tenant-a are one policy, for users and contacts alike.
+    let bare = VALID.replace(r#"hosted_voicemail_policy = "tag:tenant-a""#, r#"hosted_voicemail_policy = "tenant-a""#);
+    assert_ne!(bare, VALID, "the fixture grants tag:tenant-a");
+    let d = match Directory::from_toml(&bare, "directory.toml", &opts()) {
+        Ok(d) => d,
+        Err(e) => panic!("bare policy name rejected:\n{e}"),
+    };
+    assert_eq!(target_of(&d, "bob"), target_of(&dir(), "bob"));
+    assert_eq!(hosted_policy(&target_of(&d, "bob")), "tag:tenant-a");
+    let aa = |d: &Directory| {
+        let c = classify_request(d, &invite("sip:aa-main@contoso.test", "sip:x@example.net", ""), None, None);
+        match c {
+            Classification::Contact { target, .. } => target,
+            other => panic!("expected the contact, got {other:?}"),
+        }
+    };
+    assert_eq!(aa(&d), aa(&dir()));
+    // A scope identity is not granted; an unknown name names its tag.
+    let global = VALID.replace(r#"hosted_voicemail_policy = "tag:tenant-a""#, r#"hosted_voicemail_policy = "site:paris""#);
+    assert!(errors(&global, &opts()).iter().any(|e| e.contains("only a tag policy is granted")));
+    let unknown = VALID.replace(r#"hosted_voicemail_policy = "tag:tenant-a""#, r#"hosted_voicemail_policy = "tenant-z""#);
+    assert!(errors(&unknown, &opts()).iter().any(|e| e.ends_with(r#"no policy "tag:tenant-z""#)));
+}
+
+#[test]
 fn b2_b3_hosted_user_without_applicable_policy_or_destination_is_rejected() {
     let e = errors(INVALID_HOSTED_POLICY, &opts());
     assert_has(&e, "directory.toml: user[sip:ivan@contoso.test].voicemail_settings: hosted voice mail is enabled but no hosted_voicemail_policy applies (no tag, no site policy, no global)");
