@@ -39,6 +39,8 @@ pub struct ProxyConfig {
     /// Raw TOML appended to the file (`[limits]`, `[dns]`, `[tls_client]`, `[timers]` …).
     pub extra: String,
     pub log_level: String,
+    /// `[proxy] trusted_peers`; loopback by default.
+    pub trusted_peers: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +62,7 @@ impl ProxyConfig {
             routes: Vec::new(),
             extra: String::new(),
             log_level: "info".into(),
+            trusted_peers: vec!["127.0.0.1/32".into()],
         }
     }
 
@@ -133,8 +136,9 @@ impl ProxyConfig {
         let domains: Vec<String> = self.domains.iter().map(|d| toml_str(d)).collect();
         let _ = writeln!(
             t,
-            "[proxy]\ndomains = [{}]\ntrusted_peers = [\"127.0.0.1/32\"]\nrecord_route = {}\n",
+            "[proxy]\ndomains = [{}]\ntrusted_peers = [{}]\nrecord_route = {}\n",
             domains.join(", "),
+            self.trusted_peers.iter().map(|p| toml_str(p)).collect::<Vec<_>>().join(", "),
             self.record_route
         );
         let _ = writeln!(t, "[admin]\naddress = \"{}\"\n", self.admin_addr());

@@ -14,8 +14,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 use sip_message::Message;
 use tracing::{info, warn};
 
-use crate::core::validate::Rejection;
 use crate::caller::{CallerIdentity, CallerSource};
+use crate::core::validate::Rejection;
 use crate::core::{
     Fallback, FallbackAction, ForkOutcome, ForkPlan, HeaderRewrite, NextHop, RouteDecision, RouteRequest, Router,
     Routing, StaticRouter, Target,
@@ -23,7 +23,7 @@ use crate::core::{
 use crate::exum::{
     accept_from_provider, build_um_invite, classify_request, divert_reason, provider_caller, reason_label,
     verification_marker, CallOutcome, Classification, DirectoryHandle, DiversionReason, HealthTable,
-    ProviderAcceptance, ProviderCaller, Security, UmInviteContext, UmRoute, UmServer, UmTarget, UmTemplates,
+    ProviderAcceptance, ProviderCaller, RingPlan, Security, UmInviteContext, UmRoute, UmServer, UmTarget, UmTemplates,
 };
 use crate::location::auth::gate::{AuthContext, AuthOutcome};
 use crate::location::auth::{ChallengeKind, DigestAuth};
@@ -479,11 +479,8 @@ fn divert(
                 "ExUM: to voice mail"
             );
             metrics.routes.with_label_values(&[target.mode(), reason_label(reason)]).inc();
-            plan.fallback = Some(Arc::new(UmFailure {
-                target: target.clone(),
-                metrics: metrics.clone(),
-                source: source.clone(),
-            }));
+            plan.fallback =
+                Some(Arc::new(UmFailure { target: target.clone(), metrics: metrics.clone(), source: source.clone() }));
             FallbackAction::Divert { plan, request: None }
         }
         Err(e) => {
@@ -617,8 +614,7 @@ impl AppRouter {
         &self,
         msg: &Message,
         aor: &str,
-        ring_time: Option<Duration>,
-        escape: Option<Duration>,
+        ring: RingPlan,
         voicemail: Option<UmTarget>,
         dir: Arc<crate::exum::Directory>,
         source: Arc<CallerSource>,
@@ -632,7 +628,7 @@ impl AppRouter {
                 source,
             }) as Arc<dyn Fallback>
         });
-        let ring_timeout = fallback.as_ref().map(|_| ring_time.unwrap_or(self.settings.ring_time));
+        let ring_timeout = fallback.as_ref().map(|_| ring.ring_time.unwrap_or(self.settings.ring_time));
         let Some(locations) = self.locations.clone() else {
             // No location service: the user cannot be reached, only voice mail.
             return Routing::Ready(RouteDecision::Forward(ForkPlan { fallback, ..ForkPlan::default() }));
@@ -642,7 +638,7 @@ impl AppRouter {
         Routing::Pending(Box::pin(async move {
             match locations.lookup(aor).await {
                 Ok(contacts) => RouteDecision::Forward(ForkPlan {
-                    groups: fork_groups(contacts, escape),
+                    groups: fork_groups(contacts, ring.escape),
                     ring_timeout,
                     fallback,
                     ..ForkPlan::default()
@@ -766,7 +762,7 @@ impl AppRouter {
                 Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")))
             }
             Classification::LocalUser { aor, ring, voicemail } => {
-                self.ring(msg, &aor, ring.ring_time, ring.escape, voicemail, dir.clone(), source)
+                self.ring(msg, &aor, ring, voicemail, dir.clone(), source)
             }
             Classification::ToProvider { provider } => {
                 let Some(p) = dir.provider(&provider) else {

@@ -407,9 +407,9 @@ pub fn provider_caller(dir: &Directory, provider: &Provider, from: &Uri<'_>) -> 
         Some(Entry::User(i)) => {
             dir.user_at(i).is_some_and(|u| matches!(&u.home, Home::Provider(p) if *p == provider.identity))
         }
-        Some(Entry::Contact(i)) => dir.contact_at(i).is_some_and(
-            |c| matches!(&c.target.route, UmRoute::Hosted { provider: p, .. } if *p == provider.identity),
-        ),
+        Some(Entry::Contact(i)) => dir
+            .contact_at(i)
+            .is_some_and(|c| matches!(&c.target.route, UmRoute::Hosted { provider: p, .. } if *p == provider.identity)),
     };
     if is_theirs {
         ProviderCaller::HomedThere
