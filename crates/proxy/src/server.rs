@@ -484,6 +484,12 @@ impl Server {
             limits: config.limits.sip_limits(),
             max_forwards: u32::from(config.proxy.max_forwards),
             own_realms: config.proxy.domains.clone(),
+            sources: crate::core::admission::SourceLimits {
+                rate: config.limits.source_rate,
+                burst: config.limits.source_burst,
+                exempt: config.proxy.trusted_peers.clone(),
+                ..crate::core::admission::SourceLimits::default()
+            },
             ..CoreConfig::default()
         };
         let core = Core::new(core_cfg, metrics.clone());
