@@ -11,6 +11,7 @@
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod caller;
 pub mod config;

@@ -546,6 +546,8 @@ impl Server {
             None => None,
         };
         let core = Arc::new(core.start(hub.clone(), router, resolver.clone()));
+        let received = hub.clone();
+        crate::alloc::spawn_idle_trim(Arc::new(move || received.messages_received()));
         let health_task = spawn_health_checks(
             core.clone(),
             directory.clone(),

@@ -324,6 +324,11 @@ impl Shard {
             }
         }
         self.drain(now);
+        // As the transaction layer does with its own (a burst's room is
+        // given back once the calls are gone).
+        sip_transaction::shrink_map(&mut self.contexts);
+        sip_transaction::shrink_map(&mut self.clients);
+        sip_transaction::shrink_map(&mut self.originated);
     }
 
     fn originate(

@@ -126,6 +126,13 @@ pub struct TransportHub {
     tls: Vec<(SocketAddr, Arc<TlsListener>)>,
 }
 
+impl TransportHub {
+    /// Messages received so far, over every transport.
+    pub fn messages_received(&self) -> u64 {
+        self.shared.metrics.received_total()
+    }
+}
+
 impl std::fmt::Debug for TransportHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransportHub").field("listeners", &self.listeners).finish_non_exhaustive()
