@@ -18,6 +18,7 @@ pub mod dns;
 pub mod exum;
 pub mod location;
 pub mod metrics;
+pub mod nat;
 pub mod server;
 pub mod transport;
 

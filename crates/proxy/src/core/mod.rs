@@ -52,6 +52,8 @@ pub struct CoreConfig {
     /// The realms this proxy challenges in (its domains): credentials for
     /// them are removed before forwarding (RFC 3261 §22.3).
     pub own_realms: Vec<String>,
+    /// `[nat] mode`: marking the Contacts of NAT'd user agents.
+    pub nat: crate::nat::NatMode,
 }
 
 impl Default for CoreConfig {
@@ -65,6 +67,7 @@ impl Default for CoreConfig {
             limits: Limits::default(),
             max_forwards: 70,
             own_realms: Vec::new(),
+            nat: crate::nat::NatMode::default(),
         }
     }
 }

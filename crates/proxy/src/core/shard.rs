@@ -171,6 +171,9 @@ struct ProxyTx {
     /// Every Proxy-Authorization is for a realm of ours: removed when
     /// forwarding (RFC 3261 §22.3).
     strip_proxy_auth: bool,
+    /// The caller is behind NAT: its Contact is marked with the address
+    /// its packets come from when forwarded ([`crate::nat`]).
+    nat_mark: bool,
     groups: VecDeque<Vec<Target>>,
     branches: Vec<Branch>,
     best: BestResponse,
@@ -403,6 +406,10 @@ impl Shard {
                         // RFC 3261 §21.5.4: statelessly, with a hint of when to retry.
                         let bytes =
                             Response::new(&msg, 503, "Service Unavailable", None).header("Retry-After", "5").finish();
+                        let bytes = match self.current.as_ref() {
+                            Some((p, _)) => with_fixed_via(bytes, p, &self.limits),
+                            None => bytes,
+                        };
                         self.wire.send(Outbound { dest: reply, bytes, token: None });
                     }
                 }
@@ -502,6 +509,19 @@ impl Shard {
             r = r.header(n, v);
         }
         let bytes = r.finish();
+        self.send_local(server, bytes, code, now);
+    }
+
+    /// Send a response the proxy built itself: its copy of the caller's top
+    /// Via gains `received` and `rport` (RFC 3581 §4), as the forwarded
+    /// request's would, so that the UA learns its public address from every
+    /// answer (401, 200 to REGISTER or OPTIONS, 403, 480 …).
+    fn send_local(&mut self, server: ServerId, bytes: Bytes, code: u16, now: Instant) {
+        let peer = self.contexts.get(&server).map(|c| &c.peer).or(self.current.as_ref().map(|c| &c.0));
+        let bytes = match peer {
+            Some(p) => with_fixed_via(bytes, p, &self.limits),
+            None => bytes,
+        };
         self.send_upstream(server, bytes, code, now);
     }
 
@@ -576,6 +596,13 @@ impl Shard {
             && !in_dialog
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
         let strip_proxy_auth = own_credentials_only(&msg, &self.cfg.own_realms);
+        // Requests whose Contact other parties use for the dialog's later
+        // requests (RFC 3261 §12.1, target refresh §12.2).
+        let sets_target = matches!(
+            method,
+            Method::Invite | Method::Subscribe | Method::Notify | Method::Refer | Method::Update
+        );
+        let nat_mark = sets_target && crate::nat::is_behind_nat(self.cfg.nat, &msg, &peer);
         let ctx = ProxyTx {
             request: msg,
             peer,
@@ -585,6 +612,7 @@ impl Shard {
             route_edits,
             record_route,
             strip_proxy_auth,
+            nat_mark,
             groups: VecDeque::new(),
             branches: Vec::new(),
             best: BestResponse::default(),
@@ -609,7 +637,7 @@ impl Shard {
         // everything to its outbound proxy): then, like out-of-dialog
         // requests, it asks the router.
         let decision = if ctx.route_edits.next_route().is_some() || (in_dialog && !ruri_local) {
-            Some(RouteDecision::Forward(ForkPlan::single(Target::default())))
+            Some(RouteDecision::Forward(ForkPlan::single(alias_target(&ctx.route_edits, &ctx.request))))
         } else {
             match self.router.route(&RouteRequest { msg: &ctx.request, source: &ctx.peer, tls: ctx.tls.as_deref() }) {
                 Routing::Ready(d) => Some(d),
@@ -654,7 +682,7 @@ impl Shard {
             }
             RouteDecision::Respond { status, bytes } => {
                 let is_invite = ctx.method == Method::Invite;
-                self.send_upstream(server, bytes, status, now);
+                self.send_local(server, bytes, status, now);
                 if matches!(status, 401 | 407) && !is_invite {
                     // RFC 3261 §8.2.7: a challenge needs no transaction
                     // state. Nonces are stateless, so a retransmitted request
@@ -943,7 +971,8 @@ impl Shard {
                 let Some(ctx) = self.contexts.get(&server) else { return };
                 if !ctx.finished && !ctx.cancelled {
                     // §16.7 step 5: provisionals other than 100 go upstream.
-                    let bytes = msg.edit().remove_top_via().finish();
+                    let dest = ctx.branches.get(idx).and_then(|b| b.current.as_ref());
+                    let bytes = upstream_response(self.cfg.nat, &msg, dest);
                     self.send_upstream(server, bytes, code, now);
                 }
             }
@@ -967,7 +996,7 @@ impl Shard {
                 ctx.answered = true;
                 // §16.7 step 5: every 2xx goes upstream, also from other
                 // branches and retransmitted ones (RFC 6026).
-                let bytes = msg.edit().remove_top_via().finish();
+                let bytes = upstream_response(self.cfg.nat, &msg, branch.current.as_ref());
                 let code_sent = code;
                 if first_2xx {
                     self.metrics.request_latency(
@@ -1294,6 +1323,13 @@ impl Shard {
             .map(str::to_string)
             .or_else(|| edits.restore_request_uri.clone().or_else(|| msg.request_uri_str().map(str::to_string)));
         let Some(mut hop) = hop else { return };
+        if edits.next_route().is_none() {
+            // The callee's Contact, marked because it is behind NAT.
+            if let Some((ruri, dest)) = crate::nat::take_alias(&hop) {
+                send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, Some(&ruri), dest);
+                return;
+            }
+        }
         if Uri::parse(hop.as_bytes()).is_some_and(|u| wire.is_local(u.host(), u.port())) {
             // Addressed to us without a route (the UA ignored Record-Route):
             // the router knows where the dialog's INVITE went. Only a ready
@@ -1313,7 +1349,7 @@ impl Shard {
             let Some(t) = plan.groups.into_iter().flatten().next() else { return };
             hop = match (t.next_hop, t.request_uri) {
                 (Some(NextHop::Destination(d)), _) => {
-                    send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, d);
+                    send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, None, d);
                     return;
                 }
                 (Some(NextHop::Uri(u)), _) | (None, Some(u)) => u,
@@ -1333,13 +1369,13 @@ impl Shard {
             tokio::spawn(async move {
                 if let Ok(dests) = resolver.resolve(hop).await {
                     if let Some(d) = dests.into_iter().next() {
-                        send_stateless(&*wire, &minter, &metrics, &msg, &edits, d);
+                        send_stateless(&*wire, &minter, &metrics, &msg, &edits, None, d);
                     }
                 }
             });
             return;
         };
-        send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, dest);
+        send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, None, dest);
     }
 
     /// §16.7 step 1: a response with no transaction is forwarded statelessly
@@ -1364,12 +1400,13 @@ fn send_stateless(
     metrics: &Metrics,
     msg: &Message,
     edits: &RouteEdits,
+    request_uri: Option<&str>,
     dest: Destination,
 ) {
     let Some(listener) = wire.listener_for(dest.transport, &dest.addr) else { return };
     let branch = minter.stateless(msg.branch().unwrap_or_default());
     let via = format!("SIP/2.0/{} {}:{};branch={}", dest.transport.via_name(), listener.host, listener.port, branch);
-    let ed = route::apply(msg.edit(), edits, None).decrement_max_forwards().push_via(&via);
+    let ed = route::apply(msg.edit(), edits, request_uri).decrement_max_forwards().push_via(&via);
     wire.send(Outbound { dest, bytes: ed.finish(), token: None });
     metrics.request(Method::Ack, Direction::Out);
 }
@@ -1393,6 +1430,9 @@ fn build_forward(
     }
     if ctx.strip_proxy_auth {
         ed = ed.remove_header(HeaderName::ProxyAuthorization);
+    }
+    if ctx.nat_mark {
+        ed = crate::nat::mark_contact(ed, msg, ctx.peer.remote, ctx.peer.transport).0;
     }
     // Step 3.
     ed = match msg.max_forwards() {
@@ -1494,22 +1534,31 @@ fn via_destination(via: &Via<'_>, _peer: Option<&Peer>) -> Option<Destination> {
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gains
-/// `received` when its host is not the source address, and `rport` gets
-/// the source port when the client asked for it. `None` when nothing
-/// changes, which is the common case and costs no allocation.
+/// `received` when its host is not the source address, and always when
+/// the client asked for `rport` (RFC 3581 §4: "even if it is identical to
+/// the value of the sent-by component"); `rport` gets the source port.
+/// `None` when nothing changes (a Via already fixed, or one without rport
+/// whose host is the source), which costs no allocation.
 pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
-    let src_ip = peer.remote.ip();
+    // A dual-stack socket reports IPv4 peers as IPv4-mapped IPv6.
+    let src_ip = peer.remote.ip().to_canonical();
+    let src_port = peer.remote.port();
     let host_ip = match via.host_kind() {
         HostKind::Ipv4(a) => Some(IpAddr::V4(a)),
         HostKind::Ipv6(a) => Some(IpAddr::V6(a)),
         HostKind::Domain => None,
     };
-    let needs_received = host_ip != Some(src_ip);
-    let needs_rport = matches!(via.rport(), Some(None));
+    let rport = via.rport();
+    let has_received = via
+        .received()
+        .and_then(|r| r.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok())
+        .is_some_and(|r| r.to_canonical() == src_ip);
+    let needs_received = (host_ip.map(|h| h.to_canonical()) != Some(src_ip) || rport.is_some()) && !has_received;
+    let needs_rport = matches!(rport, Some(p) if p != Some(src_port));
     if !needs_received && !needs_rport {
         return None;
     }
-    let mut out = String::with_capacity(via.as_str().len() + 40);
+    let mut out = String::with_capacity(via.as_str().len() + 48);
     // Writing to a String cannot fail.
     let _ = write!(out, "SIP/2.0/{} {}", via.transport(), via.host());
     if let Some(p) = via.port() {
@@ -1523,16 +1572,60 @@ pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
         out.push(';');
         out.push_str(name);
         if name.eq_ignore_ascii_case("rport") && needs_rport {
-            let _ = write!(out, "={}", peer.remote.port());
+            let _ = write!(out, "={src_port}");
         } else if let Some(v) = value {
             out.push('=');
             out.push_str(std::str::from_utf8(v).unwrap_or_default());
         }
     }
     if needs_received {
+        // RFC 5118 §4.5: an IPv6 `received` is written without brackets.
         let _ = write!(out, ";received={src_ip}");
     }
     Some(out)
+}
+
+/// A response the proxy built from a request of `peer` (its Vias copied
+/// from the request), with the top Via fixed as [`fix_top_via`] says.
+/// Unchanged when there is nothing to fix or it does not reparse.
+pub fn with_fixed_via(bytes: Bytes, peer: &Peer, limits: &Limits) -> Bytes {
+    let Ok(msg) = Message::parse(bytes.clone(), limits) else { return bytes };
+    if msg.vias().next().is_none() {
+        return bytes;
+    }
+    match fix_top_via(&msg.top_via(), peer) {
+        Some(fixed) => msg.edit().push_via(&fixed).remove_top_via().finish(),
+        None => bytes,
+    }
+}
+
+/// A response going upstream without our Via. When it came back from a
+/// registered contact (a flow, or a NAT'd binding's public address) and
+/// its Contact hides that address, the Contact is marked with it
+/// ([`crate::nat`]), so that the caller's in-dialog requests (BYE,
+/// re-INVITE) reach the callee through its NAT.
+fn upstream_response(mode: crate::nat::NatMode, msg: &Message, dest: Option<&Destination>) -> Bytes {
+    let ed = msg.edit().remove_top_via();
+    match dest {
+        Some(d) if d.flow.is_some() && crate::nat::response_hides_source(mode, msg, d) => {
+            crate::nat::mark_contact(ed, msg, d.addr, d.transport).0.finish()
+        }
+        _ => ed.finish(),
+    }
+}
+
+/// The target of a request that goes by its Request-URI (in a dialog):
+/// a Request-URI marked with an alias ([`crate::nat`]) goes to the marked
+/// address, without the mark; any other keeps its Request-URI.
+fn alias_target(edits: &RouteEdits, msg: &Message) -> Target {
+    if edits.next_route().is_some() {
+        return Target::default();
+    }
+    let ruri = edits.restore_request_uri.as_deref().or_else(|| msg.request_uri_str());
+    match ruri.and_then(crate::nat::take_alias) {
+        Some((uri, dest)) => Target { request_uri: Some(uri), next_hop: Some(NextHop::Destination(dest)), ..Target::default() },
+        None => Target::default(),
+    }
 }
 
 /// The seconds of a Retry-After header (RFC 3261 §20.33: `delta-seconds

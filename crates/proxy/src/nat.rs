@@ -1,0 +1,199 @@
+//! NAT traversal for user agents that do not speak SIP Outbound (RFC 5626),
+//! in the spirit of the `nathelper` functions Kamailio and OpenSIPS
+//! operators rely on: detection, Contact marking for dialogs, and the
+//! routing of in-dialog requests by that mark. Plain functions, no I/O; the
+//! registrar, the core and the keep-alive driver call them.
+//!
+//! - Detection ([`is_behind_nat`]): a request straight from a UA (one Via)
+//!   whose top Via or Contact names another address than the packet's
+//!   source. Over UDP the port counts too; over TCP/TLS it does not (the
+//!   source port of a connection is an ephemeral one).
+//! - Marking ([`aliased_contact`]): the Contact of a NAT'd UA gains
+//!   `;alias=<ip>~<port>~<transport>`, the address its packets really come
+//!   from, so that the other party's in-dialog requests (whose
+//!   Request-URI is that Contact) can be sent there by [`take_alias`].
+//!   Nothing is marked when no NAT is detected.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use sip_message::{HeaderName, HostKind, Message, NameAddr, Uri, Via};
+
+use crate::transport::{Destination, Peer, Transport};
+
+/// `[nat] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NatMode {
+    /// NAT is assumed when the top Via or the Contact of a request straight
+    /// from a UA names another address than the packet's source.
+    #[default]
+    Auto,
+    /// Every UA talking to the proxy directly is treated as behind NAT.
+    Always,
+    /// No NAT handling (RFC 3581 `received`/`rport` on Vias still applies).
+    Off,
+}
+
+impl NatMode {
+    pub fn from_name(name: &str) -> Option<NatMode> {
+        match name {
+            "auto" => Some(NatMode::Auto),
+            "always" => Some(NatMode::Always),
+            "off" => Some(NatMode::Off),
+            _ => None,
+        }
+    }
+}
+
+/// The URI parameter that carries a NAT'd UA's public address.
+pub const ALIAS_PARAM: &str = "alias";
+
+fn ip_of(kind: HostKind) -> Option<IpAddr> {
+    match kind {
+        HostKind::Ipv4(a) => Some(IpAddr::V4(a)),
+        HostKind::Ipv6(a) => Some(IpAddr::V6(a)),
+        HostKind::Domain => None,
+    }
+}
+
+/// Whether `host[:port]` (a Via sent-by or a Contact's host and port) is
+/// not where the packets come from. A domain name cannot be compared and
+/// counts as no sign of NAT.
+pub fn names_other_address(kind: HostKind, port: Option<u16>, src: SocketAddr, transport: Transport) -> bool {
+    let Some(ip) = ip_of(kind) else { return false };
+    if ip.to_canonical() != src.ip().to_canonical() {
+        return true;
+    }
+    // A connection's source port is ephemeral: only UDP compares ports.
+    transport == Transport::Udp && port.unwrap_or(transport.default_port()) != src.port()
+}
+
+/// The top Via of a request names another address than its source.
+pub fn via_hides_source(via: &Via<'_>, peer: &Peer) -> bool {
+    names_other_address(via.host_kind(), via.port(), peer.remote, peer.transport)
+}
+
+/// A Contact URI names another address than the request's source.
+pub fn uri_hides_source(uri: &Uri<'_>, peer: &Peer) -> bool {
+    names_other_address(uri.host_kind(), uri.port(), peer.remote, peer.transport)
+}
+
+/// Whether the Contact of a response that came back from a registered
+/// flow (`dest`: where the request went) hides the UA's address; every
+/// such response counts in `always` mode.
+pub fn response_hides_source(mode: NatMode, msg: &Message, dest: &Destination) -> bool {
+    match mode {
+        NatMode::Off => false,
+        NatMode::Always => true,
+        NatMode::Auto => {
+            msg.contacts().next().is_some_and(|c| names_other_address(c.uri.host_kind(), c.uri.port(), dest.addr, dest.transport))
+        }
+    }
+}
+
+/// Whether NAT handling applies to `msg`, a request from `peer`: it came
+/// straight from the UA (exactly one Via: a request relayed by another
+/// proxy has that proxy as its source, and NAT is that proxy's business)
+/// and, in `auto` mode, its top Via or first Contact shows a NAT.
+pub fn is_behind_nat(mode: NatMode, msg: &Message, peer: &Peer) -> bool {
+    if mode == NatMode::Off {
+        return false;
+    }
+    let mut vias = msg.vias();
+    if vias.next().is_none() || vias.next().is_some() {
+        return false;
+    }
+    match mode {
+        NatMode::Always => true,
+        NatMode::Off => false,
+        NatMode::Auto => {
+            via_hides_source(&msg.top_via(), peer) || msg.contacts().next().is_some_and(|c| uri_hides_source(&c.uri, peer))
+        }
+    }
+}
+
+/// The `alias` value of a public address: `<ip>~<port>~<transport>`.
+pub fn alias_value(addr: SocketAddr, transport: Transport) -> String {
+    format!("{}~{}~{}", addr.ip().to_canonical(), addr.port(), transport.param_name())
+}
+
+/// Parse an `alias` value back; `None` for anything malformed.
+pub fn parse_alias(v: &str) -> Option<Destination> {
+    let mut parts = v.splitn(3, '~');
+    let ip: IpAddr = parts.next()?.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let port: u16 = parts.next()?.parse().ok().filter(|p| *p != 0)?;
+    let transport = Transport::from_name(parts.next()?)?;
+    Some(Destination { transport, addr: SocketAddr::new(ip, port), flow: None, server_name: None })
+}
+
+/// A Contact value with `alias` added to its URI (in angle brackets, so
+/// that the parameter belongs to the URI and the Contact's own parameters
+/// stay its own). `None` when the URI already carries an alias.
+pub fn aliased_contact(c: &NameAddr<'_>, addr: SocketAddr, transport: Transport) -> Option<String> {
+    if c.uri.param(ALIAS_PARAM).is_some() {
+        return None;
+    }
+    let uri = c.uri.as_str();
+    // URI headers (`?…`) come after the URI parameters.
+    let (base, headers) = match uri.find('?') {
+        Some(i) => uri.split_at(i),
+        None => (uri, ""),
+    };
+    let mut out = String::with_capacity(c.as_str().len() + 48);
+    if let Some(d) = c.display_name() {
+        out.push_str(d);
+        out.push(' ');
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(out, "<{base};{ALIAS_PARAM}={}{headers}>", alias_value(addr, transport));
+    for (name, value) in c.params().iter() {
+        out.push(';');
+        out.push_str(std::str::from_utf8(name).unwrap_or_default());
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(std::str::from_utf8(v).unwrap_or_default());
+        }
+    }
+    Some(out)
+}
+
+/// `ed` (an edit of `msg`) with the message's single Contact marked with
+/// `addr`, and whether it was marked: nothing is done without a Contact,
+/// with several, with `*`, or when it is already marked.
+pub fn mark_contact<'m>(
+    ed: sip_message::edit::Editor<'m>,
+    msg: &Message,
+    addr: SocketAddr,
+    transport: Transport,
+) -> (sip_message::edit::Editor<'m>, bool) {
+    if msg.is_contact_star() {
+        return (ed, false);
+    }
+    let mut contacts = msg.contacts();
+    let (Some(c), None) = (contacts.next(), contacts.next()) else { return (ed, false) };
+    match aliased_contact(&c, addr, transport) {
+        Some(v) => (ed.remove_header(HeaderName::Contact).add_header("Contact", &v), true),
+        None => (ed, false),
+    }
+}
+
+/// A Request-URI carrying an alias: where to send the request, and the
+/// Request-URI without the alias (the UA's own Contact, as it wrote it).
+pub fn take_alias(uri: &str) -> Option<(String, Destination)> {
+    let parsed = Uri::parse(uri.as_bytes())?;
+    let dest = parse_alias(parsed.param(ALIAS_PARAM).flatten()?)?;
+    // The parameter as written: `;alias=value`, found case-insensitively in
+    // the part before any URI headers.
+    let end = uri.find('?').unwrap_or(uri.len());
+    let lower = uri.get(..end)?.to_ascii_lowercase();
+    let at = lower.find(";alias=")?;
+    let rest = uri.get(at + 1..end)?;
+    let len = 1 + rest.find(';').unwrap_or(rest.len());
+    let mut stripped = String::with_capacity(uri.len());
+    stripped.push_str(uri.get(..at)?);
+    stripped.push_str(uri.get(at + len..)?);
+    Some((stripped, dest))
+}
+
+#[cfg(test)]
+mod tests;
