@@ -85,9 +85,10 @@ pub fn response_hides_source(mode: NatMode, msg: &Message, dest: &Destination) -
     match mode {
         NatMode::Off => false,
         NatMode::Always => true,
-        NatMode::Auto => {
-            msg.contacts().next().is_some_and(|c| names_other_address(c.uri.host_kind(), c.uri.port(), dest.addr, dest.transport))
-        }
+        NatMode::Auto => msg
+            .contacts()
+            .next()
+            .is_some_and(|c| names_other_address(c.uri.host_kind(), c.uri.port(), dest.addr, dest.transport)),
     }
 }
 
@@ -107,7 +108,8 @@ pub fn is_behind_nat(mode: NatMode, msg: &Message, peer: &Peer) -> bool {
         NatMode::Always => true,
         NatMode::Off => false,
         NatMode::Auto => {
-            via_hides_source(&msg.top_via(), peer) || msg.contacts().next().is_some_and(|c| uri_hides_source(&c.uri, peer))
+            via_hides_source(&msg.top_via(), peer)
+                || msg.contacts().next().is_some_and(|c| uri_hides_source(&c.uri, peer))
         }
     }
 }
@@ -194,6 +196,8 @@ pub fn take_alias(uri: &str) -> Option<(String, Destination)> {
     stripped.push_str(uri.get(at + len..)?);
     Some((stripped, dest))
 }
+
+pub mod keepalive;
 
 #[cfg(test)]
 mod tests;

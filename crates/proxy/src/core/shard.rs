@@ -598,10 +598,8 @@ impl Shard {
         let strip_proxy_auth = own_credentials_only(&msg, &self.cfg.own_realms);
         // Requests whose Contact other parties use for the dialog's later
         // requests (RFC 3261 §12.1, target refresh §12.2).
-        let sets_target = matches!(
-            method,
-            Method::Invite | Method::Subscribe | Method::Notify | Method::Refer | Method::Update
-        );
+        let sets_target =
+            matches!(method, Method::Invite | Method::Subscribe | Method::Notify | Method::Refer | Method::Update);
         let nat_mark = sets_target && crate::nat::is_behind_nat(self.cfg.nat, &msg, &peer);
         let ctx = ProxyTx {
             request: msg,
@@ -1623,7 +1621,9 @@ fn alias_target(edits: &RouteEdits, msg: &Message) -> Target {
     }
     let ruri = edits.restore_request_uri.as_deref().or_else(|| msg.request_uri_str());
     match ruri.and_then(crate::nat::take_alias) {
-        Some((uri, dest)) => Target { request_uri: Some(uri), next_hop: Some(NextHop::Destination(dest)), ..Target::default() },
+        Some((uri, dest)) => {
+            Target { request_uri: Some(uri), next_hop: Some(NextHop::Destination(dest)), ..Target::default() }
+        }
         None => Target::default(),
     }
 }
