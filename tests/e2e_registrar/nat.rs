@@ -283,9 +283,8 @@ fn register_phone(lab: &NatLab, proxy: SocketAddr, scenario: String, transport: 
         .arg("-aa")
         .timeout(Duration::from_secs(40))
         .spawn();
-    let registered = poll_until(Duration::from_secs(10), || {
-        phone.messages_so_far().contains("SIP/2.0 200 OK").then_some(())
-    });
+    let registered =
+        poll_until(Duration::from_secs(10), || phone.messages_so_far().contains("SIP/2.0 200 OK").then_some(()));
     assert!(registered.is_some(), "the phone's REGISTER was not answered:\n{}", phone.messages_so_far());
     phone
 }
@@ -293,7 +292,12 @@ fn register_phone(lab: &NatLab, proxy: SocketAddr, scenario: String, transport: 
 /// The Call-ID a scenario of this file is for (SIPp maps messages to its
 /// calls by Call-ID, so both sides are given it with `-cid_str`).
 fn call_id_of(scenario: &str) -> String {
-    scenario.lines().find_map(|l| l.trim().strip_prefix("<!-- call-id ")).and_then(|r| r.strip_suffix(" -->")).unwrap_or("x").to_string()
+    scenario
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("<!-- call-id "))
+        .and_then(|r| r.strip_suffix(" -->"))
+        .unwrap_or("x")
+        .to_string()
 }
 
 fn call(lab: &NatLab, proxy: SocketAddr, scenario: String) -> SippOutcome {
@@ -398,8 +402,17 @@ fn udp_phone_behind_nat_is_reached_after_a_restart() {
     let Some(lab) = NatLab::create() else { return };
     let proxy = Proxy::start(umproxy(), proxy_config(&lab, "mode = \"auto\""));
     let call_id = "nat-restart@phone";
-    let phone =
-        register_phone(&lab, proxy.udp_addr(), phone_scenario("phone", call_id, Hangup::Caller, true), SippTransport::Udp);
+    let phone = register_phone(
+        &lab,
+        proxy.udp_addr(),
+        phone_scenario("phone", call_id, Hangup::Caller, true),
+        SippTransport::Udp,
+    );
+    // The embedded store writes behind: the binding is on disk once no AOR
+    // is left unflushed.
+    let flushed =
+        poll_until(Duration::from_secs(10), || (proxy.metric("umproxy_location_unflushed_aors") == 0.0).then_some(()));
+    assert!(flushed.is_some(), "{}", proxy.metrics());
     let (config, dir) = proxy.stop();
     let proxy = Proxy::start_in(umproxy(), config, dir);
     let caller = call(&lab, proxy.udp_addr(), caller_scenario("phone", call_id, Hangup::Caller));
@@ -480,7 +493,8 @@ fn a_phone_with_a_public_contact_is_handled_as_before() {
     caller.assert_all_succeeded(1);
     phone.assert_all_succeeded(1);
     let caller_in = caller.received_messages();
-    let contact = find(&caller_in, "SIP/2.0 200").first().and_then(|m| header(m, "Contact")).unwrap_or_default().to_string();
+    let contact =
+        find(&caller_in, "SIP/2.0 200").first().and_then(|m| header(m, "Contact")).unwrap_or_default().to_string();
     assert!(!contact.contains("alias"), "{contact}");
     let reg_ok = phone.received_messages();
     let via = find(&reg_ok, "SIP/2.0 200").first().and_then(|m| header(m, "Via")).unwrap_or_default().to_string();

@@ -85,8 +85,36 @@ impl NatLab {
         }
         // Links made inside the namespaces: no interface ever appears in
         // the namespace the test runs in.
-        must(&["ip", "-n", &lab.phone, "link", "add", "p0", "type", "veth", "peer", "name", "r0", "netns", &lab.router]);
-        must(&["ip", "-n", &lab.router, "link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", &lab.server]);
+        must(&[
+            "ip",
+            "-n",
+            &lab.phone,
+            "link",
+            "add",
+            "p0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r0",
+            "netns",
+            &lab.router,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &lab.router,
+            "link",
+            "add",
+            "r1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "netns",
+            &lab.server,
+        ]);
         let addr = |ns: &str, dev: &str, cidr: &str| {
             must(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
             must(&["ip", "-n", ns, "link", "set", dev, "up"]);
@@ -116,8 +144,23 @@ impl NatLab {
         } else {
             for proto in ["udp", "tcp"] {
                 must(&[
-                    "ip", "netns", "exec", &lab.router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "r1", "-p",
-                    proto, "-j", "MASQUERADE", "--to-ports", "40000-40999",
+                    "ip",
+                    "netns",
+                    "exec",
+                    &lab.router,
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "r1",
+                    "-p",
+                    proto,
+                    "-j",
+                    "MASQUERADE",
+                    "--to-ports",
+                    "40000-40999",
                 ]);
             }
         }

@@ -427,7 +427,12 @@ pub fn spawn(
                     } else {
                         handle.metrics.pings_failed.inc();
                     }
-                    let verdict = handle.lock().handle_result(&p.aor, &p.contact, p.addr, answered);
+                    let verdict = {
+                        let mut t = handle.lock();
+                        let v = t.handle_result(&p.aor, &p.contact, p.addr, answered);
+                        handle.metrics.bindings.set(t.len() as i64);
+                        v
+                    };
                     match verdict {
                         Verdict::Drop => {
                             info!(aor = %p.aor.escape_default(), addr = %p.addr, "NAT keep-alive pings failed: dropping the binding");
