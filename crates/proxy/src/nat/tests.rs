@@ -81,7 +81,7 @@ fn marking_keeps_display_name_uri_params_headers_and_contact_params() {
     let marked = aliased_contact(&contact, "203.0.113.5:40000".parse().unwrap(), Transport::Udp).unwrap();
     assert_eq!(marked, "<sip:a@192.168.1.10;alias=203.0.113.5~40000~udp>;expires=60");
     // Marked once only.
-    let c = req("SIP/2.0/UDP 192.168.1.10;branch=z9hG4bK1", &format!("<sip:a@192.168.1.10;alias=1.2.3.4~5~udp>"));
+    let c = req("SIP/2.0/UDP 192.168.1.10;branch=z9hG4bK1", "<sip:a@192.168.1.10;alias=1.2.3.4~5~udp>");
     assert_eq!(aliased_contact(&c.contacts().next().unwrap(), "203.0.113.5:1".parse().unwrap(), Transport::Udp), None);
 }
 
@@ -106,7 +106,7 @@ fn mark_contact_leaves_star_and_several_contacts_alone() {
     let one = req("SIP/2.0/UDP 192.168.1.10;branch=z9hG4bK1", "<sip:a@192.168.1.10>");
     let (ed, marked) = mark_contact(one.edit(), &one, "203.0.113.5:1".parse().unwrap(), Transport::Udp);
     assert!(marked);
-    let out = Message::parse_slice(&ed.finish()).unwrap();
+    let out = Message::parse_slice(ed.finish()).unwrap();
     assert_eq!(out.contacts().count(), 1);
 }
 
