@@ -17,7 +17,8 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use sip_message::{HeaderName, HostKind, Message, NameAddr, Uri, Via};
+use bytes::Bytes;
+use sip_message::{HeaderName, HostKind, Limits, Message, NameAddr, Uri, Via};
 
 use crate::transport::{Destination, Peer, Transport};
 
@@ -195,6 +196,72 @@ pub fn take_alias(uri: &str) -> Option<(String, Destination)> {
     stripped.push_str(uri.get(..at)?);
     stripped.push_str(uri.get(at + len..)?);
     Some((stripped, dest))
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gains
+/// `received` when its host is not the source address, and always when
+/// the client asked for `rport` (RFC 3581 §4: "even if it is identical to
+/// the value of the sent-by component"); `rport` gets the source port.
+/// `None` when nothing changes (a Via already fixed, or one without rport
+/// whose host is the source), which costs no allocation.
+pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
+    // A dual-stack socket reports IPv4 peers as IPv4-mapped IPv6.
+    let src_ip = peer.remote.ip().to_canonical();
+    let src_port = peer.remote.port();
+    let host_ip = match via.host_kind() {
+        HostKind::Ipv4(a) => Some(IpAddr::V4(a)),
+        HostKind::Ipv6(a) => Some(IpAddr::V6(a)),
+        HostKind::Domain => None,
+    };
+    let rport = via.rport();
+    let has_received = via
+        .received()
+        .and_then(|r| r.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok())
+        .is_some_and(|r| r.to_canonical() == src_ip);
+    let needs_received = (host_ip.map(|h| h.to_canonical()) != Some(src_ip) || rport.is_some()) && !has_received;
+    let needs_rport = matches!(rport, Some(p) if p != Some(src_port));
+    if !needs_received && !needs_rport {
+        return None;
+    }
+    let mut out = String::with_capacity(via.as_str().len() + 48);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "SIP/2.0/{} {}", via.transport(), via.host());
+    if let Some(p) = via.port() {
+        let _ = write!(out, ":{p}");
+    }
+    for (name, value) in via.params().iter() {
+        let name = std::str::from_utf8(name).unwrap_or_default();
+        if name.eq_ignore_ascii_case("received") && needs_received {
+            continue;
+        }
+        out.push(';');
+        out.push_str(name);
+        if name.eq_ignore_ascii_case("rport") && needs_rport {
+            let _ = write!(out, "={src_port}");
+        } else if let Some(v) = value {
+            out.push('=');
+            out.push_str(std::str::from_utf8(v).unwrap_or_default());
+        }
+    }
+    if needs_received {
+        // RFC 5118 §4.5: an IPv6 `received` is written without brackets.
+        let _ = write!(out, ";received={src_ip}");
+    }
+    Some(out)
+}
+
+/// A response the proxy built from a request of `peer` (its Vias copied
+/// from the request), with the top Via fixed as [`fix_top_via`] says.
+/// Unchanged when there is nothing to fix or it does not reparse.
+pub fn with_fixed_via(bytes: Bytes, peer: &Peer, limits: &Limits) -> Bytes {
+    let Ok(msg) = Message::parse(bytes.clone(), limits) else { return bytes };
+    if msg.vias().next().is_none() {
+        return bytes;
+    }
+    match fix_top_via(&msg.top_via(), peer) {
+        Some(fixed) => msg.edit().push_via(&fixed).remove_top_via().finish(),
+        None => bytes,
+    }
 }
 
 pub mod keepalive;
