@@ -814,3 +814,15 @@ async fn outbound_connections_leave_from_the_listener_address() {
     let (_s, from) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
     assert_eq!(from.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
 }
+
+/// RFC 3581 §4 on the 503 the transport sends itself when the core is full.
+#[tokio::test]
+async fn udp_overload_503_carries_received_and_rport() {
+    let h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
+    h.dispatch.overloaded.store(true, Ordering::Relaxed);
+    let req = options("u6", "UDP").replace(";branch=z9hG4bKu6", ";branch=z9hG4bKu6;rport");
+    let (s, reply) = udp_exchange(h.addr(Transport::Udp), req.as_bytes(), true).await;
+    let reply = reply.expect("no 503");
+    let port = s.local_addr().unwrap().port();
+    assert!(reply.contains(&format!(";rport={port};received=127.0.0.1\r\n")), "{reply}");
+}
