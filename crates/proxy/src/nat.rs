@@ -264,6 +264,15 @@ pub fn with_fixed_via(bytes: Bytes, peer: &Peer, limits: &Limits) -> Bytes {
     }
 }
 
+/// A response with its top Via replaced by `fixed` (from [`fix_top_via`]
+/// of its request). Unchanged when it does not reparse.
+pub fn replace_top_via(bytes: Bytes, fixed: &str, limits: &Limits) -> Bytes {
+    match Message::parse(bytes.clone(), limits) {
+        Ok(msg) if msg.vias().next().is_some() => msg.edit().push_via(fixed).remove_top_via().finish(),
+        _ => bytes,
+    }
+}
+
 pub mod keepalive;
 
 #[cfg(test)]
