@@ -5,9 +5,11 @@
 //! registrar, the core and the keep-alive driver call them.
 //!
 //! - Detection ([`is_behind_nat`]): a request straight from a UA (one Via)
-//!   whose top Via or Contact names another address than the packet's
-//!   source. Over UDP the port counts too; over TCP/TLS it does not (the
-//!   source port of a connection is an ephemeral one).
+//!   whose top Via or Contact names another IP address than the packet's
+//!   source, or (over UDP) whose Via names another port. A TCP/TLS
+//!   connection's source port is ephemeral, and a Contact on another port
+//!   of the sender's own address is a UA listening elsewhere: neither is a
+//!   sign of NAT.
 //! - Marking ([`aliased_contact`]): the Contact of a NAT'd UA gains
 //!   `;alias=<ip>~<port>~<transport>`, the address its packets really come
 //!   from, so that the other party's in-dialog requests (whose
@@ -74,9 +76,18 @@ pub fn via_hides_source(via: &Via<'_>, peer: &Peer) -> bool {
     names_other_address(via.host_kind(), via.port(), peer.remote, peer.transport)
 }
 
-/// A Contact URI names another address than the request's source.
+/// A Contact URI names another IP address than the request's source.
+/// Only the address: a Contact on another port of the sender's own
+/// address is a UA (or a registration on behalf of one) that listens
+/// elsewhere, not a NAT; a NAT that keeps the address but maps the port
+/// shows in the Via (its port is compared, over UDP).
 pub fn uri_hides_source(uri: &Uri<'_>, peer: &Peer) -> bool {
-    names_other_address(uri.host_kind(), uri.port(), peer.remote, peer.transport)
+    contact_hides(uri, peer.remote)
+}
+
+/// [`uri_hides_source`] against an address.
+pub fn contact_hides(uri: &Uri<'_>, src: SocketAddr) -> bool {
+    ip_of(uri.host_kind()).is_some_and(|ip| ip.to_canonical() != src.ip().to_canonical())
 }
 
 /// Whether the Contact of a response that came back from a registered
@@ -86,10 +97,7 @@ pub fn response_hides_source(mode: NatMode, msg: &Message, dest: &Destination) -
     match mode {
         NatMode::Off => false,
         NatMode::Always => true,
-        NatMode::Auto => msg
-            .contacts()
-            .next()
-            .is_some_and(|c| names_other_address(c.uri.host_kind(), c.uri.port(), dest.addr, dest.transport)),
+        NatMode::Auto => msg.contacts().next().is_some_and(|c| contact_hides(&c.uri, dest.addr)),
     }
 }
 

@@ -122,9 +122,7 @@ pub struct RegisterNat {
 impl RegisterNat {
     /// Whether a contact registered with `uri` is behind NAT.
     pub fn hides(&self, uri: &Uri<'_>, source: Option<SocketAddr>) -> bool {
-        self.is_natted
-            || source
-                .is_some_and(|src| crate::nat::names_other_address(uri.host_kind(), uri.port(), src, self.transport))
+        self.is_natted || source.is_some_and(|src| crate::nat::contact_hides(uri, src))
     }
 }
 
