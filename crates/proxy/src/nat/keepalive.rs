@@ -94,6 +94,9 @@ struct Entry {
 pub struct Keepalive {
     cfg: KeepaliveConfig,
     entries: HashMap<(String, String), Entry>,
+    /// The contacts held per AOR, so that a REGISTER touches its own AOR's
+    /// entries only (a handful), not the whole table.
+    by_aor: HashMap<String, Vec<String>>,
     queue: BTreeMap<(Instant, u64), (String, String)>,
     seq: u64,
     rng: u64,
@@ -111,6 +114,7 @@ impl Keepalive {
         Keepalive {
             cfg,
             entries: HashMap::new(),
+            by_aor: HashMap::new(),
             queue: BTreeMap::new(),
             seq: 0,
             rng: seed | 1,
@@ -153,10 +157,12 @@ impl Keepalive {
     /// forgotten, a binding that moved to another address starts afresh.
     pub fn update_aor(&mut self, aor: &str, targets: &[PingTarget], now: Instant) {
         let stale: Vec<(String, String)> = self
-            .entries
-            .keys()
-            .filter(|(a, c)| a == aor && !targets.iter().any(|t| &t.contact == c))
-            .cloned()
+            .by_aor
+            .get(aor)
+            .into_iter()
+            .flatten()
+            .filter(|c| !targets.iter().any(|t| &t.contact == *c))
+            .map(|c| (aor.to_string(), c.clone()))
             .collect();
         for k in stale {
             self.forget(&k);
@@ -175,6 +181,7 @@ impl Keepalive {
                 None if is_full => self.refused += 1,
                 None => {
                     let due = self.schedule(key.clone(), now);
+                    self.by_aor.entry(key.0.clone()).or_default().push(key.1.clone());
                     self.entries.insert(key, Entry { addr: t.addr, expires_at: t.expires_at, failures: 0, due });
                 }
             }
@@ -182,9 +189,21 @@ impl Keepalive {
     }
 
     fn forget(&mut self, key: &(String, String)) {
-        if let Some(e) = self.entries.remove(key) {
+        if let Some(e) = self.remove_entry(key) {
             self.queue.remove(&e.due);
         }
+    }
+
+    /// Remove an entry and its place in the AOR index (not its queue slot).
+    fn remove_entry(&mut self, key: &(String, String)) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        if let Some(contacts) = self.by_aor.get_mut(&key.0) {
+            contacts.retain(|c| c != &key.1);
+            if contacts.is_empty() {
+                self.by_aor.remove(&key.0);
+            }
+        }
+        Some(e)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -209,7 +228,7 @@ impl Keepalive {
             let key = self.queue.remove(&due)?;
             let Some(e) = self.entries.get(&key) else { continue };
             if e.expires_at <= unix_now {
-                self.entries.remove(&key);
+                self.remove_entry(&key);
                 continue;
             }
             if self.tokens < 1000 {

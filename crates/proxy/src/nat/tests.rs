@@ -201,9 +201,13 @@ fn a_binding_that_moved_or_went_is_rescheduled_or_forgotten() {
     let pinged: Vec<SocketAddr> =
         std::iter::from_fn(|| k.poll_ping(t0 + Duration::from_secs(40), 0)).map(|p| p.addr).collect();
     assert_eq!(pinged, vec![new]);
+    // Another AOR's REGISTER leaves this one alone.
+    k.update_aor("sip:b@example.test", &[], t0);
+    assert_eq!(k.len(), 1);
     // Unregistered: forgotten.
     k.update_aor(aor, &[], t0);
     assert!(k.is_empty());
+    assert_eq!(k.poll_timeout(), None);
 }
 
 #[test]
