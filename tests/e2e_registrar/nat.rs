@@ -393,7 +393,8 @@ fn tcp_phone_behind_nat_gets_the_callers_bye_over_its_connection() {
 }
 
 /// A NAT'd UDP binding outlives a restart of umproxy: it is stored with
-/// the address the REGISTER came from, and the NAT still maps it.
+/// the address the REGISTER came from, the NAT still maps it, and its
+/// keep-alive pings resume.
 #[test]
 fn udp_phone_behind_nat_is_reached_after_a_restart() {
     if !have_sipp() {
@@ -415,6 +416,7 @@ fn udp_phone_behind_nat_is_reached_after_a_restart() {
     assert!(flushed.is_some(), "{}", proxy.metrics());
     let (config, dir) = proxy.stop();
     let proxy = Proxy::start_in(umproxy(), config, dir);
+    assert_eq!(proxy.metric("umproxy_nat_keepalive_bindings"), 1.0, "pings resume for the loaded binding");
     let caller = call(&lab, proxy.udp_addr(), caller_scenario("phone", call_id, Hangup::Caller));
     let phone = phone.wait();
     caller.assert_all_succeeded(1);

@@ -365,7 +365,24 @@ pub fn attach(
         rand::random(),
     );
     let handle = KeepaliveHandle::new(table, metrics);
+    handle.resume(registrar.store().as_ref());
     Ok((registrar.with_keepalive(handle.clone()), Some(handle)))
+}
+
+impl KeepaliveHandle {
+    /// Schedule the NAT'd UDP bindings a store already holds (persisted
+    /// before a restart), when it can list them.
+    pub fn resume(&self, store: &dyn LocationStore) {
+        let mut per_aor: HashMap<String, Vec<PingTarget>> = HashMap::new();
+        store.for_each_binding(SystemTime::now(), &mut |b| {
+            if let Some(t) = PingTarget::of(b) {
+                per_aor.entry(b.aor.clone()).or_default().push(t);
+            }
+        });
+        for (aor, targets) in per_aor {
+            self.update_aor(&aor, &targets);
+        }
+    }
 }
 
 /// The OPTIONS ping of a contact (no Via: the core adds its own).

@@ -225,3 +225,39 @@ fn expired_bindings_are_not_pinged_and_the_table_is_bounded() {
     assert_eq!(pinged, vec!["sip:b@192.168.1.10".to_string()], "the lapsed one is dropped, not pinged");
     assert_eq!(k.len(), 1);
 }
+
+/// After a restart, the NAT'd UDP bindings the embedded store loaded are
+/// pinged again without waiting for their next REGISTER.
+#[tokio::test]
+async fn persisted_natted_udp_bindings_are_scheduled_again_at_start() {
+    use crate::location::binding::{Binding, FlowToken, QValue};
+    use crate::location::store::embedded::{EmbeddedConfig, EmbeddedStore};
+    use crate::location::store::LocationStore;
+    let store = EmbeddedStore::memory_only(EmbeddedConfig::default());
+    let now = std::time::SystemTime::now();
+    let binding = |contact: &str, flow: Option<FlowToken>| Binding {
+        aor: "sip:a@example.test".into(),
+        contact_uri: contact.into(),
+        q: QValue::DEFAULT,
+        expires_at: crate::location::binding::unix_secs(now) + 600,
+        call_id: "c".into(),
+        cseq: 1,
+        path: Vec::new(),
+        instance: None,
+        reg_id: None,
+        flow,
+        received: Some("203.0.113.5:40000".parse().unwrap()),
+        updated_at: 0,
+    };
+    let bindings = vec![
+        binding("sip:a@192.168.1.10", Some(FlowToken::UDP_SOURCE)),
+        binding("sip:a@203.0.113.5:40000", None),
+        binding("sip:a@192.168.1.11;transport=tcp", Some(FlowToken(1 << 62 | 9))),
+    ];
+    store.replace("sip:a@example.test", 0, bindings, now).await.unwrap();
+    let reg = prometheus::Registry::new();
+    let metrics = keepalive::NatMetrics::register(&reg).unwrap();
+    let handle = keepalive::KeepaliveHandle::new(schedule(10, 2, 10), metrics.clone());
+    handle.resume(&store);
+    assert_eq!(metrics.bindings.get(), 1, "only the NAT'd UDP binding is pinged");
+}
