@@ -259,3 +259,27 @@ fn over_tcp_only_the_address_shows_nat() {
     let f = requests(&out, "INVITE")[0].1.clone();
     assert_eq!(f.contacts().next().map(|c| c.as_str().to_string()).as_deref(), Some("<sip:alice@192.0.2.10:5060>"));
 }
+
+/// A forwarded response (not built here) reaches an IPv6 caller behind NAT
+/// with `received` and `rport` in its Via, at its source address and port.
+#[test]
+fn a_forwarded_response_carries_received_and_rport_to_an_ipv6_caller() {
+    let mut h = harness(NatMode::Auto);
+    let src: SocketAddr = "[2001:db8::7]:40001".parse().expect("addr");
+    feed_over(
+        &mut h,
+        &from_ua("INVITE", "sip:bob@192.0.2.20", "[fd00::10]", "z9hG4bKv6f"),
+        "[2001:db8::7]:40001",
+        Transport::Udp,
+    );
+    let out = h.take();
+    let f = requests(&out, "INVITE")[0].1.clone();
+    h.feed(&answer(&f, 486, "b6"), "192.0.2.20:5060");
+    let out = h.take();
+    let (to, resp) = out.iter().find(|(_, m)| m.status() == Some(486)).expect("486 upstream");
+    assert_eq!(*to, src);
+    let via = resp.top_via();
+    assert_eq!(via.received(), Some("2001:db8::7"), "RFC 5118 §4.5: no brackets");
+    assert_eq!(via.rport(), Some(Some(40001)));
+    assert_eq!(via.host(), "[fd00::10]");
+}
