@@ -369,7 +369,10 @@ fn call_through_nat(transport: SippTransport, hangup: Hangup, tag: &str) {
             assert!(line.starts_with(&format!("BYE {contact}")) && !line.contains("alias"), "{line}");
         }
     }
-    assert!(proxy.metric("umproxy_nat_keepalive_bindings") <= 1.0);
+    let counted = format!(r#"umproxy_nat_contacts_registered_total{{transport="{t}"}}"#);
+    assert_eq!(proxy.metric(&counted), 1.0, "the NAT'd contact is counted");
+    let pinged = if transport == SippTransport::Udp { 1.0 } else { 0.0 };
+    assert_eq!(proxy.metric("umproxy_nat_keepalive_bindings"), pinged, "UDP bindings are pinged, TCP ones not");
 }
 
 #[test]
@@ -502,4 +505,6 @@ fn a_phone_with_a_public_contact_is_handled_as_before() {
     let via = find(&reg_ok, "SIP/2.0 200").first().and_then(|m| header(m, "Via")).unwrap_or_default().to_string();
     assert!(!via.contains("received") && !via.contains("rport"), "{via}");
     assert_eq!(proxy.metric("umproxy_nat_keepalive_bindings"), 0.0);
+    assert_eq!(proxy.metric(r#"umproxy_nat_contacts_registered_total{transport="udp"}"#), 0.0);
+    assert!(proxy.metrics().contains("umproxy_nat_contacts_registered_total"), "exported from start");
 }

@@ -232,6 +232,8 @@ pub struct RegisterOutcome {
     /// When the AOR's bindings changed: the AOR and its NAT'd UDP bindings
     /// now, for the keep-alive pings.
     pub nat_udp: Option<(String, Vec<PingTarget>)>,
+    /// Contacts this REGISTER bound as behind NAT ([`RegisterNat`]).
+    pub natted_contacts: usize,
 }
 
 /// The canonical AOR of a URI: `sip:user@host` (scheme and host lower-cased,
@@ -698,11 +700,18 @@ pub struct Registrar {
     cfg: Arc<RegistrarConfig>,
     metrics: Option<Arc<LocationMetrics>>,
     keepalive: Option<Arc<KeepaliveHandle>>,
+    nat_metrics: Option<crate::nat::keepalive::NatMetrics>,
 }
 
 impl Registrar {
     pub fn new(store: Arc<dyn LocationStore>, cfg: RegistrarConfig, metrics: Option<Arc<LocationMetrics>>) -> Self {
-        Registrar { store, cfg: Arc::new(cfg), metrics, keepalive: None }
+        Registrar { store, cfg: Arc::new(cfg), metrics, keepalive: None, nat_metrics: None }
+    }
+
+    /// NAT'd contacts are counted in `umproxy_nat_contacts_registered_total`.
+    pub fn with_nat_metrics(mut self, m: crate::nat::keepalive::NatMetrics) -> Self {
+        self.nat_metrics = Some(m);
+        self
     }
 
     /// NAT'd UDP bindings are handed to `keepalive` for pinging.
@@ -724,6 +733,9 @@ impl Registrar {
         let outcome = process_register(req, self.store.as_ref(), &self.cfg, ctx, now).await;
         if let (Some(k), Some((aor, targets))) = (&self.keepalive, &outcome.nat_udp) {
             k.update_aor(aor, targets);
+        }
+        if let (Some(m), Some(nat), n @ 1..) = (&self.nat_metrics, &ctx.nat, outcome.natted_contacts) {
+            m.contacts(nat.transport).inc_by(n as u64);
         }
         if let Some(m) = &self.metrics {
             m.count_register(outcome.result);
@@ -790,6 +802,13 @@ pub async fn process_register(
         sort_for_forking(&mut bindings);
         let response = ok_response(req, &bindings, now);
         let nat_udp: Vec<PingTarget> = bindings.iter().filter_map(PingTarget::of).collect();
+        // The bindings this request wrote (its Call-ID and CSeq) that are
+        // reached where it came from, not by their Contact.
+        let (call_id, cseq) = (req.call_id(), req.cseq().0);
+        let natted_contacts = bindings
+            .iter()
+            .filter(|b| b.flow.is_some() && !b.is_outbound() && b.cseq == cseq && b.call_id == call_id)
+            .count();
         let had_nat_udp = current.bindings.iter().any(|b| PingTarget::of(b).is_some());
         match store.replace(&aor, current.version, bindings, now).await {
             Ok(_) => {
@@ -800,6 +819,7 @@ pub async fn process_register(
                     result: RegisterResult::Updated,
                     store_error: None,
                     nat_udp,
+                    natted_contacts,
                 };
             }
             Err(StoreError::Conflict) if attempts < cfg.write_attempts => continue,
@@ -816,6 +836,7 @@ fn finish(req: &Message, mut bindings: Vec<Binding>, result: RegisterResult, now
         result,
         store_error: None,
         nat_udp: None,
+        natted_contacts: 0,
     }
 }
 
@@ -826,6 +847,7 @@ fn rejected(req: &Message, r: &Reject) -> RegisterOutcome {
         result: r.result(),
         store_error: None,
         nat_udp: None,
+        natted_contacts: 0,
     }
 }
 
@@ -843,6 +865,7 @@ fn store_failed(req: &Message, e: StoreError) -> RegisterOutcome {
         result: RegisterResult::StoreError,
         store_error: Some(e),
         nat_udp: None,
+        natted_contacts: 0,
     }
 }
 

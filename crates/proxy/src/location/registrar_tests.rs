@@ -398,6 +398,7 @@ async fn a_natted_udp_binding_survives_a_restart_of_the_embedded_store() {
         let store = EmbeddedStore::open(&path, EmbeddedConfig::write_through(), t(0)).unwrap();
         let out = process_register(&req, &store, &cfg(), &nat_ctx("203.0.113.5:40000", false), t(0)).await;
         assert_eq!(out.status, 200);
+        assert_eq!(out.natted_contacts, 1);
         let (aor, targets) = out.nat_udp.expect("the keep-alive hears of the NAT'd binding");
         assert_eq!(aor, "sip:alice@contoso.test");
         assert_eq!(targets[0].addr, "203.0.113.5:40000".parse().unwrap());

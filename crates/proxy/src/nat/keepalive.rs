@@ -291,6 +291,9 @@ pub struct NatMetrics {
     pub pings_failed: IntCounter,
     /// `umproxy_nat_bindings_dropped_total`: bindings dropped after failed pings.
     pub dropped: IntCounter,
+    /// `umproxy_nat_contacts_registered_total{transport}`: contacts
+    /// registered (or refreshed) from behind NAT, by transport (udp, tcp, tls).
+    contacts: [IntCounter; 3],
 }
 
 impl NatMetrics {
@@ -306,13 +309,32 @@ impl NatMetrics {
         )?;
         reg.register(Box::new(bindings.clone()))?;
         reg.register(Box::new(pings.clone()))?;
+        let contacts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "umproxy_nat_contacts_registered_total",
+                "Contacts registered or refreshed from behind NAT (reached where the REGISTER came from), by transport",
+            ),
+            &["transport"],
+        )?;
         reg.register(Box::new(dropped.clone()))?;
+        reg.register(Box::new(contacts.clone()))?;
+        let by = |t: Transport| contacts.with_label_values(&[t.param_name()]);
         Ok(NatMetrics {
             bindings,
             pings_answered: pings.with_label_values(&["answered"]),
             pings_failed: pings.with_label_values(&["failed"]),
             dropped,
+            contacts: [by(Transport::Udp), by(Transport::Tcp), by(Transport::Tls)],
         })
+    }
+
+    /// The NAT'd contacts counter of `t`.
+    pub fn contacts(&self, t: Transport) -> &IntCounter {
+        match t {
+            Transport::Udp => &self.contacts[0],
+            Transport::Tcp => &self.contacts[1],
+            Transport::Tls => &self.contacts[2],
+        }
     }
 }
 
@@ -352,6 +374,7 @@ pub fn attach(
     reg: &Registry,
 ) -> Result<(crate::location::registrar::Registrar, Option<Arc<KeepaliveHandle>>), prometheus::Error> {
     let metrics = NatMetrics::register(reg)?;
+    let registrar = registrar.with_nat_metrics(metrics.clone());
     if cfg.mode == crate::nat::NatMode::Off || cfg.ping_interval.is_zero() {
         return Ok((registrar, None));
     }
