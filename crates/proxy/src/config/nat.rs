@@ -93,3 +93,39 @@ impl RawNat {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, NatConfig};
+    use crate::nat::NatMode;
+
+    const MINIMAL: &str =
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\n[proxy]\ndomains = [\"example.test\"]\n";
+
+    fn parse(nat: &str) -> Result<Config, String> {
+        Config::from_str_named(&format!("{MINIMAL}\n[nat]\n{nat}\n"), "umproxy.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nat_defaults_to_auto_with_pings_every_thirty_seconds() {
+        let c = Config::from_str_named(MINIMAL, "umproxy.toml").unwrap();
+        assert_eq!(c.nat, NatConfig::default());
+        assert_eq!(c.nat.mode, NatMode::Auto);
+        assert_eq!(c.nat.ping_interval.as_secs(), 30);
+    }
+
+    #[test]
+    fn nat_keys_are_read_and_checked() {
+        let c = parse("mode = \"always\"\nping_interval_s = 0\nping_failures = 5\nmax_pings_per_s = 10").unwrap();
+        assert_eq!(c.nat.mode, NatMode::Always);
+        assert!(c.nat.ping_interval.is_zero());
+        assert_eq!((c.nat.ping_failures, c.nat.max_pings_per_s), (5, 10));
+        assert_eq!(parse("mode = \"off\"").unwrap().nat.mode, NatMode::Off);
+        let e = parse("mode = \"sometimes\"").unwrap_err();
+        assert!(e.contains("nat.mode") && e.contains("sometimes"), "{e}");
+        assert!(parse("ping_failures = 0").unwrap_err().contains("nat.ping_failures"));
+        assert!(parse("ping_timeout_ms = 10").unwrap_err().contains("nat.ping_timeout_ms"));
+        assert!(parse("max_pings_per_s = 0").unwrap_err().contains("nat.max_pings_per_s"));
+        assert!(parse("pings = 1").is_err(), "unknown keys are errors");
+    }
+}
