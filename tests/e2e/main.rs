@@ -13,6 +13,7 @@ mod forking;
 mod loss;
 mod metrics;
 mod mtls;
+mod source_limit;
 mod tls;
 
 use std::path::{Path, PathBuf};

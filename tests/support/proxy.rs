@@ -44,6 +44,8 @@ pub struct ProxyConfig {
     /// Run inside this network namespace (`ip netns exec`); the admin
     /// listener stays on that namespace's loopback.
     pub netns: Option<String>,
+    /// `[proxy] trusted_peers`; loopback by default.
+    pub trusted_peers: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +69,7 @@ impl ProxyConfig {
             log_level: "info".into(),
             listen_ip: IpAddr::from([127, 0, 0, 1]),
             netns: None,
+            trusted_peers: vec!["127.0.0.1/32".into()],
         }
     }
 
@@ -147,8 +150,9 @@ impl ProxyConfig {
         let domains: Vec<String> = self.domains.iter().map(|d| toml_str(d)).collect();
         let _ = writeln!(
             t,
-            "[proxy]\ndomains = [{}]\ntrusted_peers = [\"127.0.0.1/32\"]\nrecord_route = {}\n",
+            "[proxy]\ndomains = [{}]\ntrusted_peers = [{}]\nrecord_route = {}\n",
             domains.join(", "),
+            self.trusted_peers.iter().map(|p| toml_str(p)).collect::<Vec<_>>().join(", "),
             self.record_route
         );
         let _ = writeln!(t, "[admin]\naddress = \"{}\"\n", self.admin_addr());

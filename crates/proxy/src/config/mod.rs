@@ -380,6 +380,12 @@ pub struct LimitsConfig {
     /// A TCP or TLS connection with no traffic for this long is closed, in
     /// seconds (300; clients keep flows alive with RFC 5626 CRLF pings).
     pub idle_timeout_s: u64,
+    /// New requests (out of dialog) one source address may send per
+    /// second, sustained (200; 0 = no per-source limit). Trusted peers and
+    /// mutual-TLS peers are exempt.
+    pub source_rate: u32,
+    /// New requests one source may send at once above its rate (400).
+    pub source_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -396,6 +402,8 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             idle_timeout_s: 300,
+            source_rate: crate::core::admission::DEFAULT_RATE,
+            source_burst: crate::core::admission::DEFAULT_BURST,
         }
     }
 }
