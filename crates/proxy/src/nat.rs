@@ -272,6 +272,44 @@ pub fn with_fixed_via(bytes: Bytes, peer: &Peer, limits: &Limits) -> Bytes {
     }
 }
 
+/// A response the proxy built from `req` (its Vias copied), with the Via
+/// RFC 3581 asks for ([`fix_top_via`]); unchanged when there is nothing to
+/// fix. The request's top via-parm is spliced out of the bytes without
+/// reparsing (the common case, a few hundred bytes searched); a response
+/// where it is not found as written is reparsed and edited instead.
+pub fn fix_local_response(bytes: Bytes, req: &Message, peer: &Peer, limits: &Limits) -> Bytes {
+    match fix_top_via(&req.top_via(), peer) {
+        None => bytes,
+        Some(fixed) => match splice_top_via(&bytes, req, &fixed) {
+            Some(spliced) => spliced,
+            None => replace_top_via(bytes, &fixed, limits),
+        },
+    }
+}
+
+/// `resp` with the first copy of `req`'s top via-parm replaced by `fixed`,
+/// provided that copy opens a Via header line's value. `None` otherwise.
+pub fn splice_top_via(resp: &Bytes, req: &Message, fixed: &str) -> Option<Bytes> {
+    let needle = req.top_via().as_bytes();
+    if needle.is_empty() {
+        return None;
+    }
+    let at = memchr::memmem::find(resp, needle)?;
+    let line_start = memchr::memmem::rfind(resp.get(..at)?, b"\r\n")? + 2;
+    let (name, rest) = resp.get(line_start..at)?.split_at(resp.get(line_start..at)?.iter().position(|&c| c == b':')?);
+    let name = name.trim_ascii();
+    if !(name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v"))
+        || !rest.get(1..)?.trim_ascii().is_empty()
+    {
+        return None;
+    }
+    let mut out = bytes::BytesMut::with_capacity(resp.len() + fixed.len());
+    out.extend_from_slice(resp.get(..at)?);
+    out.extend_from_slice(fixed.as_bytes());
+    out.extend_from_slice(resp.get(at + needle.len()..)?);
+    Some(out.freeze())
+}
+
 /// A response with its top Via replaced by `fixed` (from [`fix_top_via`]
 /// of its request). Unchanged when it does not reparse.
 pub fn replace_top_via(bytes: Bytes, fixed: &str, limits: &Limits) -> Bytes {

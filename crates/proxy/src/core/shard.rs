@@ -497,6 +497,10 @@ impl Shard {
 
     // ---- requests -------------------------------------------------------
 
+    /// Answer `req` with a response built here. Its copy of the caller's top
+    /// Via gains `received` and `rport` (RFC 3581 §4), as a forwarded
+    /// request's does, so that the UA learns its public address from every
+    /// answer (401, 200 to REGISTER or OPTIONS, 403, 480 …).
     fn respond(
         &mut self,
         server: ServerId,
@@ -512,26 +516,8 @@ impl Shard {
             r = r.header(n, v);
         }
         let bytes = r.finish();
-        let fix = self.via_fix(server, req);
-        self.send_local(server, bytes, fix, code, now);
-    }
-
-    /// The caller's top Via as responses must carry it ([`fix_top_via`]),
-    /// when it differs from the request's.
-    fn via_fix(&self, server: ServerId, req: &Message) -> Option<String> {
-        let peer = self.contexts.get(&server).map(|c| &c.peer).or(self.current.as_ref().map(|c| &c.0))?;
-        fix_top_via(&req.top_via(), peer)
-    }
-
-    /// Send a response the proxy built itself: its copy of the caller's top
-    /// Via gains `received` and `rport` (RFC 3581 §4), as the forwarded
-    /// request's would, so that the UA learns its public address from every
-    /// answer (401, 200 to REGISTER or OPTIONS, 403, 480 …).
-    /// `fix` is [`Self::via_fix`] of the request: computed on the request,
-    /// so that a response needs reparsing only when its Via must change.
-    fn send_local(&mut self, server: ServerId, bytes: Bytes, fix: Option<String>, code: u16, now: Instant) {
-        let bytes = match fix {
-            Some(f) => crate::nat::replace_top_via(bytes, &f, &self.limits),
+        let bytes = match self.contexts.get(&server).map(|c| &c.peer).or(self.current.as_ref().map(|c| &c.0)) {
+            Some(peer) => crate::nat::fix_local_response(bytes, req, peer, &self.limits),
             None => bytes,
         };
         self.send_upstream(server, bytes, code, now);
@@ -693,8 +679,11 @@ impl Shard {
             }
             RouteDecision::Respond { status, bytes } => {
                 let is_invite = ctx.method == Method::Invite;
-                let fix = fix_top_via(&ctx.request.top_via(), &ctx.peer);
-                self.send_local(server, bytes, fix, status, now);
+                // RFC 3581 §4: the router's response (a challenge, the
+                // registrar's 200 …) carries received/rport like any other,
+                // so that the UA learns its public address from it.
+                let bytes = crate::nat::fix_local_response(bytes, &ctx.request, &ctx.peer, &self.limits);
+                self.send_upstream(server, bytes, status, now);
                 if matches!(status, 401 | 407) && !is_invite {
                     // RFC 3261 §8.2.7: a challenge needs no transaction
                     // state. Nonces are stateless, so a retransmitted request

@@ -261,3 +261,43 @@ async fn persisted_natted_udp_bindings_are_scheduled_again_at_start() {
     handle.resume(&store);
     assert_eq!(metrics.bindings.get(), 1, "only the NAT'd UDP binding is pinged");
 }
+
+#[test]
+fn a_local_response_gets_its_via_fixed_by_splicing_whatever_the_via_layout() {
+    let peer = peer(Transport::Udp, "203.0.113.5:40000");
+    let limits = Limits::default();
+    for via_lines in [
+        "Via: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport",
+        "v:SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport , SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK0",
+        "VIA :  SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK0",
+    ] {
+        let text = format!(
+            "REGISTER sip:example.test SIP/2.0\r\n{via_lines}\r\nFrom: <sip:a@example.test>;tag=1\r\n\
+             To: <sip:a@example.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        );
+        let req = Message::parse_slice(text.as_bytes()).unwrap();
+        let resp = sip_message::build::response(&req, 200, "OK", Some("t"));
+        let fixed = fix_top_via(&req.top_via(), &peer).unwrap();
+        assert!(splice_top_via(&resp, &req, &fixed).is_some(), "spliced, not reparsed: {via_lines}");
+        let out = Message::parse_slice(fix_local_response(resp, &req, &peer, &limits)).unwrap();
+        let vias: Vec<String> = out.vias().map(|v| v.as_str().to_string()).collect();
+        assert_eq!(vias[0], "SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport=40000;received=203.0.113.5");
+        assert_eq!(vias.len(), req.vias().count(), "the other Vias stay: {via_lines}");
+    }
+    // The via-parm not found where a Via starts (a router's response with
+    // another layout): reparsed and edited instead.
+    let req = Message::parse_slice(
+        b"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10;branch=z9hG4bK2;rport\r\n\
+          From: <sip:a@example.test>;tag=1\r\nTo: <sip:a@example.test>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n\
+          Content-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let other = Bytes::from_static(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.168.1.10;rport;branch=z9hG4bK2\r\nFrom: <sip:a@example.test>;tag=1\r\n\
+          To: <sip:a@example.test>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n",
+    );
+    let fixed = fix_top_via(&req.top_via(), &peer).unwrap();
+    assert!(splice_top_via(&other, &req, &fixed).is_none());
+    let out = Message::parse_slice(fix_local_response(other, &req, &peer, &limits)).unwrap();
+    assert_eq!(out.top_via().received(), Some("203.0.113.5"));
+}
