@@ -123,9 +123,11 @@ pub fn is_behind_nat(mode: NatMode, msg: &Message, peer: &Peer) -> bool {
     }
 }
 
-/// The `alias` value of a public address: `<ip>~<port>~<transport>`.
+/// The `alias` value of a public address: `<ip>~<port>~<transport>`. The
+/// address as the socket saw it (an IPv4 peer of a dual-stack listener
+/// stays IPv4-mapped), so that requests to it leave from that listener.
 pub fn alias_value(addr: SocketAddr, transport: Transport) -> String {
-    format!("{}~{}~{}", addr.ip().to_canonical(), addr.port(), transport.param_name())
+    format!("{}~{}~{}", addr.ip(), addr.port(), transport.param_name())
 }
 
 /// Parse an `alias` value back; `None` for anything malformed.
