@@ -301,3 +301,81 @@ fn a_local_response_gets_its_via_fixed_by_splicing_whatever_the_via_layout() {
     let out = Message::parse_slice(fix_local_response(other, &req, &peer, &limits)).unwrap();
     assert_eq!(out.top_via().received(), Some("203.0.113.5"));
 }
+
+/// Routing to a NAT'd binding: the branch goes to where the REGISTER came
+/// from (over UDP: the address; over TCP: that connection), with the
+/// registered Contact as its Request-URI; a public binding goes to its
+/// Contact as before.
+#[tokio::test]
+async fn a_natted_binding_is_routed_to_its_source_with_its_contact_as_request_uri() {
+    use crate::app::{fork_groups, Locations, RegistrarLocations};
+    use crate::core::NextHop;
+    use crate::location::binding::FlowToken;
+    use crate::location::registrar::{RegisterContext, RegisterNat, Registrar, RegistrarConfig};
+    use crate::location::store::embedded::{EmbeddedConfig, EmbeddedStore};
+    use std::sync::Arc;
+    let store = Arc::new(EmbeddedStore::memory_only(EmbeddedConfig::default()));
+    let registrar = Arc::new(Registrar::new(
+        store,
+        RegistrarConfig { domains: vec!["example.test".into()], ..RegistrarConfig::default() },
+        None,
+    ));
+    let register = |user: &str, via: &str, contact: &str| {
+        Message::parse_slice(
+            format!(
+                "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/{via};branch=z9hG4bK{user}\r\n\
+                 From: <sip:{user}@example.test>;tag=1\r\nTo: <sip:{user}@example.test>\r\nCall-ID: {user}\r\n\
+                 CSeq: 1 REGISTER\r\nContact: <{contact}>\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let ctx = |src: &str, transport: Transport, flow: FlowToken| RegisterContext {
+        received: Some(src.parse().unwrap()),
+        flow: (transport != Transport::Udp).then_some(flow),
+        authenticated_user: None,
+        nat: Some(RegisterNat { is_natted: false, transport, flow }),
+    };
+    let now = std::time::SystemTime::now();
+    let udp = register("u", "UDP 192.168.1.10:5060;rport", "sip:u@192.168.1.10:5060");
+    let out =
+        registrar.handle_register(&udp, &ctx("203.0.113.5:40000", Transport::Udp, FlowToken::UDP_SOURCE), now).await;
+    assert_eq!(out.status, 200);
+    let tcp = register("t", "TCP 192.168.1.11:5060", "sip:t@192.168.1.11:5060;transport=tcp");
+    // The TCP flow token as the router mints it: transport in the top bits.
+    let token = FlowToken((1 << 62) | 7);
+    assert_eq!(
+        registrar.handle_register(&tcp, &ctx("203.0.113.5:40001", Transport::Tcp, token), now).await.status,
+        200
+    );
+    let public = register("p", "UDP 198.51.100.7:5060", "sip:p@198.51.100.7:5060");
+    let out =
+        registrar.handle_register(&public, &ctx("198.51.100.7:5060", Transport::Udp, FlowToken::UDP_SOURCE), now).await;
+    assert_eq!(out.status, 200);
+
+    let locations = RegistrarLocations(registrar);
+    let target = |aor: &str| {
+        let contacts = futures_util::FutureExt::now_or_never(locations.lookup(aor.into())).unwrap().unwrap();
+        let groups = fork_groups(contacts, None);
+        groups[0][0].clone()
+    };
+    let t = target("sip:u@example.test");
+    assert_eq!(t.request_uri.as_deref(), Some("sip:u@192.168.1.10:5060"));
+    match t.next_hop {
+        Some(NextHop::Destination(d)) => {
+            assert_eq!((d.transport, d.addr), (Transport::Udp, "203.0.113.5:40000".parse().unwrap()))
+        }
+        other => panic!("{other:?}"),
+    }
+    let t = target("sip:t@example.test");
+    match t.next_hop {
+        Some(NextHop::Destination(d)) => {
+            assert_eq!((d.transport, d.addr), (Transport::Tcp, "203.0.113.5:40001".parse().unwrap()));
+            assert_eq!(d.flow, Some(crate::transport::FlowId(7)), "over the connection it registered on");
+        }
+        other => panic!("{other:?}"),
+    }
+    let t = target("sip:p@example.test");
+    assert_eq!((t.request_uri.as_deref(), t.next_hop), (Some("sip:p@198.51.100.7:5060"), None), "as before");
+}
