@@ -132,7 +132,8 @@ impl NatLab {
         addr(&lab.router, "r1", "10.77.0.1/24");
         addr(&lab.server, "s0", "10.77.0.2/24");
         must(&["ip", "-n", &lab.phone, "route", "add", "default", "via", "192.168.77.1"]);
-        must(&["ip", "netns", "exec", &lab.router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // /proc/sys/net is the namespace's own (no procps needed).
+        must(&["ip", "netns", "exec", &lab.router, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
         if use_nft {
             let rules = "table ip nat {\n chain postrouting {\n  type nat hook postrouting priority 100;\n  \
                          oifname \"r1\" meta l4proto { tcp, udp } masquerade to :40000-40999\n }\n}\n";
