@@ -508,3 +508,31 @@ fn a_phone_with_a_public_contact_is_handled_as_before() {
     assert_eq!(proxy.metric(r#"umproxy_nat_contacts_registered_total{transport="udp"}"#), 0.0);
     assert!(proxy.metrics().contains("umproxy_nat_contacts_registered_total"), "exported from start");
 }
+
+/// With `[nat] mode = "off"`, the phone behind NAT is reached at its
+/// Contact as before this handling existed: from umproxy's network that
+/// private address has no route, and the call fails (503) instead of
+/// ringing the phone.
+#[test]
+fn with_nat_off_the_phone_behind_nat_is_not_reached() {
+    if !have_sipp() {
+        return;
+    }
+    let Some(lab) = NatLab::create() else { return };
+    let proxy = Proxy::start(umproxy(), proxy_config(&lab, "mode = \"off\""));
+    let phone = register_phone(
+        &lab,
+        proxy.udp_addr(),
+        phone_scenario("phone", "nat-off@phone", Hangup::Caller, true),
+        SippTransport::Udp,
+    );
+    let caller = Sipp::scenario_text(rejected_caller_scenario("phone", 503))
+        .in_netns(&lab.server, SERVER_IP)
+        .remote(proxy.udp_addr())
+        .calls(1)
+        .timeout(Duration::from_secs(20))
+        .run();
+    caller.assert_all_succeeded(1);
+    assert!(!phone.messages_so_far().contains("INVITE sip:"), "the phone saw no INVITE");
+    assert_eq!(proxy.metric(r#"umproxy_nat_contacts_registered_total{transport="udp"}"#), 0.0);
+}
