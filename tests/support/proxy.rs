@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +39,11 @@ pub struct ProxyConfig {
     /// Raw TOML appended to the file (`[limits]`, `[dns]`, `[tls_client]`, `[timers]` …).
     pub extra: String,
     pub log_level: String,
+    /// The SIP listeners' address (loopback unless set).
+    pub listen_ip: IpAddr,
+    /// Run inside this network namespace (`ip netns exec`); the admin
+    /// listener stays on that namespace's loopback.
+    pub netns: Option<String>,
     /// `[proxy] trusted_peers`; loopback by default.
     pub trusted_peers: Vec<String>,
 }
@@ -62,6 +67,8 @@ impl ProxyConfig {
             routes: Vec::new(),
             extra: String::new(),
             log_level: "info".into(),
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
+            netns: None,
             trusted_peers: vec!["127.0.0.1/32".into()],
         }
     }
@@ -98,7 +105,14 @@ impl ProxyConfig {
     }
 
     pub fn udp_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.sip_port))
+        SocketAddr::new(self.listen_ip, self.sip_port)
+    }
+
+    /// Listen on `ip` inside network namespace `netns`.
+    pub fn in_netns(mut self, netns: &str, ip: IpAddr) -> Self {
+        self.netns = Some(netns.into());
+        self.listen_ip = ip;
+        self
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {
@@ -182,7 +196,12 @@ impl Proxy {
     /// logs that it started. Panics (with the log) if it exits or does not
     /// start within [`WAIT`].
     pub fn start(bin: &Path, config: ProxyConfig) -> Proxy {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Proxy::start_in(bin, config, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// [`start`](Self::start) with the configuration and log in `dir`
+    /// (a restart keeps the directory, and with it the registrations).
+    pub fn start_in(bin: &Path, config: ProxyConfig, dir: TempDir) -> Proxy {
         let file = dir.path().join("umproxy.toml");
         let mut text = config.to_toml();
         if !text.contains("[registrar]") {
@@ -192,7 +211,15 @@ impl Proxy {
         }
         std::fs::write(&file, text).expect("write config");
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let child = Command::new(bin)
+        let mut cmd = match &config.netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::tool_path("ip"));
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("run")
             .arg(&file)
             // RUST_LOG would override [log] level and might hide the start line.
@@ -249,8 +276,23 @@ impl Proxy {
         self.config.admin_addr()
     }
 
+    /// Stop the process and hand back its directory (configuration,
+    /// registrations, log) for a restart with [`start_in`](Self::start_in).
+    pub fn stop(mut self) -> (ProxyConfig, TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (self.config.clone(), dir)
+    }
+
     /// The admin listener's `/metrics` text.
     pub fn metrics(&self) -> String {
+        if let Some(ns) = &self.config.netns {
+            return match crate::netns::http_get(ns, self.admin_addr(), "/metrics") {
+                Ok((200, body)) => body,
+                other => panic!("GET /metrics in {ns}: {other:?}"),
+            };
+        }
         match self.admin_get("/metrics") {
             Ok((200, body)) => body,
             other => panic!("GET /metrics: {other:?}"),

@@ -8,6 +8,8 @@
 //! - [`dns`]: RFC 3263 next-hop resolution.
 //! - [`core`]: the RFC 3261 §16 stateful proxy on the sans-IO transaction
 //!   layer; asks a [`core::Router`] where requests go.
+//! - [`nat`]: NAT traversal for UAs without SIP Outbound (RFC 3581 on
+//!   every response, NAT'd bindings, Contact marking, keep-alive pings).
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener.
 
 pub mod admin;
@@ -20,6 +22,7 @@ pub mod dns;
 pub mod exum;
 pub mod location;
 pub mod metrics;
+pub mod nat;
 pub mod server;
 pub mod transport;
 

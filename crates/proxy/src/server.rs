@@ -484,6 +484,7 @@ impl Server {
             limits: config.limits.sip_limits(),
             max_forwards: u32::from(config.proxy.max_forwards),
             own_realms: config.proxy.domains.clone(),
+            nat: config.nat.mode,
             sources: crate::core::admission::SourceLimits {
                 rate: config.limits.source_rate,
                 burst: config.limits.source_burst,
@@ -519,10 +520,13 @@ impl Server {
         let exum_metrics = ExumMetrics::register(metrics.registry())
             .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
         let (registrar, location_metrics) = build_registrar(&config, metrics.registry()).await?;
+        let (registrar, keepalive) = crate::nat::keepalive::attach(registrar, &config.nat, metrics.registry())
+            .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
         let registrar = Arc::new(registrar);
         let locations: Arc<dyn crate::app::Locations> = Arc::new(RegistrarLocations(registrar.clone()));
         let mut app = AppRouter::new(statics, Some(directory.clone()), Some(locations), settings, exum_metrics)
-            .with_registrar(registrar.clone());
+            .with_registrar(registrar.clone())
+            .with_nat(config.nat.mode);
         if let Some(auth) = build_auth(&config, location_metrics)? {
             app = app.with_auth(Arc::new(auth));
         }
@@ -548,6 +552,9 @@ impl Server {
         let core = Arc::new(core.start(hub.clone(), router, resolver.clone()));
         let received = hub.clone();
         crate::alloc::spawn_idle_trim(Arc::new(move || received.messages_received()));
+        if let Some(k) = keepalive {
+            crate::nat::keepalive::spawn(k, Arc::downgrade(&core), registrar.store().clone(), config.nat.ping_timeout);
+        }
         let health_task = spawn_health_checks(
             core.clone(),
             directory.clone(),

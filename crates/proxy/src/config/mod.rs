@@ -18,6 +18,7 @@
 //! structs below, checking what serde cannot and naming the key.
 
 mod logging;
+mod nat;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use crate::transport::Transport;
 
 pub use logging::{init_logging, LoggingError};
+pub use nat::NatConfig;
 
 /// The built-in example configuration (loopback, no TLS).
 pub const EXAMPLE: &str = include_str!("example.toml");
@@ -102,6 +104,8 @@ pub struct Config {
     /// `[dns]`.
     pub dns: DnsConfig,
     pub auth: AuthSettings,
+    /// `[nat]`.
+    pub nat: NatConfig,
 }
 
 /// `[auth]`: digest authentication (RFC 3261 §22, RFC 8760).

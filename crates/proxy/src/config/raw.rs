@@ -114,6 +114,8 @@ pub(super) struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    nat: super::nat::RawNat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +393,7 @@ impl RawConfig {
             tls_client: self.tls_client.map(|t| validate_tls_client(t, cx)).transpose()?,
             dns: validate_dns(self.dns, cx)?,
             auth: validate_auth(self.auth, cx)?,
+            nat: self.nat.validate().map_err(|(key, problem)| cx.err(key, problem))?,
         })
     }
 }

@@ -56,6 +56,8 @@ pub struct CoreConfig {
     /// The realms this proxy challenges in (its domains): credentials for
     /// them are removed before forwarding (RFC 3261 §22.3).
     pub own_realms: Vec<String>,
+    /// `[nat] mode`: marking the Contacts of NAT'd user agents.
+    pub nat: crate::nat::NatMode,
     /// Per-source limit on new requests (`[limits] source_rate`).
     pub sources: admission::SourceLimits,
 }
@@ -71,6 +73,7 @@ impl Default for CoreConfig {
             limits: Limits::default(),
             max_forwards: 70,
             own_realms: Vec::new(),
+            nat: crate::nat::NatMode::default(),
             sources: admission::SourceLimits::default(),
         }
     }

@@ -130,7 +130,10 @@ impl Router for TestRouter {
                     .header("WWW-Authenticate", "Digest realm=\"example.test\", nonce=\"n1\"")
                     .finish(),
             },
-            _ => RouteDecision::Forward(ForkPlan::single(Target::default())),
+            other => match nat_tests::route(other, req.msg) {
+                Some(d) => d,
+                None => RouteDecision::Forward(ForkPlan::single(Target::default())),
+            },
         };
         Routing::Ready(d)
     }
@@ -863,3 +866,6 @@ fn a_non_invite_answered_by_the_proxy_frees_its_context_at_once() {
     h.feed(&invite("sip:nobody@example.test", "z9hG4bKinv404"), CALLER);
     assert_eq!(h.shard.contexts_held(), 1);
 }
+
+#[path = "nat_tests.rs"]
+mod nat_tests;
