@@ -30,21 +30,22 @@ fn transport_name(t: SippTransport) -> &'static str {
     }
 }
 
-/// The phone: registers as `user` (Via and Contact name its own address,
-/// rport asked unless `rport` is false), then takes one call and ends it or
-/// waits for the caller to.
-fn phone_scenario(user: &str, call_id: &str, hangup: Hangup, rport: bool) -> String {
-    let rport = if rport { ";rport" } else { "" };
-    let end = match hangup {
-        Hangup::Phone => format!(
-            r#"  <pause milliseconds="200"/>
+/// The caller's side of the dialog, in From or To.
+const CALLER: &str = "<sip:caller@example.test>;tag=caller1";
+
+/// The end of a scenario whose side hangs up: after `pause_ms`, a BYE
+/// along the route set (`via_params` after the branch, e.g. `;rport`) from
+/// `from` to `to`, and its 200.
+fn send_bye(pause_ms: u32, via_params: &str, from: &str, to: &str) -> String {
+    format!(
+        r#"  <pause milliseconds="{pause_ms}"/>
   <send retrans="500">
     <![CDATA[
       BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]{rport}
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]{via_params}
       [routes]
-      From: <sip:{user}@example.test>;tag=phone1
-      To: <sip:caller@example.test>;tag=caller1
+      From: {from}
+      To: {to}
       Call-ID: [call_id]
       CSeq: 2 BYE
       Max-Forwards: 70
@@ -54,8 +55,11 @@ fn phone_scenario(user: &str, call_id: &str, hangup: Hangup, rport: bool) -> Str
   </send>
   <recv response="200"/>
 "#
-        ),
-        Hangup::Caller => r#"  <recv request="BYE"/>
+    )
+}
+
+/// The end of a scenario whose other side hangs up: its BYE, answered 200.
+const ANSWER_BYE: &str = r#"  <recv request="BYE"/>
   <send>
     <![CDATA[
       SIP/2.0 200 OK
@@ -68,8 +72,16 @@ fn phone_scenario(user: &str, call_id: &str, hangup: Hangup, rport: bool) -> Str
 
     ]]>
   </send>
-"#
-        .to_string(),
+"#;
+
+/// The phone: registers as `user` (Via and Contact name its own address,
+/// rport asked unless `rport` is false), then takes one call and ends it or
+/// waits for the caller to.
+fn phone_scenario(user: &str, call_id: &str, hangup: Hangup, rport: bool) -> String {
+    let rport = if rport { ";rport" } else { "" };
+    let end = match hangup {
+        Hangup::Phone => send_bye(200, rport, &format!("<sip:{user}@example.test>;tag=phone1"), CALLER),
+        Hangup::Caller => ANSWER_BYE.to_string(),
     };
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -139,40 +151,8 @@ fn phone_scenario(user: &str, call_id: &str, hangup: Hangup, rport: bool) -> Str
 /// its Contact, and ends the call or waits for the phone to.
 fn caller_scenario(user: &str, call_id: &str, hangup: Hangup) -> String {
     let end = match hangup {
-        Hangup::Caller => format!(
-            r#"  <pause milliseconds="300"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: <sip:caller@example.test>;tag=caller1
-      To: <sip:{user}@example.test>;tag=phone1
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-"#
-        ),
-        Hangup::Phone => r#"  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-"#
-        .to_string(),
+        Hangup::Caller => send_bye(300, "", CALLER, &format!("<sip:{user}@example.test>;tag=phone1")),
+        Hangup::Phone => ANSWER_BYE.to_string(),
     };
     format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
