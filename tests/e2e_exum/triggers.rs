@@ -160,3 +160,39 @@ async fn mailbox_owner_calling_their_own_number_gets_no_diversion() {
     assert!(invite.header_values("Diversion").is_empty(), "the owner's call carries a Diversion:\n{invite}");
     assert_eq!(invite.request_uri(), Some("sip:um1.contoso.test;transport=tls"));
 }
+
+/// A phone that rang and went away (answers neither the CANCEL nor the
+/// INVITE): the caller reaches voice mail at the ring timeout, not after
+/// the INVITE's 64·T1 (32 s, longer than the caller waits here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_rang_and_went_away_reaches_voice_mail_at_the_ring_timeout() {
+    if !have_sipp() {
+        return;
+    }
+    let pki = Pki::new();
+    let (exum, um1) = setup(&pki).await;
+    let log = || exum.proxy.log();
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind the phone");
+    exum.register("alice", phone.local_addr().expect("phone address")).await;
+    let ringing = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        let mut heard = Vec::new();
+        // Ring once, then stay silent for whatever comes (CANCEL, retransmissions).
+        while let Ok(Ok((n, from))) = tokio::time::timeout(Duration::from_secs(8), phone.recv_from(&mut buf)).await {
+            let Some(m) = e2e_support::SipMessage::parse(&buf[..n]) else { continue };
+            if m.method() == Some("INVITE") && heard.iter().all(|h: &String| h != "INVITE") {
+                let ringing = m.response(180, "Ringing", Some("gone-away")).to_bytes();
+                let _ = phone.send_to(&ringing, from).await;
+            }
+            heard.push(m.method().unwrap_or("response").to_owned());
+        }
+        heard
+    });
+    let call = Call { timeout: Duration::from_secs(20), ..Call::new("sip:carl@example.net", "sip:alice@contoso.test") };
+    let caller = call.run(exum.proxy.udp_addr(), None).await;
+    assert_call_succeeded(&caller, &log);
+    let invite = um_invite(&um1, WAIT, &log).await;
+    assert_eq!(invite.header_values("Diversion"), vec!["<sip:alice@contoso.test>;reason=no-answer;counter=1"]);
+    let heard = ringing.await.expect("phone task");
+    assert!(heard.iter().any(|m| m == "CANCEL"), "the ringing phone was not cancelled: {heard:?}");
+}

@@ -740,6 +740,21 @@ impl Shard {
         debug!(shard = self.index, call_id = %ctx.request.call_id(), "ring timeout: cancelling the branches");
         ctx.no_answer = true;
         self.cancel_pending(server, now);
+        // The ring time is over for every branch at once (as Kamailio's
+        // fr_inv_timer): one that rang and does not answer its CANCEL (a
+        // phone gone away) must not hold the caller for 64·T1 before voice
+        // mail. It counts as 487 now; its CANCEL and INVITE transactions run
+        // out on their own, and a late 2xx still goes upstream (§16.7).
+        if let Some(ctx) = self.contexts.get_mut(&server) {
+            for b in ctx.branches.iter_mut().filter(|b| b.is_active()) {
+                b.state = BranchState::Done;
+                for k in [b.timer_c.take(), b.attempt.take()].into_iter().flatten() {
+                    self.timers.remove(&k);
+                }
+                ctx.codes.push(487);
+                ctx.best.offer(Final::Synthetic(487));
+            }
+        }
         self.check_complete(server, now);
     }
 

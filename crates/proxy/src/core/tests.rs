@@ -559,10 +559,36 @@ fn ring_timeout_cancels_and_diverts_as_no_answer() {
     h.advance(Duration::from_millis(1100));
     let out = h.take();
     assert!(!requests(&out, "CANCEL").is_empty(), "branches cancelled at the ring timeout");
-    h.feed(&answer(&fwd, 487, "t"), "192.0.2.20:5060");
-    let out = h.take();
     assert_eq!(requests(&out, "INVITE").len(), 1, "diverted to voice mail");
     assert!(outcomes(&h)[0].no_answer);
+    h.feed(&answer(&fwd, 487, "t"), "192.0.2.20:5060");
+    assert!(requests(&h.take(), "INVITE").is_empty(), "diverted once");
+}
+
+/// A phone that rang and went away answers neither the CANCEL nor the
+/// INVITE: the caller reaches voice mail at the ring timeout, not 64·T1
+/// later.
+#[test]
+fn ring_timeout_diverts_at_once_when_a_ringing_branch_never_answers_its_cancel() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:vm@example.test", "z9hG4bKv9"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 180, "t"), "192.0.2.20:5060");
+    h.take();
+    h.advance(Duration::from_millis(20_100));
+    let out = h.take();
+    assert!(!requests(&out, "CANCEL").is_empty(), "the branch is cancelled at the ring timeout");
+    let um = requests(&out, "INVITE");
+    assert_eq!(um.len(), 1, "diverted at once, without the CANCEL's answer");
+    assert_eq!(um[0].1.request_uri_str(), Some("sip:um@192.0.2.51"));
+    let o = &outcomes(&h)[0];
+    assert_eq!((o.no_answer, o.codes.clone()), (true, vec![487]));
+    // The phone's late 487 changes nothing; voice mail answers the caller.
+    h.feed(&answer(&fwd, 487, "t"), "192.0.2.20:5060");
+    assert!(statuses(&h.take()).is_empty(), "no answer upstream from the cancelled branch");
+    let um_inv = um[0].1.clone();
+    h.feed(&answer(&um_inv, 200, "um"), "192.0.2.51:5060");
+    assert_eq!(statuses(&h.take()), vec![200]);
 }
 
 #[test]
