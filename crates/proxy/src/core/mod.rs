@@ -52,6 +52,43 @@ pub struct CoreConfig {
     /// The realms this proxy challenges in (its domains): credentials for
     /// them are removed before forwarding (RFC 3261 §22.3).
     pub own_realms: Vec<String>,
+    /// Calls in progress tracked per shard (for the drain and the
+    /// `umproxy_dialogs_active` gauge); beyond it calls work but are not
+    /// tracked.
+    pub max_dialogs: usize,
+    /// Set at shutdown: new dialogs are refused with 503.
+    pub drain: DrainGate,
+}
+
+/// The shutdown switch the shards read: once set, requests that would
+/// create a dialog are answered 503 with `Retry-After`, and everything
+/// within existing dialogs is still served.
+#[derive(Debug, Clone)]
+pub struct DrainGate {
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The `Retry-After` of the 503, seconds.
+    pub retry_after_s: u32,
+}
+
+impl DrainGate {
+    pub fn new(retry_after_s: u32) -> DrainGate {
+        DrainGate { draining: Arc::default(), retry_after_s }
+    }
+
+    /// Start draining (there is no way back: the process is stopping).
+    pub fn start(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Default for DrainGate {
+    fn default() -> Self {
+        DrainGate::new(30)
+    }
 }
 
 impl Default for CoreConfig {
@@ -65,6 +102,8 @@ impl Default for CoreConfig {
             limits: Limits::default(),
             max_forwards: 70,
             own_realms: Vec::new(),
+            max_dialogs: 100_000,
+            drain: DrainGate::default(),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! driven in tests without sockets and on tokio's paused clock.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -231,6 +231,33 @@ pub struct Shard {
     /// The peer of the message being handled, for the events it raises.
     current: Option<(Peer, Option<Arc<TlsIdentity>>)>,
     limits: Limits,
+    /// Calls in progress: INVITE dialogs this proxy record-routed and saw
+    /// answered, until their BYE is answered. Keys are peer-chosen
+    /// (Call-ID, tags): SipHash. Capped by `CoreConfig::max_dialogs`.
+    dialogs: HashSet<DialogKey>,
+    /// What this shard last added to the shared gauges (live and finishing
+    /// transactions): each shard adds its change, so the gauges are sums.
+    reported: (i64, i64),
+}
+
+/// A dialog as both directions name it: the Call-ID and the two tags in a
+/// fixed order (a BYE from the callee has them swapped in From and To).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DialogKey {
+    call_id: Box<str>,
+    tags: (Box<str>, Box<str>),
+}
+
+impl DialogKey {
+    fn new(call_id: &str, a: &str, b: &str) -> DialogKey {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        DialogKey { call_id: call_id.into(), tags: (lo.into(), hi.into()) }
+    }
+
+    /// The dialog a message belongs to, when it has both tags.
+    fn of(msg: &Message) -> Option<DialogKey> {
+        Some(DialogKey::new(msg.call_id(), msg.from_tag()?, msg.to_tag()?))
+    }
 }
 
 /// The current time on tokio's clock (virtual under a paused test clock),
@@ -268,6 +295,8 @@ impl Shard {
             timers: BTreeMap::new(),
             timer_seq: 0,
             current: None,
+            dialogs: HashSet::new(),
+            reported: (0, 0),
         }
     }
 
@@ -413,7 +442,7 @@ impl Shard {
             self.current = None;
         } else {
             if let Some(code) = msg.status() {
-                self.metrics.response(code, Direction::In);
+                self.metrics.response(code, msg.cseq().1, Direction::In);
             }
             self.layer.handle_response(now, msg);
         }
@@ -438,7 +467,41 @@ impl Shard {
                 break;
             }
         }
-        self.metrics.transactions_active().set(self.layer.len() as i64);
+        let now_counts = (self.layer.in_progress() as i64, self.layer.finishing() as i64);
+        if now_counts != self.reported {
+            self.metrics.transactions_active().add(now_counts.0 - self.reported.0);
+            self.metrics.transactions_finishing().add(now_counts.1 - self.reported.1);
+            self.reported = now_counts;
+        }
+    }
+
+    /// Calls in progress on this shard.
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// An answered INVITE this proxy record-routed: a call is up.
+    fn dialog_started(&mut self, response: &Message) {
+        let Some(key) = DialogKey::of(response) else { return };
+        if self.dialogs.len() >= self.cfg.max_dialogs {
+            // Memory stays bounded; the call still works, it only does not
+            // hold a drain or show in the gauge.
+            debug!(shard = self.index, "dialog table full; call not tracked");
+            return;
+        }
+        if self.dialogs.insert(key) {
+            self.metrics.dialogs_active().inc();
+        }
+    }
+
+    /// A BYE got its final response: the call is over (whatever the code:
+    /// 481 and 408 end it too, RFC 3261 §15.1.1).
+    fn dialog_ended(&mut self, bye: &Message) {
+        if let Some(key) = DialogKey::of(bye) {
+            if self.dialogs.remove(&key) {
+                self.metrics.dialogs_active().dec();
+            }
+        }
     }
 
     fn handle_event(&mut self, ev: Event<Destination>, now: Instant) {
@@ -502,15 +565,25 @@ impl Shard {
             r = r.header(n, v);
         }
         let bytes = r.finish();
-        self.send_upstream(server, bytes, code, now);
+        self.send_upstream_as(server, bytes, code, req.method().unwrap_or(Method::Other), now);
     }
 
     fn send_upstream(&mut self, server: ServerId, bytes: Bytes, code: u16, now: Instant) {
+        let method = self.contexts.get(&server).map_or(Method::Other, |c| c.method);
+        self.send_upstream_as(server, bytes, code, method, now);
+    }
+
+    fn send_upstream_as(&mut self, server: ServerId, bytes: Bytes, code: u16, method: Method, now: Instant) {
         match self.layer.send_response(now, server, bytes, code) {
-            Ok(()) => self.metrics.response(code, Direction::Out),
+            Ok(()) => self.metrics.response(code, method, Direction::Out),
             Err(e) => debug!(shard = self.index, server = server.0, code, error = %e, "response not sent"),
         }
         if code >= 200 {
+            if method == Method::Bye {
+                if let Some(bye) = self.contexts.get(&server).map(|c| c.request.clone()) {
+                    self.dialog_ended(&bye);
+                }
+            }
             let forget = match self.contexts.get_mut(&server) {
                 Some(ctx) => {
                     ctx.finished = true;
@@ -541,6 +614,13 @@ impl Shard {
             self.respond(id, &msg, r.code, r.reason, &r.headers, now);
             return;
         }
+        if msg.to_tag().is_none() && self.cfg.drain.is_draining() && creates_dialog(method) {
+            // Shutting down: a new call goes elsewhere (RFC 3261 §21.5.4),
+            // calls already up keep being served.
+            let retry = ("Retry-After", self.cfg.drain.retry_after_s.to_string());
+            self.respond(id, &msg, 503, "Service Unavailable", &[retry], now);
+            return;
+        }
         if method == Method::Invite {
             // RFC 3261 §16.2: a 100 at once stops the caller's retransmissions.
             self.respond(id, &msg, 100, "Trying", &[], now);
@@ -563,7 +643,11 @@ impl Shard {
         // answered (keep-alive pings, §11), anything else has nowhere to go.
         let ruri_is_me = local_ruri.is_some_and(|u| u.user().is_none());
         if ruri_is_me || (method == Method::Options && msg.max_forwards() == Some(0)) {
-            if method == Method::Options {
+            if method == Method::Options && self.cfg.drain.is_draining() {
+                // A load balancer's keep-alive ping learns the drain too.
+                let retry = ("Retry-After", self.cfg.drain.retry_after_s.to_string());
+                self.respond(id, &msg, 503, "Service Unavailable", &[retry], now);
+            } else if method == Method::Options {
                 let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE".to_string());
                 self.respond(id, &msg, 200, "OK", &[allow], now);
             } else {
@@ -924,8 +1008,11 @@ impl Shard {
         let Some(ctx) = self.contexts.get_mut(&server) else { return };
         if ctx.first_response && code > 100 {
             ctx.first_response = false;
-            self.metrics
-                .request_latency(crate::metrics::LatencyKind::First, now.saturating_duration_since(ctx.started));
+            self.metrics.request_latency(
+                ctx.method,
+                crate::metrics::LatencyKind::First,
+                now.saturating_duration_since(ctx.started),
+            );
         }
         let Some(branch) = ctx.branches.get_mut(idx) else { return };
         if branch.client != Some(cid) {
@@ -963,6 +1050,7 @@ impl Shard {
                 }
                 branch.state = BranchState::Done;
                 let is_invite = ctx.method == Method::Invite;
+                let starts_dialog = is_invite && ctx.record_route;
                 let first_2xx = !ctx.answered;
                 ctx.answered = true;
                 // §16.7 step 5: every 2xx goes upstream, also from other
@@ -971,9 +1059,13 @@ impl Shard {
                 let code_sent = code;
                 if first_2xx {
                     self.metrics.request_latency(
+                        ctx.method,
                         crate::metrics::LatencyKind::Final,
                         now.saturating_duration_since(ctx.started),
                     );
+                }
+                if starts_dialog {
+                    self.dialog_started(&msg);
                 }
                 self.send_upstream(server, bytes, code_sent, now);
                 if is_invite && first_2xx {
@@ -1211,7 +1303,11 @@ impl Shard {
         let req = ctx.request.clone();
         let is_invite = ctx.method == Method::Invite;
         let cancelled = ctx.cancelled;
-        self.metrics.request_latency(crate::metrics::LatencyKind::Final, now.saturating_duration_since(ctx.started));
+        self.metrics.request_latency(
+            ctx.method,
+            crate::metrics::LatencyKind::Final,
+            now.saturating_duration_since(ctx.started),
+        );
         match chosen {
             Some(Final::Received(m)) => {
                 let code = m.status().unwrap_or(500);
@@ -1533,6 +1629,12 @@ pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
         let _ = write!(out, ";received={src_ip}");
     }
     Some(out)
+}
+
+/// Requests that create a dialog (RFC 3261 §12.1, RFC 6665 §4.1, RFC 3515):
+/// refused while draining when they come outside a dialog.
+fn creates_dialog(method: Method) -> bool {
+    matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
 }
 
 /// The seconds of a Retry-After header (RFC 3261 §20.33: `delta-seconds

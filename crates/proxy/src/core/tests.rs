@@ -141,6 +141,8 @@ fn dest(addr: &str) -> Destination {
 }
 
 struct Harness {
+    metrics: Arc<Metrics>,
+    drain: super::DrainGate,
     dns: Arc<NoDns>,
     vm: Arc<VoiceMail>,
     shard: Shard,
@@ -151,10 +153,13 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let wire = Arc::new(RecordingWire::default());
+        let drain = super::DrainGate::new(30);
+        let metrics = Arc::new(Metrics::new());
         let cfg = CoreConfig {
             workers: 1,
             max_forwards: 40,
             own_realms: vec!["example.test".into()],
+            drain: drain.clone(),
             ..CoreConfig::default()
         };
         let vm = Arc::new(VoiceMail::default());
@@ -166,10 +171,10 @@ impl Harness {
             Arc::new(TestRouter(vm.clone())),
             dns.clone(),
             Arc::new(super::branch::BranchMinter::default()),
-            Arc::new(Metrics::new()),
+            metrics.clone(),
             std::sync::Weak::new(),
         );
-        Harness { dns, vm, shard, wire, now: Instant::now() }
+        Harness { metrics, drain, dns, vm, shard, wire, now: Instant::now() }
     }
 
     fn feed(&mut self, text: &str, from: &str) {
@@ -862,4 +867,72 @@ fn a_non_invite_answered_by_the_proxy_frees_its_context_at_once() {
     // An INVITE answered locally keeps its context (a CANCEL may follow).
     h.feed(&invite("sip:nobody@example.test", "z9hG4bKinv404"), CALLER);
     assert_eq!(h.shard.contexts_held(), 1);
+}
+
+/// A BYE from the caller within the dialog `call-{branch}` answered with
+/// To tag `b1`, routed through the proxy.
+fn bye(branch: &str, via_branch: &str) -> String {
+    format!(
+        "BYE sip:callee@192.0.2.99 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={via_branch}\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:alice@example.test>;tag=a1\r\n\
+         To: <sip:bob@example.test>;tag=b1\r\nCall-ID: call-{branch}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn draining_refuses_new_calls_with_503_and_serves_the_calls_already_up() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20:5070", "z9hG4bKd1"), CALLER);
+    let out = h.take();
+    let fwd = requests(&out, "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 200, "b1"), "192.0.2.20:5070");
+    assert_eq!(statuses(&h.take()), vec![200]);
+    assert_eq!(h.metrics.dialogs_active().get(), 1, "an answered call is in progress");
+    assert_eq!(h.metrics.transactions_active().get(), 0, "both INVITE transactions are past their 2xx");
+    assert_eq!(h.metrics.in_flight(), 1, "the call holds a drain");
+
+    h.drain.start();
+    h.feed(&invite("sip:carol@192.0.2.20:5070", "z9hG4bKd2"), CALLER);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![503], "a new call is refused at once, without 100 Trying");
+    assert_eq!(out[0].1.header_values_named("Retry-After").next(), Some(&b"30"[..]));
+    assert!(requests(&out, "INVITE").is_empty(), "nothing is forwarded");
+
+    // The call that was up ends normally: its BYE goes through.
+    h.feed(&bye("z9hG4bKd1", "z9hG4bKbye1"), CALLER);
+    let out = h.take();
+    let fwd_bye = requests(&out, "BYE");
+    assert_eq!(fwd_bye.len(), 1, "BYE within a dialog is forwarded while draining");
+    assert_eq!(h.metrics.in_flight(), 3, "the call and its BYE (a server and a client transaction) hold it");
+    let fwd_bye = fwd_bye[0].1.clone();
+    h.feed(&answer(&fwd_bye, 200, "b1"), "192.0.2.99:5060");
+    assert_eq!(statuses(&h.take()), vec![200]);
+    assert_eq!(h.metrics.dialogs_active().get(), 0, "the BYE's 200 ends the call");
+    assert_eq!(h.metrics.in_flight(), 0, "nothing holds the exit");
+    assert!(h.metrics.transactions_finishing().get() > 0, "finished transactions wait on their timers, apart");
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.metrics.transactions_finishing().get(), 0);
+}
+
+#[test]
+fn the_callee_hanging_up_ends_the_call_too() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20:5070", "z9hG4bKd3"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 200, "b1"), "192.0.2.20:5070");
+    h.take();
+    assert_eq!(h.metrics.dialogs_active().get(), 1);
+    // From and To swapped: the key is the same dialog.
+    h.feed(
+        "BYE sip:alice@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKbye3\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:bob@example.test>;tag=b1\r\n\
+         To: <sip:alice@example.test>;tag=a1\r\nCall-ID: call-z9hG4bKd3\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        "192.0.2.99:5060",
+    );
+    let fwd_bye = requests(&h.take(), "BYE")[0].1.clone();
+    h.feed(&answer(&fwd_bye, 481, "a1"), CALLER);
+    h.take();
+    assert_eq!(h.metrics.dialogs_active().get(), 0, "any final response to BYE ends the call");
 }
