@@ -8,16 +8,21 @@
 //! - [`dns`]: RFC 3263 next-hop resolution.
 //! - [`core`]: the RFC 3261 §16 stateful proxy on the sans-IO transaction
 //!   layer; asks a [`core::Router`] where requests go.
-//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener.
+//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener
+//!   with the runtime control API; [`ctl`] is its command-line client.
+//! - [`server`]: start, reload, drain and stop a whole umproxy.
 
 pub mod admin;
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod ctl;
 pub mod dns;
 pub mod exum;
 pub mod location;
 pub mod metrics;
+#[cfg(unix)]
+pub mod notify;
 pub mod server;
 pub mod transport;
 
