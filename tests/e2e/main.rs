@@ -13,6 +13,7 @@ mod forking;
 mod loss;
 mod metrics;
 mod mtls;
+mod ops;
 mod tls;
 
 use std::path::{Path, PathBuf};

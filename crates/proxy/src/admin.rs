@@ -309,11 +309,20 @@ mod tests {
     impl Control for Fake {
         fn readiness(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
             let ready = self.0.load(Ordering::Relaxed);
-            Box::pin(async move { if ready { Ok(()) } else { Err("draining".into()) } })
+            Box::pin(async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("draining".into())
+                }
+            })
         }
         fn call(&self, req: ApiRequest) -> Pin<Box<dyn Future<Output = ApiReply> + Send + '_>> {
             Box::pin(async move {
-                (StatusCode::OK, format!("{{\"method\":\"{}\",\"path\":{:?},\"q\":{:?}}}", req.method, req.path, req.param("level")))
+                (
+                    StatusCode::OK,
+                    format!("{{\"method\":\"{}\",\"path\":{:?},\"q\":{:?}}}", req.method, req.path, req.param("level")),
+                )
             })
         }
     }
@@ -322,9 +331,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let ready = Arc::new(AtomicBool::new(true));
         let control: Arc<dyn Control> = Arc::new(Fake(ready.clone()));
-        let handle = serve("127.0.0.1:0".parse().unwrap(), metrics.clone(), control, token.map(str::to_owned))
-            .await
-            .unwrap();
+        let handle =
+            serve("127.0.0.1:0".parse().unwrap(), metrics.clone(), control, token.map(str::to_owned)).await.unwrap();
         (handle, metrics, ready)
     }
 
@@ -357,9 +365,13 @@ mod tests {
     #[tokio::test]
     async fn the_api_gets_decoded_paths_and_queries() {
         let (handle, _, _) = start().await;
-        let r = get(handle.local_addr(), &request("DELETE", "/api/registrations/sip%3Aalice%40example.test?level=a+b")).await;
+        let r = get(handle.local_addr(), &request("DELETE", "/api/registrations/sip%3Aalice%40example.test?level=a+b"))
+            .await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(r.contains(r#"{"method":"DELETE","path":"/registrations/sip:alice@example.test","q":Some("a b")}"#), "{r}");
+        assert!(
+            r.contains(r#"{"method":"DELETE","path":"/registrations/sip:alice@example.test","q":Some("a b")}"#),
+            "{r}"
+        );
         let r = get(handle.local_addr(), &request("GET", "/api/x%zz")).await;
         assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
         let r = get(handle.local_addr(), &request("GET", "/apix")).await;

@@ -101,20 +101,35 @@ pub fn run(args: &CtlArgs) -> ExitCode {
     }
 }
 
-/// The admin address and token: options first, then the configuration file.
+/// The admin address and token: options first, then the configuration
+/// file's `[admin]` table. Only that table is read, so that `ctl reload`
+/// still reaches the proxy when the rest of the file is being fixed.
 fn target(args: &CtlArgs) -> Result<(SocketAddr, Option<String>), String> {
-    let config = match &args.config {
-        Some(p) => Some(crate::config::Config::load(p).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    let admin = config.as_ref().and_then(|c| c.admin.clone());
-    let addr = match (args.admin, &admin) {
-        (Some(a), _) => a,
-        (None, Some(a)) => a.address,
-        (None, None) if args.config.is_some() => return Err("the configuration has no [admin] section".into()),
+    let mut from_file: (Option<SocketAddr>, Option<PathBuf>) = (None, None);
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+        let Some(admin) = table.get("admin").and_then(|a| a.as_table()) else {
+            return Err(format!("{}: no [admin] section", path.display()));
+        };
+        let address = admin.get("address").and_then(|a| a.as_str()).unwrap_or_default();
+        let address =
+            address.parse().map_err(|_| format!("{}: admin.address: not an address: {address:?}", path.display()))?;
+        let token = admin.get("token_file").and_then(|t| t.as_str()).map(|t| {
+            let t = PathBuf::from(t);
+            // Relative paths start at the configuration file's directory.
+            match path.parent() {
+                Some(dir) if t.is_relative() => dir.join(t),
+                _ => t,
+            }
+        });
+        from_file = (Some(address), token);
+    }
+    let addr = match (args.admin, from_file.0) {
+        (Some(a), _) | (None, Some(a)) => a,
         (None, None) => DEFAULT_ADMIN.parse().map_err(|_| "bad default address".to_owned())?,
     };
-    let token_file = args.token_file.clone().or_else(|| admin.and_then(|a| a.token_file));
+    let token_file = args.token_file.clone().or(from_file.1);
     let token = token_file.as_deref().map(crate::admin::read_token).transpose()?;
     Ok((addr, token))
 }
@@ -208,8 +223,14 @@ mod tests {
             contact: Some("sip:a@192.0.2.1:5060;transport=tcp".into()),
         }));
         assert_eq!(m, "DELETE");
-        assert_eq!(p, "/api/registrations/sip%3Aalice%40example.test?contact=sip%3Aa%40192.0.2.1%3A5060%3Btransport%3Dtcp");
-        assert_eq!(request_for(&CtlCommand::LogLevel { level: Some("umproxy=debug".into()) }).1, "/api/log-level?level=umproxy%3Ddebug");
+        assert_eq!(
+            p,
+            "/api/registrations/sip%3Aalice%40example.test?contact=sip%3Aa%40192.0.2.1%3A5060%3Btransport%3Dtcp"
+        );
+        assert_eq!(
+            request_for(&CtlCommand::LogLevel { level: Some("umproxy=debug".into()) }).1,
+            "/api/log-level?level=umproxy%3Ddebug"
+        );
     }
 
     #[test]

@@ -55,15 +55,16 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
 /// refused one is retried on the next change.
 fn spawn_file_watch(reloader: Arc<Reloader>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen = reloader.watched_stamps();
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            // Compared with what the last reload (by any trigger) read, so
+            // that a SIGHUP is not followed by a second reload of the same
+            // files.
             let now = reloader.watched_stamps();
-            if now != seen {
+            let changed = *reloader.seen.lock().unwrap_or_else(|p| p.into_inner()) != now;
+            if changed {
                 let _ = reloader.reload(ReloadTrigger::FileChange);
-                // The files watched may have changed with the configuration.
-                seen = reloader.watched_stamps();
             }
         }
     })
@@ -113,6 +114,8 @@ pub struct Reloader {
     last_refusal: std::sync::Mutex<Option<String>>,
     /// The directory file's modification time when last installed.
     directory_stamp: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// Modification times of the watched files when last reloaded.
+    seen: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
 }
 
 /// Marks a refusal caused by the directory file (for its log line).
@@ -136,7 +139,9 @@ impl Reloader {
             files.extend(cfg.directory.file.clone());
         }
         for t in cfg.listen.iter().filter_map(|l| l.tls.as_ref()) {
-            files.extend([Some(t.certificate.clone()), Some(t.private_key.clone()), t.client_ca.clone()].into_iter().flatten());
+            files.extend(
+                [Some(t.certificate.clone()), Some(t.private_key.clone()), t.client_ca.clone()].into_iter().flatten(),
+            );
         }
         if let Some(c) = &cfg.tls_client {
             files.extend([c.certificate.clone(), c.private_key.clone(), c.ca.clone()].into_iter().flatten());
@@ -153,8 +158,12 @@ impl Reloader {
     /// nothing; the refusal is logged once and counted in
     /// `umproxy_config_reloads_total{result="refused"}`.
     pub fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadReport, String> {
-        let mut current = self.lock_config();
-        let result = self.try_reload(&mut current);
+        let result = {
+            let mut current = self.lock_config();
+            self.try_reload(&mut current)
+        };
+        let stamps = self.watched_stamps();
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = stamps;
         match &result {
             Ok(report) => {
                 *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -176,8 +185,12 @@ impl Reloader {
                 } else {
                     self.metrics.reload(false);
                     match problem.strip_prefix(DIRECTORY_REFUSED) {
-                        Some(e) => warn!(trigger = trigger.as_str(), error = %e, "directory not reloaded; keeping the configuration and directory in use"),
-                        None => warn!(trigger = trigger.as_str(), error = %problem, "configuration not reloaded; keeping the one in use"),
+                        Some(e) => {
+                            warn!(trigger = trigger.as_str(), error = %e, "directory not reloaded; keeping the configuration and directory in use")
+                        }
+                        None => {
+                            warn!(trigger = trigger.as_str(), error = %problem, "configuration not reloaded; keeping the one in use")
+                        }
                     }
                     *last = Some(problem.clone());
                 }
@@ -244,7 +257,13 @@ impl Reloader {
             let running: Vec<Listen> = current
                 .listen
                 .iter()
-                .map(|l| new.listen.iter().find(|n| n.address == l.address && n.transport == l.transport).unwrap_or(l).clone())
+                .map(|l| {
+                    new.listen
+                        .iter()
+                        .find(|n| n.address == l.address && n.transport == l.transport)
+                        .unwrap_or(l)
+                        .clone()
+                })
                 .collect();
             report.tls_listeners = reload_tls_listeners(hub, &running)?;
         }
@@ -265,13 +284,24 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             keys.push(key.to_owned());
         }
     };
-    check(old.listen.iter().map(|l| (l.transport, l.address, &l.advertise)).ne(new.listen.iter().map(|l| (l.transport, l.address, &l.advertise))), "listen");
+    check(
+        old.listen
+            .iter()
+            .map(|l| (l.transport, l.address, &l.advertise))
+            .ne(new.listen.iter().map(|l| (l.transport, l.address, &l.advertise))),
+        "listen",
+    );
     check(old.admin != new.admin, "admin");
     check(old.proxy.domains != new.proxy.domains, "proxy.domains");
     check(old.proxy.record_route != new.proxy.record_route, "proxy.record_route");
     check(old.proxy.max_forwards != new.proxy.max_forwards, "proxy.max_forwards");
     check(old.registrar != new.registrar, "registrar");
-    check(old.directory.backend != new.directory.backend || old.directory.file != new.directory.file || old.directory.ldap != new.directory.ldap, "directory");
+    check(
+        old.directory.backend != new.directory.backend
+            || old.directory.file != new.directory.file
+            || old.directory.ldap != new.directory.ldap,
+        "directory",
+    );
     check(old.exum != new.exum, "exum");
     check(old.limits != new.limits, "limits");
     check(old.timers != new.timers, "timers");
@@ -292,12 +322,12 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.registrar = old.registrar.clone();
     new.directory = old.directory.clone();
     new.exum = old.exum.clone();
-    new.limits = old.limits.clone();
-    new.timers = old.timers.clone();
+    new.limits = old.limits;
+    new.timers = old.timers;
     new.log.format = old.log.format;
     new.dns = old.dns.clone();
     new.auth = old.auth.clone();
-    new.shutdown = old.shutdown.clone();
+    new.shutdown = old.shutdown;
 }
 
 /// Every check `run` makes before it serves, without binding anything:
@@ -352,7 +382,11 @@ pub fn preflight(config: &Config) -> Result<(), StartError> {
 }
 
 /// The key must be the certificate's (rustls checks the public keys).
-fn check_identity(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, what: &str) -> Result<(), StartError> {
+fn check_identity(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    what: &str,
+) -> Result<(), StartError> {
     if chain.is_empty() {
         return Err(StartError::Setup { what: "tls", problem: format!("{what}: no certificate in the file") });
     }
@@ -887,7 +921,9 @@ impl Server {
             metrics: metrics.clone(),
             last_refusal: std::sync::Mutex::new(None),
             directory_stamp: std::sync::Mutex::new(config.directory.file.as_deref().and_then(modified)),
+            seen: std::sync::Mutex::new(Vec::new()),
         });
+        *reloader.seen.lock().unwrap_or_else(|p| p.into_inner()) = reloader.watched_stamps();
         let control = Arc::new(ServerControl {
             reloader: reloader.clone(),
             metrics: metrics.clone(),
@@ -927,7 +963,19 @@ impl Server {
         );
         let watch_task = spawn_file_watch(reloader.clone(), Duration::from_secs(2));
         let ldap_task = spawn_ldap_refresh(&config, directory.clone());
-        Ok(Server { hub, metrics, core, admin, reloader, control, drain, health_task, watch_task, ldap_task, locations })
+        Ok(Server {
+            hub,
+            metrics,
+            core,
+            admin,
+            reloader,
+            control,
+            drain,
+            health_task,
+            watch_task,
+            ldap_task,
+            locations,
+        })
     }
 
     /// The admin listener's address, when there is one.
@@ -954,7 +1002,11 @@ impl Server {
             self.metrics.set_draining(true);
             // Our own OPTIONS pings would count as work in flight.
             self.health_task.abort();
-            info!(in_flight = self.in_flight(), dialogs = self.metrics.dialogs_active().get(), "draining: new calls are refused, calls in progress carry on");
+            info!(
+                in_flight = self.in_flight(),
+                dialogs = self.metrics.dialogs_active().get(),
+                "draining: new calls are refused, calls in progress carry on"
+            );
         }
     }
 
@@ -1104,7 +1156,9 @@ impl ServerControl {
                 }
             }
             (&Method::GET, Some(aor)) => match self.locations.get(aor, now).await {
-                Ok(rec) if rec.bindings.is_empty() => json_error(StatusCode::NOT_FOUND, format!("no bindings for {aor}")),
+                Ok(rec) if rec.bindings.is_empty() => {
+                    json_error(StatusCode::NOT_FOUND, format!("no bindings for {aor}"))
+                }
                 Ok(rec) => json_ok(serde_json::json!({
                     "aor": aor,
                     "bindings": rec.bindings.iter().map(|b| binding_json(b, now)).collect::<Vec<_>>(),
@@ -1219,7 +1273,12 @@ impl admin::Control for ServerControl {
             }
             // The location store answers (Redis reachable, the embedded one
             // always); a probe's own AOR has no bindings.
-            match tokio::time::timeout(Duration::from_secs(2), self.locations.get("sip:readyz@umproxy.invalid", std::time::SystemTime::now())).await {
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                self.locations.get("sip:readyz@umproxy.invalid", std::time::SystemTime::now()),
+            )
+            .await
+            {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("location store: {e}")),
                 Err(_) => Err("location store: no answer within 2 s".into()),
@@ -1227,7 +1286,10 @@ impl admin::Control for ServerControl {
         })
     }
 
-    fn call(&self, req: admin::ApiRequest) -> std::pin::Pin<Box<dyn std::future::Future<Output = admin::ApiReply> + Send + '_>> {
+    fn call(
+        &self,
+        req: admin::ApiRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = admin::ApiReply> + Send + '_>> {
         use hyper::{Method, StatusCode};
         Box::pin(async move {
             let path = req.path.trim_end_matches('/').to_owned();
@@ -1323,7 +1385,9 @@ mod tests {
             directory: handle.clone(),
             metrics: Arc::new(Metrics::new()),
             last_refusal: std::sync::Mutex::new(None),
+            seen: std::sync::Mutex::new(Vec::new()),
         });
+        *r.seen.lock().expect("lock") = r.watched_stamps();
         (r, cfg_file, dir_file, handle)
     }
 
@@ -1335,7 +1399,11 @@ mod tests {
     }
 
     fn refused(m: &Metrics) -> String {
-        m.encode().lines().find(|l| l.starts_with("umproxy_config_reloads_total{result=\"refused\"}")).unwrap_or_default().to_owned()
+        m.encode()
+            .lines()
+            .find(|l| l.starts_with("umproxy_config_reloads_total{result=\"refused\"}"))
+            .unwrap_or_default()
+            .to_owned()
     }
 
     #[tokio::test]
@@ -1370,7 +1438,8 @@ mod tests {
         assert_eq!(r.config().listen[0].address.port(), 5999, "the running listener is kept");
         assert_eq!(r.config().routes[0].next_hop, vec!["sip:10.0.0.2".to_string()]);
         // Wrong type: refused, the old configuration stays.
-        std::fs::write(&cfg, config_text("sip:10.0.0.3", 5999).replace("[proxy]", "[proxy]\nmax_forwards = \"many\"")).expect("write");
+        std::fs::write(&cfg, config_text("sip:10.0.0.3", 5999).replace("[proxy]", "[proxy]\nmax_forwards = \"many\""))
+            .expect("write");
         let e = r.reload(ReloadTrigger::Admin).expect_err("refused");
         assert!(e.contains("proxy.max_forwards"), "{e}");
         assert_eq!(r.config().routes[0].next_hop, vec!["sip:10.0.0.2".to_string()]);

@@ -406,7 +406,8 @@ impl RawConfig {
                         ),
                     ));
                 }
-                let token_file = a.token_file.as_deref().map(|f| cx.existing_file("admin.token_file", f)).transpose()?;
+                let token_file =
+                    a.token_file.as_deref().map(|f| cx.existing_file("admin.token_file", f)).transpose()?;
                 Some(AdminConfig { address, token_file, allow_public: a.allow_public })
             }
             None => None,
@@ -820,7 +821,9 @@ fn validate_shutdown(s: ShutdownConfig, cx: &Ctx<'_>) -> Result<ShutdownConfig, 
         return Err(cx.err("shutdown.grace_s", format!("{} is out of range (1 to 86400 seconds)", s.grace_s)));
     }
     if s.retry_after_s > 86_400 {
-        return Err(cx.err("shutdown.retry_after_s", format!("{} is out of range (0 to 86400 seconds)", s.retry_after_s)));
+        return Err(
+            cx.err("shutdown.retry_after_s", format!("{} is out of range (0 to 86400 seconds)", s.retry_after_s))
+        );
     }
     Ok(s)
 }

@@ -500,9 +500,8 @@ fn a_private_key_that_is_not_the_certificates_is_refused_naming_both_keys() {
         error_in(dir.path(), &listener("certs/other.key")),
         "umproxy.toml: listen[0].private_key: does not match the public key of listen[0].certificate"
     );
-    let client = format!(
-        "{MINIMAL}\n[tls_client]\ncertificate = \"certs/umproxy.pem\"\nprivate_key = \"certs/other.key\"\n"
-    );
+    let client =
+        format!("{MINIMAL}\n[tls_client]\ncertificate = \"certs/umproxy.pem\"\nprivate_key = \"certs/other.key\"\n");
     assert_eq!(
         error_in(dir.path(), &client),
         "umproxy.toml: tls_client.private_key: does not match the public key of tls_client.certificate"

@@ -244,6 +244,11 @@ impl TransportHub {
         // Registered only once everything is bound, so that a failed start
         // can be retried with the same registry.
         let metrics = TransportMetrics::register(registry)?;
+        for l in listeners.iter().filter(|l| l.transport == Transport::Tls) {
+            for result in ["ok", "failed"] {
+                metrics.tls_handshakes.with_label_values(&[&l.local.to_string(), result]);
+            }
+        }
         let shared = Arc::new(Shared {
             dispatch,
             conns: Arc::new(ConnTable::new(limits.max_connections, limits.max_connections_per_ip)),
