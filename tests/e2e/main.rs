@@ -5,6 +5,7 @@
 //! is set, where a missing tool fails the test.
 
 mod bad_input;
+mod baresip;
 mod basic_call;
 mod cancel;
 mod config;

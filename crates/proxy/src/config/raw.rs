@@ -156,7 +156,13 @@ impl Default for RawAuth {
             enabled: true,
             secret_file: None,
             nonce_ttl_s: 300,
-            algorithms: vec!["SHA-256".into(), "MD5".into()],
+            // MD5 only by default: RFC 8760 has a UAC use the first challenge
+            // it supports, so with MD5 listed at all a compliant phone that
+            // also speaks SHA-256 picks whatever is first; and deployed
+            // phones that take the first challenge blindly (Debian 12's
+            // baresip 1.0) fail on SHA-256 instead of falling back. SHA-256
+            // is opt-in: `algorithms = ["SHA-256", "MD5"]` (README, [auth]).
+            algorithms: vec!["MD5".into()],
             lockout_max_failures_per_ip: 10,
             lockout_max_failures_per_user: 20,
             lockout_window_s: 300,
