@@ -9,6 +9,7 @@ mod baresip;
 mod basic_call;
 mod cancel;
 mod config;
+mod deploy;
 mod dns_failover;
 mod forking;
 mod loss;
