@@ -192,11 +192,14 @@ fn the_systemd_unit_verifies() {
 #[test]
 fn the_container_file_builds_where_an_engine_runs() {
     let containerfile = std::fs::read_to_string(deploy().join("container/Containerfile")).expect("read");
-    assert!(containerfile.matches("\nFROM ").count() + usize::from(containerfile.starts_with("FROM ")) >= 2, "multi-stage");
+    assert!(
+        containerfile.matches("\nFROM ").count() + usize::from(containerfile.starts_with("FROM ")) >= 2,
+        "multi-stage"
+    );
     assert!(containerfile.contains("\nUSER 65532"), "runs as a non-root user");
-    let engine = ["podman", "docker"].into_iter().find(|e| {
-        Command::new(e).arg("info").output().is_ok_and(|o| o.status.success())
-    });
+    let engine = ["podman", "docker"]
+        .into_iter()
+        .find(|e| Command::new(e).arg("info").output().is_ok_and(|o| o.status.success()));
     let Some(engine) = engine else {
         let msg = "no working container engine (podman or docker); build it with \
                    `podman build -f deploy/container/Containerfile -t umproxy .` where one runs";

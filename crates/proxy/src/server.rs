@@ -859,6 +859,8 @@ impl Server {
             limits: config.limits.sip_limits(),
             max_forwards: u32::from(config.proxy.max_forwards),
             own_realms: config.proxy.domains.clone(),
+            max_dialogs: config.limits.max_dialogs,
+            dialog_idle: Duration::from_secs(config.limits.dialog_idle_timeout_s),
             drain: drain.clone(),
             ..CoreConfig::default()
         };

@@ -414,6 +414,12 @@ pub struct LimitsConfig {
     /// A TCP or TLS connection with no traffic for this long is closed, in
     /// seconds (300; clients keep flows alive with RFC 5626 CRLF pings).
     pub idle_timeout_s: u64,
+    /// Calls in progress tracked for the drain and `umproxy_dialogs_active`,
+    /// per worker (100 000); beyond it calls work but are not tracked.
+    pub max_dialogs: usize,
+    /// A tracked call with no request for this long is forgotten, seconds
+    /// (21 600: its BYE went another way or never came).
+    pub dialog_idle_timeout_s: u64,
 }
 
 impl Default for LimitsConfig {
@@ -427,6 +433,8 @@ impl Default for LimitsConfig {
             max_vias: l.max_vias,
             max_routes: l.max_routes,
             max_body: l.max_body,
+            max_dialogs: 100_000,
+            dialog_idle_timeout_s: 6 * 3600,
             max_connections: 10_000,
             max_connections_per_ip: 100,
             idle_timeout_s: 300,

@@ -731,6 +731,7 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
         ("max_body", l.max_body),
         ("max_connections", l.max_connections),
         ("max_connections_per_ip", l.max_connections_per_ip),
+        ("max_dialogs", l.max_dialogs),
     ];
     for (name, v) in fields {
         if v == 0 {
@@ -744,6 +745,9 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
         return Err(
             cx.err("limits.max_connections_per_ip", format!("larger than max_connections ({})", l.max_connections))
         );
+    }
+    if l.dialog_idle_timeout_s < 60 {
+        return Err(cx.err("limits.dialog_idle_timeout_s", "must be at least 60 seconds"));
     }
     if l.idle_timeout_s == 0 {
         return Err(cx.err("limits.idle_timeout_s", "must be at least 1"));

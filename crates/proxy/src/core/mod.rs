@@ -56,6 +56,9 @@ pub struct CoreConfig {
     /// `umproxy_dialogs_active` gauge); beyond it calls work but are not
     /// tracked.
     pub max_dialogs: usize,
+    /// A tracked call with no request for this long is forgotten (its BYE
+    /// went another way or never came).
+    pub dialog_idle: Duration,
     /// Set at shutdown: new dialogs are refused with 503.
     pub drain: DrainGate,
 }
@@ -103,6 +106,7 @@ impl Default for CoreConfig {
             max_forwards: 70,
             own_realms: Vec::new(),
             max_dialogs: 100_000,
+            dialog_idle: Duration::from_secs(6 * 3600),
             drain: DrainGate::default(),
         }
     }

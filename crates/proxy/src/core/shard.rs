@@ -9,7 +9,7 @@
 //! driven in tests without sockets and on tokio's paused clock.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -232,9 +232,13 @@ pub struct Shard {
     current: Option<(Peer, Option<Arc<TlsIdentity>>)>,
     limits: Limits,
     /// Calls in progress: INVITE dialogs this proxy record-routed and saw
-    /// answered, until their BYE is answered. Keys are peer-chosen
-    /// (Call-ID, tags): SipHash. Capped by `CoreConfig::max_dialogs`.
-    dialogs: HashSet<DialogKey>,
+    /// answered, until their BYE is answered, with the time of their last
+    /// request. Keys are peer-chosen (Call-ID, tags): SipHash. Capped by
+    /// `CoreConfig::max_dialogs`; one idle for `CoreConfig::dialog_idle`
+    /// is forgotten (its BYE went another way, or never came).
+    dialogs: HashMap<DialogKey, Instant>,
+    /// When idle dialogs are next looked for (while there are any).
+    next_prune: Option<Instant>,
     /// What this shard last added to the shared gauges (live and finishing
     /// transactions): each shard adds its change, so the gauges are sums.
     reported: (i64, i64),
@@ -295,7 +299,8 @@ impl Shard {
             timers: BTreeMap::new(),
             timer_seq: 0,
             current: None,
-            dialogs: HashSet::new(),
+            dialogs: HashMap::new(),
+            next_prune: None,
             reported: (0, 0),
         }
     }
@@ -312,7 +317,10 @@ impl Shard {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let ours = self.timers.keys().next().map(|k| k.0);
+        let ours = match (self.timers.keys().next().map(|k| k.0), self.next_prune) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.layer.poll_timeout(), ours) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -337,6 +345,9 @@ impl Shard {
     /// Timers fired (ours and the layer's).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
+        if self.next_prune.is_some_and(|at| at <= now) {
+            self.prune_dialogs(now);
+        }
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -481,24 +492,52 @@ impl Shard {
     }
 
     /// An answered INVITE this proxy record-routed: a call is up.
-    fn dialog_started(&mut self, response: &Message) {
+    fn dialog_started(&mut self, response: &Message, now: Instant) {
         let Some(key) = DialogKey::of(response) else { return };
-        if self.dialogs.len() >= self.cfg.max_dialogs {
+        if self.dialogs.len() >= self.cfg.max_dialogs && !self.dialogs.contains_key(&key) {
             // Memory stays bounded; the call still works, it only does not
             // hold a drain or show in the gauge.
             debug!(shard = self.index, "dialog table full; call not tracked");
             return;
         }
-        if self.dialogs.insert(key) {
+        if self.dialogs.insert(key, now).is_none() {
             self.metrics.dialogs_active().inc();
         }
+        if self.next_prune.is_none() {
+            self.next_prune = Some(now + DIALOG_PRUNE_EVERY);
+        }
+    }
+
+    /// A request within a dialog: the call is still alive.
+    fn dialog_seen(&mut self, msg: &Message, now: Instant) {
+        if self.dialogs.is_empty() {
+            return;
+        }
+        if let Some(seen) = DialogKey::of(msg).and_then(|k| self.dialogs.get_mut(&k)) {
+            *seen = now;
+        }
+    }
+
+    /// Forget dialogs idle for longer than `dialog_idle`: their BYE took
+    /// another path or never came, and they must not hold a drain or
+    /// inflate the gauge for ever.
+    fn prune_dialogs(&mut self, now: Instant) {
+        let idle = self.cfg.dialog_idle;
+        let before = self.dialogs.len();
+        self.dialogs.retain(|_, seen| now.saturating_duration_since(*seen) < idle);
+        let gone = before - self.dialogs.len();
+        if gone > 0 {
+            self.metrics.dialogs_active().sub(gone as i64);
+            debug!(shard = self.index, gone, "idle dialogs forgotten");
+        }
+        self.next_prune = (!self.dialogs.is_empty()).then(|| now + DIALOG_PRUNE_EVERY);
     }
 
     /// A BYE got its final response: the call is over (whatever the code:
     /// 481 and 408 end it too, RFC 3261 §15.1.1).
     fn dialog_ended(&mut self, bye: &Message) {
         if let Some(key) = DialogKey::of(bye) {
-            if self.dialogs.remove(&key) {
+            if self.dialogs.remove(&key).is_some() {
                 self.metrics.dialogs_active().dec();
             }
         }
@@ -656,6 +695,9 @@ impl Shard {
             return;
         }
         let in_dialog = msg.to_tag().is_some();
+        if in_dialog {
+            self.dialog_seen(&msg, now);
+        }
         let record_route = self.cfg.record_route
             && !in_dialog
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
@@ -1065,7 +1107,7 @@ impl Shard {
                     );
                 }
                 if starts_dialog {
-                    self.dialog_started(&msg);
+                    self.dialog_started(&msg, now);
                 }
                 self.send_upstream(server, bytes, code_sent, now);
                 if is_invite && first_2xx {
@@ -1691,3 +1733,6 @@ fn _assert_send() {
 /// How long a proxy may wait for a final response after a provisional
 /// (RFC 3261 §16.6 step 11: more than 3 minutes).
 pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(180);
+
+/// How often a shard looks for idle dialogs (while it tracks any).
+const DIALOG_PRUNE_EVERY: Duration = Duration::from_secs(60);

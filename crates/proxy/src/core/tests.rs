@@ -152,6 +152,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_config(|_| {})
+    }
+
+    fn with_config(tune: impl FnOnce(&mut CoreConfig)) -> Harness {
         let wire = Arc::new(RecordingWire::default());
         let drain = super::DrainGate::new(30);
         let metrics = Arc::new(Metrics::new());
@@ -162,6 +166,8 @@ impl Harness {
             drain: drain.clone(),
             ..CoreConfig::default()
         };
+        let mut cfg = cfg;
+        tune(&mut cfg);
         let vm = Arc::new(VoiceMail::default());
         let dns = Arc::new(NoDns::default());
         let shard = Shard::new(
@@ -935,4 +941,31 @@ fn the_callee_hanging_up_ends_the_call_too() {
     h.feed(&answer(&fwd_bye, 481, "a1"), CALLER);
     h.take();
     assert_eq!(h.metrics.dialogs_active().get(), 0, "any final response to BYE ends the call");
+}
+
+#[test]
+fn a_call_whose_bye_never_comes_is_forgotten_after_the_idle_time_and_a_live_one_is_kept() {
+    let mut h = Harness::with_config(|c| c.dialog_idle = Duration::from_secs(300));
+    for (branch, tag) in [("z9hG4bKi1", "b1"), ("z9hG4bKi2", "b1")] {
+        h.feed(&invite("sip:bob@192.0.2.20:5070", branch), CALLER);
+        let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+        h.feed(&answer(&fwd, 200, tag), "192.0.2.20:5070");
+        h.take();
+    }
+    assert_eq!(h.metrics.dialogs_active().get(), 2);
+    // Four minutes on, the second call sends a re-INVITE: it is alive.
+    h.advance(Duration::from_secs(240));
+    h.feed(
+        "INVITE sip:callee@192.0.2.99 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKre2\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:alice@example.test>;tag=a1\r\n\
+         To: <sip:bob@example.test>;tag=b1\r\nCall-ID: call-z9hG4bKi2\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    h.take();
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.metrics.dialogs_active().get(), 1, "the idle call is forgotten, the refreshed one kept");
+    h.advance(Duration::from_secs(300));
+    assert_eq!(h.metrics.dialogs_active().get(), 0);
+    assert_eq!(h.metrics.in_flight(), 0);
 }
