@@ -204,7 +204,10 @@ impl Reloader {
             Some(p) => Config::load(p).map_err(|e| e.to_string())?,
             None => current.clone(),
         };
-        preflight(&new).map_err(|e| e.to_string())?;
+        preflight(&new).map_err(|e| match e {
+            StartError::Directory(d) => format!("{DIRECTORY_REFUSED}{d}"),
+            other => other.to_string(),
+        })?;
         // Loaded, not yet installed: nothing changes until every check passed.
         let same_directory = new.directory == current.directory;
         let dir_file = current.directory.file.clone().filter(|_| current.directory.backend == DirectoryBackend::File);
