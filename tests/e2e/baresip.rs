@@ -92,6 +92,10 @@ fn two_baresip_over_tls_call_each_other_through_umproxy() {
             proxy.log()
         );
     }
+    // Both phones are TLS peers of the proxy (their connections carry the calls).
+    let (status, tls) = proxy.admin_get("/api/tls").expect("GET /api/tls");
+    assert_eq!(status, 200, "{tls}");
+    assert_eq!(tls.matches("\"remote\"").count(), 2, "{tls}");
     alice.attach();
     bob.attach();
     alice.command("dial", "sip:bob@example.test");
@@ -116,5 +120,6 @@ fn two_baresip_over_tls_call_each_other_through_umproxy() {
         proxy.metrics()
     );
     assert_eq!(proxy.metric("umproxy_dialogs_active"), 0.0, "the call ended");
-    assert!(proxy.metric(r#"umproxy_transport_tls_handshakes_total{listener="127.0.0.1:"#) >= 0.0);
+    let listener = format!(r#"umproxy_transport_tls_handshakes_total{{listener="{}",result="ok"}}"#, proxy.tls_addr());
+    assert!(proxy.metric(&listener) >= 2.0, "handshakes by listener:\n{}", proxy.metrics());
 }

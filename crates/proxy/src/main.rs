@@ -187,7 +187,7 @@ async fn wait_for_signals(server: &Server, notifier: &Notifier) {
             _ = hup.recv() => {
                 notifier.notify("RELOADING=1\nSTATUS=reloading");
                 // The reload logs its own result (once).
-                let status = match server.reload(ReloadTrigger::Signal) {
+                let status = match server.reload(ReloadTrigger::Signal).await {
                     Ok(_) => "STATUS=serving".to_owned(),
                     Err(e) => format!("STATUS=serving; last reload refused: {e}"),
                 };

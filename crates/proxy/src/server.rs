@@ -64,7 +64,9 @@ fn spawn_file_watch(reloader: Arc<Reloader>, every: Duration) -> tokio::task::Jo
             let now = reloader.watched_stamps();
             let changed = *reloader.seen.lock().unwrap_or_else(|p| p.into_inner()) != now;
             if changed {
-                let _ = reloader.reload(ReloadTrigger::FileChange);
+                // Parsing a large directory takes a while: not on a worker.
+                let r = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload(ReloadTrigger::FileChange)).await;
             }
         }
     })
@@ -988,9 +990,11 @@ impl Server {
         self.admin.as_ref().map(AdminHandle::local_addr)
     }
 
-    /// Reload the configuration (SIGHUP): see [`Reloader::reload`].
-    pub fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadReport, String> {
-        self.reloader.reload(trigger)
+    /// Reload the configuration (SIGHUP): see [`Reloader::reload`]. Runs
+    /// on a blocking thread (file reads, parsing, certificate checks).
+    pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadReport, String> {
+        let r = self.reloader.clone();
+        tokio::task::spawn_blocking(move || r.reload(trigger)).await.map_err(|e| format!("reload task: {e}"))?
     }
 
     /// What a drain still waits for: transactions owed a final response and
@@ -1078,7 +1082,7 @@ impl Server {
 /// | `DELETE /api/registrations/{aor}[?contact=URI]` | remove one binding or all (`ul.rm`) |
 /// | `GET /api/next-hops` | next hops out of service (503 + Retry-After) and for how long |
 /// | `GET /api/um-servers` | UM servers up or down (OPTIONS pings) |
-/// | `GET /api/tls` | TLS connections open, handshakes and failures |
+/// | `GET /api/tls` | TLS peers connected (address, certificate names), handshake failures |
 /// | `POST /api/reload` | the same reload as SIGHUP; the report or the refusal |
 /// | `GET /api/log-level`, `PUT /api/log-level?level=F` | the log filter in force; change it |
 pub struct ServerControl {
@@ -1093,6 +1097,8 @@ pub struct ServerControl {
 
 /// Registrations listed at most per request.
 const MAX_LISTED_AORS: usize = 10_000;
+/// TLS peers listed at most per request.
+const MAX_LISTED_PEERS: usize = 10_000;
 
 fn json_error(status: hyper::StatusCode, problem: impl std::fmt::Display) -> admin::ApiReply {
     (status, serde_json::json!({ "error": problem.to_string() }).to_string())
@@ -1242,9 +1248,16 @@ impl ServerControl {
                 serde_json::Value::Object(o)
             })
             .collect();
+        let peers: Vec<_> = self
+            .hub
+            .tls_peers(MAX_LISTED_PEERS)
+            .into_iter()
+            .map(|(remote, names)| serde_json::json!({ "remote": remote.to_string(), "certificate_names": names }))
+            .collect();
         json_ok(serde_json::json!({
             "connections_open": open,
             "connections_total": self.hub.connection_count(),
+            "peers": peers,
             "handshake_failures": failures,
         }))
     }

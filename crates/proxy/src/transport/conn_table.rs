@@ -181,6 +181,11 @@ impl ConnTable {
         true
     }
 
+    /// Up to `limit` open connections (for the admin API).
+    pub fn snapshot(&self, limit: usize) -> Vec<Arc<ConnHandle>> {
+        self.by_flow.iter().take(limit).map(|e| e.value().clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }

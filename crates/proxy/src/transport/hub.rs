@@ -324,6 +324,19 @@ impl TransportHub {
         self.shared.conns.len()
     }
 
+    /// Up to `limit` TLS connections open now: the peer's address and the
+    /// names its certificate proved (empty when it presented none).
+    pub fn tls_peers(&self, limit: usize) -> Vec<(SocketAddr, Vec<String>)> {
+        self.shared
+            .conns
+            .snapshot(usize::MAX)
+            .into_iter()
+            .filter(|c| c.transport == Transport::Tls)
+            .take(limit)
+            .map(|c| (c.remote, c.names.lock().unwrap_or_else(|p| p.into_inner()).names.clone()))
+            .collect()
+    }
+
     // ---- commands ----
 
     /// Send one message without waiting. Failures of sends that carry a
