@@ -258,6 +258,13 @@ impl Reloader {
             if new.tls_client != current.tls_client {
                 report.applied.push("tls_client".into());
             }
+            let (old_l, new_l) = (&current.limits, &new.limits);
+            if (old_l.max_connections, old_l.max_connections_per_ip)
+                != (new_l.max_connections, new_l.max_connections_per_ip)
+            {
+                hub.set_connection_limits(new_l.max_connections, new_l.max_connections_per_ip);
+                report.applied.push("limits.max_connections".into());
+            }
             // Listeners as started; their certificate files are read again.
             let running: Vec<Listen> = current
                 .listen
@@ -308,7 +315,12 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "directory",
     );
     check(old.exum != new.exum, "exum");
-    check(old.limits != new.limits, "limits");
+    // Connection limits reload; the message limits are compiled into the
+    // parsers of running sockets and connections.
+    let mut new_limits = new.limits;
+    new_limits.max_connections = old.limits.max_connections;
+    new_limits.max_connections_per_ip = old.limits.max_connections_per_ip;
+    check(old.limits != new_limits, "limits (other than max_connections, max_connections_per_ip)");
     check(old.timers != new.timers, "timers");
     check(old.log.format != new.log.format, "log.format");
     check(old.dns != new.dns, "dns");
@@ -327,7 +339,10 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.registrar = old.registrar.clone();
     new.directory = old.directory.clone();
     new.exum = old.exum.clone();
+    let (total, per_ip) = (new.limits.max_connections, new.limits.max_connections_per_ip);
     new.limits = old.limits;
+    new.limits.max_connections = total;
+    new.limits.max_connections_per_ip = per_ip;
     new.timers = old.timers;
     new.log.format = old.log.format;
     new.dns = old.dns.clone();

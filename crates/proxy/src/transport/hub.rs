@@ -324,6 +324,12 @@ impl TransportHub {
         self.shared.conns.len()
     }
 
+    /// Change `max_connections` and `max_connections_per_ip` for the
+    /// connections accepted or opened from now on (a configuration reload).
+    pub fn set_connection_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.shared.conns.set_limits(max_total, max_per_ip);
+    }
+
     /// Up to `limit` TLS connections open now: the peer's address and the
     /// names its certificate proved (empty when it presented none).
     pub fn tls_peers(&self, limit: usize) -> Vec<(SocketAddr, Vec<String>)> {
