@@ -189,7 +189,8 @@ async fn wait_for_signals(server: &Server, notifier: &Notifier) {
                 // The reload logs its own result (once).
                 let status = match server.reload(ReloadTrigger::Signal).await {
                     Ok(_) => "STATUS=serving".to_owned(),
-                    Err(e) => format!("STATUS=serving; last reload refused: {e}"),
+                    // One line: sd_notify messages are KEY=VALUE lines.
+                    Err(e) => format!("STATUS=serving; last reload refused: {}", e.replace('\n', "; ")),
                 };
                 notifier.notify(&format!("READY=1\n{status}"));
             }
