@@ -225,6 +225,10 @@ file = "$OUT/directory.toml"
 [auth]
 algorithms = $algs
 
+# SIPp is one source address sending thousands of REGISTERs a second.
+[limits]
+source_rate = 0
+
 [log]
 format = "text"
 level = "warn"

@@ -16,6 +16,7 @@ mod loss;
 mod metrics;
 mod mtls;
 mod ops;
+mod source_limit;
 mod tls;
 
 use std::path::{Path, PathBuf};

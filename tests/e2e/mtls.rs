@@ -55,3 +55,20 @@ async fn mtls_listener_refuses_untrusted_or_missing_client_certificate() {
     let trusted = ca.client_cert(&["client.example.test"]);
     assert_eq!(options_with(&proxy, &ca, Some(&trusted)).await, Ok(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_listener_refuses_an_expired_client_certificate_and_counts_why() {
+    let ca = Ca::new("e2e trusted CA");
+    let proxy = mtls_proxy(&ca);
+    let expired = ca.expired_client_cert(&["client.example.test"]);
+    let outcome = tokio::time::timeout(WAIT + Duration::from_secs(2), options_with(&proxy, &ca, Some(&expired)))
+        .await
+        .unwrap_or_else(|_| panic!("no verdict in time"));
+    assert!(outcome.is_err(), "an expired certificate was served: {outcome:?}");
+    let series = r#"umproxy_transport_tls_handshake_failures_total{direction="inbound",reason="expired"}"#;
+    let counted = e2e_support::poll_until(WAIT, || (proxy.metric(series) >= 1.0).then_some(()));
+    assert!(counted.is_some(), "not counted as expired:\n{}", proxy.metrics());
+    let log = proxy.log();
+    let line = log.lines().find(|l| l.contains("TLS handshake failed") && l.contains("expired"));
+    assert!(line.is_some_and(|l| l.contains("peer=127.0.0.1:")), "no line naming the peer:\n{log}");
+}

@@ -23,6 +23,9 @@ pub const SFB_FQDN: &str = "sipfed.online.example.net";
 pub const UM_ATTEMPT_MS: u64 = 1000;
 /// Alice's ring time in the directory.
 pub const RING_TIME_S: u64 = 2;
+/// Alice's password (her MD5 HA1 is in the directory), for the tests that
+/// run with digest authentication on.
+pub const ALICE_PASSWORD: &str = "alice-secret";
 
 /// Certificates: the CA everyone trusts, a rogue CA nobody trusts, and the
 /// proxy's server and client certificates.
@@ -72,9 +75,11 @@ pub fn dead_addr() -> SocketAddr {
 pub fn directory_toml(peers: &Peers, extra_user: Option<&str>) -> String {
     let servers: Vec<String> =
         peers.um.iter().map(|(fqdn, addr)| format!("{{ fqdn = \"{fqdn}\", address = \"{addr}\" }}")).collect();
+    let alice_ha1 = umproxy::location::auth::hash_password("alice", DOMAIN, ALICE_PASSWORD).md5.unwrap_or_default();
     let mut t = format!(
         r#"[[user]]
 sip_address = "sip:alice@contoso.test"
+ha1 = {{ md5 = "{alice_ha1}" }}
 line_uri = "tel:+15550100;ext=2001"
 site = "redmond"
 um_dial_plan = "dp-redmond"
@@ -219,6 +224,21 @@ impl Exum {
     /// Like [`Exum::start_with`] on `backend`; `None` (skip) when the LDAP
     /// backend's slapd is not installed (a panic under `CI`).
     pub fn start_on(backend: Backend, pki: &Pki, directory: &str, extra: &str) -> Option<Exum> {
+        Exum::start_full(backend, pki, directory, extra, false, "info")
+    }
+
+    /// Like [`Exum::start_on`], with digest authentication on or off
+    /// (`authenticate`): on, users of the domain must answer a challenge
+    /// unless a hosting provider or a trusted peer sent them.
+    /// `log_level` is the proxy's `[log] level`.
+    pub fn start_full(
+        backend: Backend,
+        pki: &Pki,
+        directory: &str,
+        extra: &str,
+        authenticate: bool,
+        log_level: &str,
+    ) -> Option<Exum> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("directory.toml");
         let (slapd, directory_section) = match backend {
@@ -240,8 +260,14 @@ impl Exum {
             Some(&pki.ca.pem_path),
         );
         config.domains = vec![DOMAIN.into()];
+        config.log_level = log_level.into();
+        if authenticate {
+            // No trusted peer among the test's own sources: every caller
+            // is a provider, an authenticated user, or nobody.
+            config.trusted_peers = vec!["127.0.0.250/32".into()];
+        }
         let config = config.extra(&format!(
-            "[auth]\nenabled = false\n\n{directory_section}\n[exum]\nring_time_s = 5\num_attempt_timeout_ms = {UM_ATTEMPT_MS}\n\n[tls_client]\ncertificate = {cert:?}\nprivate_key = {key:?}\nca = {ca:?}\n",
+            "[auth]\nenabled = {authenticate}\nalgorithms = [\"MD5\"]\n\n{directory_section}\n[exum]\nring_time_s = 5\num_attempt_timeout_ms = {UM_ATTEMPT_MS}\n\n[tls_client]\ncertificate = {cert:?}\nprivate_key = {key:?}\nca = {ca:?}\n",
             cert = pki.proxy_client.cert_path.display().to_string(),
             key = pki.proxy_client.key_path.display().to_string(),
             ca = pki.ca.pem_path.display().to_string(),
@@ -269,6 +295,87 @@ impl Exum {
         let responses = udp_exchange(self.proxy.udp_addr(), build, WAIT).await.expect("REGISTER");
         let status = responses.last().and_then(SipMessage::status);
         assert_eq!(status, Some(200), "REGISTER {aor}: {responses:?}\nproxy log:\n{}", self.proxy.log());
+    }
+
+    /// Register `user`'s contact at `contact` with digest authentication
+    /// (MD5, qop=auth); panics unless the registrar answers 200.
+    pub async fn register_with_digest(&self, user: &str, password: &str, contact: SocketAddr) {
+        use umproxy::location::auth::{compute_response, hash_password, Algorithm};
+        let aor = format!("sip:{user}@{DOMAIN}");
+        let uri = format!("sip:{DOMAIN}");
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let local = sock.local_addr().expect("local address");
+        let call_id = unique("reg-call-");
+        let tag = unique("reg");
+        let build = |cseq: u32, authorization: Option<String>| {
+            let mut m = request("REGISTER", &uri, "UDP", local);
+            for (name, value) in &mut m.headers {
+                match name.as_str() {
+                    "From" => *value = format!("<{aor}>;tag={tag}"),
+                    "To" => *value = format!("<{aor}>"),
+                    "Contact" => *value = format!("<sip:{user}@{contact}>"),
+                    "Call-ID" => *value = call_id.clone(),
+                    "CSeq" => *value = format!("{cseq} REGISTER"),
+                    _ => {}
+                }
+            }
+            let m = m.with_header("Expires", "300");
+            match authorization {
+                Some(a) => m.with_header("Authorization", &a).to_bytes(),
+                None => m.to_bytes(),
+            }
+        };
+        let exchange = |bytes: Vec<u8>| {
+            let sock = &sock;
+            let to = self.proxy.udp_addr();
+            async move {
+                sock.send_to(&bytes, to).await.expect("send REGISTER");
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+                        .await
+                        .expect("an answer to REGISTER")
+                        .expect("recv");
+                    match SipMessage::parse(&buf[..n]) {
+                        Some(m) if m.status().is_some_and(|s| s >= 200) => return m,
+                        _ => continue,
+                    }
+                }
+            }
+        };
+        let challenge = exchange(build(1, None)).await;
+        assert_eq!(challenge.status(), Some(401), "REGISTER {aor}: {challenge}");
+        // Whole header lines: a challenge's parameters are comma-separated.
+        let md5 = challenge
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("WWW-Authenticate"))
+            .map(|(_, value)| value.clone())
+            .find(|v| v.contains("algorithm=MD5"))
+            .unwrap_or_else(|| panic!("no MD5 challenge: {challenge}"));
+        let param = |name: &str| -> String {
+            let start = md5.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).unwrap_or(0);
+            md5[start..].split('"').next().unwrap_or_default().to_owned()
+        };
+        let (nonce, opaque) = (param("nonce"), param("opaque"));
+        let ha1 = hash_password(user, DOMAIN, password).md5.unwrap_or_default();
+        let response = compute_response(Algorithm::Md5, &ha1, &nonce, "00000001", "e2e-cnonce", "REGISTER", &uri);
+        let authorization = format!(
+            "Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"e2e-cnonce\", opaque=\"{opaque}\""
+        );
+        let answer = exchange(build(2, Some(authorization))).await;
+        let failures: Vec<String> = self
+            .proxy
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("umproxy_auth_failures_total"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            answer.status(),
+            Some(200),
+            "REGISTER {aor} with credentials: {answer}\nauth failures: {failures:?}"
+        );
     }
 
     /// A metric series' value (0 when absent).

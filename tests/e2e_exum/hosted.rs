@@ -24,15 +24,39 @@ async fn ldap_hosted_user_diverts_to_the_provider_with_the_user_policy_in_the_re
     hosted_user_policy_scenario(Backend::Ldap).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_user_granted_a_policy_by_its_bare_name_gets_the_same_route() {
+    hosted_user_policy_scenario_as(Backend::File, "tenant-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_hosted_user_granted_a_policy_by_its_bare_name_gets_the_same_route() {
+    hosted_user_policy_scenario_as(Backend::Ldap, "tenant-a").await;
+}
+
 /// A hosted user reaches the provider with their own policy in the Request-URI.
 async fn hosted_user_policy_scenario(backend: Backend) {
+    hosted_user_policy_scenario_as(backend, "tag:tenant-a").await;
+}
+
+/// [`hosted_user_policy_scenario`] with bob's policy granted as `granted`
+/// (`Grant-CsHostedVoicemailPolicy -PolicyName tenant-a`, or its identity
+/// `tag:tenant-a`): the same route either way.
+async fn hosted_user_policy_scenario_as(backend: Backend, granted: &str) {
     if !have_sipp() {
         return;
     }
     let pki = Pki::new();
     let exap = pki.uas(&[EXAP_FQDN], ACCEPT).await;
     let peers = Peers { um: vec![("um1.contoso.test".into(), dead_addr())], exap: exap.addr, sfb: dead_addr() };
-    let Some(exum) = Exum::start_on(backend, &pki, &directory_toml(&peers, None), "") else { return };
+    let fixture = directory_toml(&peers, None);
+    let directory = fixture.replacen(
+        r#"hosted_voicemail_policy = "tag:tenant-a""#,
+        &format!("hosted_voicemail_policy = {granted:?}"),
+        1,
+    );
+    assert!(directory.contains(&format!("hosted_voicemail_policy = {granted:?}")));
+    let Some(exum) = Exum::start_on(backend, &pki, &directory, "") else { return };
     let log = || exum.proxy.log();
     // bob is not registered: unavailable, hosted by his granted policy.
     let call = Call::new("sip:carl@example.net", "sip:bob@contoso.test");

@@ -168,6 +168,20 @@ fn entry(kind: &str, lines: &[String]) -> String {
         }
     }
     for (key, values) in &fields {
+        if kind == "user" && key == "ha1" {
+            // An inline table, `{ md5 = "…" }`: one attribute per algorithm.
+            let table = values.join(",");
+            for pair in table.trim_matches(|c| c == '{' || c == '}' || c == ' ').split(',') {
+                let Some((alg, hex)) = pair.split_once('=') else { continue };
+                let attr = match alg.trim() {
+                    "md5" => "umproxyHa1Md5",
+                    "sha256" => "umproxyHa1Sha256",
+                    other => panic!("no LDAP mapping for user.ha1.{other} in this fixture"),
+                };
+                e.push_str(&format!("{attr}: {}\n", hex.trim().trim_matches('"')));
+            }
+            continue;
+        }
         let attr = match (kind, key.as_str()) {
             (_, "sip_address") => "msRTCSIP-PrimaryUserAddress",
             (_, "line_uri") => "msRTCSIP-Line",
@@ -223,6 +237,7 @@ fn the_fixture_directory_splits_into_entries_and_a_topology_without_users() {
         "msExchUCVoiceMailSettings: CsHostedVoiceMail=1\n",
         "umproxyForwardToVoicemail: TRUE\n",
         "umproxyHome: sfb-online\n",
+        "umproxyHa1Md5: ",
         "umproxyExumKind: subscriber_access\n",
         "umproxyUmDialPlan: dp-redmond\n",
     ] {

@@ -18,6 +18,7 @@ mod on_prem;
 mod provider;
 mod redirect;
 mod reload;
+mod split_domain;
 mod triggers;
 
 use std::path::{Path, PathBuf};

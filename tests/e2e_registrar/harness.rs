@@ -82,6 +82,8 @@ pub struct Setup {
     pub registrar_lines: Vec<String>,
     /// Raw `[[route]]` tables and the like, appended.
     pub extra: String,
+    /// `[limits] source_rate` (0: no per-source limit).
+    pub source_rate: u32,
 }
 
 impl Setup {
@@ -98,6 +100,7 @@ impl Setup {
             auth_lines: Vec::new(),
             registrar_lines: Vec::new(),
             extra: String::new(),
+            source_rate: 0,
         }
     }
 
@@ -196,6 +199,9 @@ impl Setup {
         }
         t.push('\n');
         let _ = writeln!(t, "[log]\nlevel = \"info\"\n");
+        // Every UA of these tests sends from 127.0.0.1, hundreds of
+        // REGISTERs a second: no per-source limit (tested on its own).
+        let _ = writeln!(t, "[limits]\nsource_rate = {}\n", self.source_rate);
         t.push_str(&self.extra);
         t
     }

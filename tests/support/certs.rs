@@ -63,9 +63,22 @@ impl Ca {
         self.leaf(names, ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate for `names` whose validity ended years ago.
+    pub fn expired_client_cert(&self, names: &[&str]) -> CertKey {
+        self.leaf_with(names, ExtendedKeyUsagePurpose::ClientAuth, true)
+    }
+
     fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> CertKey {
+        self.leaf_with(names, usage, false)
+    }
+
+    fn leaf_with(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, is_expired: bool) -> CertKey {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("leaf params");
+        if is_expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
         params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];

@@ -43,6 +43,8 @@ pub struct ProxyConfig {
     pub log_json: bool,
     /// `[admin] token_file`: the control API needs this bearer token.
     pub admin_token_file: Option<PathBuf>,
+    /// `[proxy] trusted_peers`; loopback by default.
+    pub trusted_peers: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +68,7 @@ impl ProxyConfig {
             log_level: "info".into(),
             log_json: false,
             admin_token_file: None,
+            trusted_peers: vec!["127.0.0.1/32".into()],
         }
     }
 
@@ -139,8 +142,9 @@ impl ProxyConfig {
         let domains: Vec<String> = self.domains.iter().map(|d| toml_str(d)).collect();
         let _ = writeln!(
             t,
-            "[proxy]\ndomains = [{}]\ntrusted_peers = [\"127.0.0.1/32\"]\nrecord_route = {}\n",
+            "[proxy]\ndomains = [{}]\ntrusted_peers = [{}]\nrecord_route = {}\n",
             domains.join(", "),
+            self.trusted_peers.iter().map(|p| toml_str(p)).collect::<Vec<_>>().join(", "),
             self.record_route
         );
         let _ = writeln!(t, "[admin]\naddress = \"{}\"", self.admin_addr());

@@ -125,6 +125,14 @@ impl TlsClient {
     /// BYE along the route set (Record-Route reversed, RFC 3261 §12.1.2).
     pub async fn call(&mut self, uri: &str, timeout: Duration) -> std::io::Result<CallOutcome> {
         let invite = self.request("INVITE", uri);
+        self.call_with(invite, timeout).await
+    }
+
+    /// [`TlsClient::call`] with an INVITE of the caller's making (its own
+    /// From, extra headers); the in-dialog requests follow its dialog.
+    pub async fn call_with(&mut self, invite: SipMessage, timeout: Duration) -> std::io::Result<CallOutcome> {
+        let uri = invite.request_uri().unwrap_or_default().to_owned();
+        let uri = uri.as_str();
         let responses = self.transact(&invite, timeout).await?;
         let Some(last) = responses.last().cloned() else { return Err(std::io::Error::other("no response")) };
         if !last.status().is_some_and(|s| (200..300).contains(&s)) {

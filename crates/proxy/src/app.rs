@@ -14,15 +14,16 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, 
 use sip_message::Message;
 use tracing::{info, warn};
 
+use crate::caller::{CallerIdentity, CallerSource};
 use crate::core::validate::Rejection;
 use crate::core::{
-    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing,
-    StaticRouter, Target,
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, HeaderRewrite, NextHop, RouteDecision, RouteRequest, Router,
+    Routing, StaticRouter, Target,
 };
 use crate::exum::{
-    accept_from_provider, build_um_invite, classify_request, divert_reason, reason_label, CallOutcome, Classification,
-    DirectoryHandle, DiversionReason, HealthTable, ProviderAcceptance, Security, UmInviteContext, UmRoute, UmServer,
-    UmTarget, UmTemplates,
+    accept_from_provider, build_um_invite, classify_request, divert_reason, provider_caller, reason_label,
+    verification_marker, CallOutcome, Classification, DirectoryHandle, DiversionReason, HealthTable,
+    ProviderAcceptance, ProviderCaller, RingPlan, Security, UmInviteContext, UmRoute, UmServer, UmTarget, UmTemplates,
 };
 use crate::location::auth::gate::{AuthContext, AuthOutcome};
 use crate::location::auth::{ChallengeKind, DigestAuth};
@@ -233,7 +234,14 @@ pub struct ExumMetrics {
     routes: IntCounterVec,
     failures: IntCounterVec,
     diversion: HistogramVec,
+    provider_requests: IntCounterVec,
 }
+
+/// The `result` label of `umproxy_exum_provider_requests_total`: accepted
+/// as verified or unverified, or refused for a missing verification marker,
+/// a caller homed on premises, or a provider that shares no address space.
+const PROVIDER_RESULTS: [&str; 5] =
+    ["verified", "unverified", "refused_no_marker", "refused_impersonation", "refused_not_shared"];
 
 impl ExumMetrics {
     pub fn register(reg: &Registry) -> Result<ExumMetrics, prometheus::Error> {
@@ -253,9 +261,21 @@ impl ExumMetrics {
             .buckets(vec![0.01, 0.1, 1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 120.0]),
             &["mode", "reason"],
         )?;
+        let provider_requests = IntCounterVec::new(
+            Opts::new(
+                "umproxy_exum_provider_requests_total",
+                "Requests from hosting providers (mutual TLS), accepted by trust level or refused by reason",
+            ),
+            &["result"],
+        )?;
+        // Every series from the start: an alert on refusals needs its zero.
+        for result in PROVIDER_RESULTS {
+            provider_requests.with_label_values(&[result]);
+        }
         reg.register(Box::new(routes.clone()))?;
         reg.register(Box::new(failures.clone()))?;
         reg.register(Box::new(diversion.clone()))?;
+        reg.register(Box::new(provider_requests.clone()))?;
         // Zero series so that the families are in the first scrape.
         for mode in ["on_prem", "hosted"] {
             routes.with_label_values(&[mode, crate::exum::reason_label(None)]);
@@ -264,7 +284,7 @@ impl ExumMetrics {
                 failures.with_label_values(&[mode, f]);
             }
         }
-        Ok(ExumMetrics { routes, failures, diversion })
+        Ok(ExumMetrics { routes, failures, diversion, provider_requests })
     }
 }
 
@@ -381,13 +401,14 @@ struct VoiceMail {
     directory: Arc<crate::exum::Directory>,
     settings: Arc<ExumSettings>,
     metrics: ExumMetrics,
+    source: Arc<CallerSource>,
 }
 
 impl Fallback for VoiceMail {
     fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
         let call_id = original.call_id();
         if outcome.stage > 0 {
-            return um_failed(call_id, &self.target, outcome, &self.metrics);
+            return um_failed(call_id, &self.target, outcome, &self.metrics, &self.source);
         }
         let call = if outcome.no_answer {
             CallOutcome::NoAnswerTimeout
@@ -401,7 +422,7 @@ impl Fallback for VoiceMail {
             .diversion
             .with_label_values(&[self.target.mode(), reason_label(Some(reason))])
             .observe(outcome.elapsed.as_secs_f64());
-        divert(original, &self.target, Some(reason), &self.settings, &self.directory, &self.metrics)
+        divert(original, &self.target, Some(reason), &self.settings, &self.directory, &self.metrics, &self.source)
     }
 }
 
@@ -410,19 +431,29 @@ impl Fallback for VoiceMail {
 struct UmFailure {
     target: UmTarget,
     metrics: ExumMetrics,
+    source: Arc<CallerSource>,
 }
 
 impl Fallback for UmFailure {
     fn on_failure(&self, original: &Message, outcome: &ForkOutcome) -> FallbackAction {
-        um_failed(original.call_id(), &self.target, outcome, &self.metrics)
+        um_failed(original.call_id(), &self.target, outcome, &self.metrics, &self.source)
     }
 }
 
 /// Every UM attempt failed: a clean 480, a log line naming the call, the
 /// mailbox and the servers tried with their answers, and a metric.
-fn um_failed(call_id: &str, target: &UmTarget, outcome: &ForkOutcome, metrics: &ExumMetrics) -> FallbackAction {
+fn um_failed(
+    call_id: &str,
+    target: &UmTarget,
+    outcome: &ForkOutcome,
+    metrics: &ExumMetrics,
+    source: &CallerSource,
+) -> FallbackAction {
     warn!(
         call_id = %call_id.escape_default(),
+        source = %source.remote,
+        transport = %source.transport,
+        caller = %source.identity,
         mailbox = %target.mailbox.aor,
         mode = target.mode(),
         tried = %describe_target(target),
@@ -440,11 +471,15 @@ fn divert(
     settings: &ExumSettings,
     dir: &crate::exum::Directory,
     metrics: &ExumMetrics,
+    source: &Arc<CallerSource>,
 ) -> FallbackAction {
     match um_plan(original, target, reason, settings, dir) {
         Ok(mut plan) => {
             info!(
                 call_id = %original.call_id().escape_default(),
+                source = %source.remote,
+                transport = %source.transport,
+                caller = %source.identity,
                 mailbox = %target.mailbox.aor,
                 mode = target.mode(),
                 reason = reason_label(reason),
@@ -452,11 +487,12 @@ fn divert(
                 "ExUM: to voice mail"
             );
             metrics.routes.with_label_values(&[target.mode(), reason_label(reason)]).inc();
-            plan.fallback = Some(Arc::new(UmFailure { target: target.clone(), metrics: metrics.clone() }));
+            plan.fallback =
+                Some(Arc::new(UmFailure { target: target.clone(), metrics: metrics.clone(), source: source.clone() }));
             FallbackAction::Divert { plan, request: None }
         }
         Err(e) => {
-            warn!(call_id = %original.call_id().escape_default(), mailbox = %target.mailbox.aor, error = %e, "ExUM: cannot build the INVITE to UM");
+            warn!(call_id = %original.call_id().escape_default(), source = %source.remote, transport = %source.transport, caller = %source.identity, mailbox = %target.mailbox.aor, error = %e, "ExUM: cannot build the INVITE to UM");
             metrics.failures.with_label_values(&[target.mode(), "request"]).inc();
             FallbackAction::Reject(Rejection::new(480, "Temporarily Unavailable"))
         }
@@ -571,8 +607,9 @@ impl AppRouter {
         target: &UmTarget,
         reason: Option<DiversionReason>,
         dir: &crate::exum::Directory,
+        source: &Arc<CallerSource>,
     ) -> RouteDecision {
-        match divert(msg, target, reason, &self.settings, dir, &self.metrics) {
+        match divert(msg, target, reason, &self.settings, dir, &self.metrics, source) {
             FallbackAction::Divert { plan, .. } => RouteDecision::Forward(plan),
             FallbackAction::Reject(r) => RouteDecision::Reject(r),
             FallbackAction::Respond => RouteDecision::Reject(Rejection::new(480, "Temporarily Unavailable")),
@@ -585,10 +622,10 @@ impl AppRouter {
         &self,
         msg: &Message,
         aor: &str,
-        ring_time: Option<Duration>,
-        escape: Option<Duration>,
+        ring: RingPlan,
         voicemail: Option<UmTarget>,
         dir: Arc<crate::exum::Directory>,
+        source: Arc<CallerSource>,
     ) -> Routing {
         let fallback: Option<Arc<dyn Fallback>> = voicemail.map(|target| {
             Arc::new(VoiceMail {
@@ -596,9 +633,10 @@ impl AppRouter {
                 directory: dir,
                 settings: self.settings.clone(),
                 metrics: self.metrics.clone(),
+                source,
             }) as Arc<dyn Fallback>
         });
-        let ring_timeout = fallback.as_ref().map(|_| ring_time.unwrap_or(self.settings.ring_time));
+        let ring_timeout = fallback.as_ref().map(|_| ring.ring_time.unwrap_or(self.settings.ring_time));
         let Some(locations) = self.locations.clone() else {
             // No location service: the user cannot be reached, only voice mail.
             return Routing::Ready(RouteDecision::Forward(ForkPlan { fallback, ..ForkPlan::default() }));
@@ -608,7 +646,7 @@ impl AppRouter {
         Routing::Pending(Box::pin(async move {
             match locations.lookup(aor).await {
                 Ok(contacts) => RouteDecision::Forward(ForkPlan {
-                    groups: fork_groups(contacts, escape),
+                    groups: fork_groups(contacts, ring.escape),
                     ring_timeout,
                     fallback,
                     ..ForkPlan::default()
@@ -635,42 +673,96 @@ impl Router for AppRouter {
                 _ => return self.statics.route(req),
             }
         }
-        // Requests from users of a served domain prove who they are, unless
-        // they come from a trusted peer (an SBC that authenticated them).
-        let from_host = req.msg.from().uri.host().to_ascii_lowercase();
-        let trusted = self.statics.is_trusted(req.source.remote.ip());
-        let mut authenticated = false;
-        if self.auth.is_some() && self.is_local_domain(&from_host) && !trusted {
-            match self.authenticate(req, ChallengeKind::Proxy, &from_host) {
-                Ok(user) => authenticated = user.is_some(),
-                Err(answer) => return Routing::Ready(answer),
+        let dir = self.directory.as_ref().map(|h| h.snapshot());
+        let source = match self.identify(req, dir.as_deref()) {
+            Ok(source) => Arc::new(source),
+            Err(refusal) => return Routing::Ready(refusal),
+        };
+        // The verification marker is ours to write: set from the provider's
+        // trust on what a provider sends, removed from everything else.
+        let marker = match &source.identity {
+            CallerIdentity::Provider { is_verified, .. } => Some(verification_marker(*is_verified).to_owned()),
+            _ => None,
+        };
+        let rewrite = Arc::new(HeaderRewrite { name: self.settings.verification_header.clone(), value: marker });
+        with_rewrite(self.route_from(req, dir, source), rewrite)
+    }
+}
+
+impl AppRouter {
+    /// Who sent `req` (see [`CallerSource`]), in this order:
+    /// 1. a hosting provider, by the certificate of its mutual-TLS
+    ///    connection, before any digest check: its users are not ours to
+    ///    challenge. It is refused (403, counted) without the verification
+    ///    marker its level requires, or when its From is a user it may not
+    ///    speak for ([`provider_caller`]);
+    /// 2. a trusted peer (an SBC that authenticated its users);
+    /// 3. a user of a served domain, who must answer the digest challenge.
+    fn identify(
+        &self,
+        req: &RouteRequest<'_>,
+        dir: Option<&crate::exum::Directory>,
+    ) -> Result<CallerSource, RouteDecision> {
+        let mut source = CallerSource::of(req.source);
+        let msg = req.msg;
+        let call_id = msg.call_id();
+        if let (Some(dir), Some(tls)) = (dir, req.tls) {
+            let names: Vec<&str> = tls.names.iter().map(String::as_str).collect();
+            let forbidden = || RouteDecision::Reject(Rejection::new(403, "Forbidden"));
+            match accept_from_provider(dir, &names, msg, &self.settings.verification_header) {
+                ProviderAcceptance::NotAProvider => {}
+                ProviderAcceptance::Reject { provider } => {
+                    warn!(call_id = %call_id.escape_default(), source = %source.remote, transport = %source.transport, provider = %provider, "ExUM: request from a hosting provider without its verification marker refused");
+                    self.metrics.provider_requests.with_label_values(&["refused_no_marker"]).inc();
+                    return Err(forbidden());
+                }
+                ProviderAcceptance::Accept { provider, is_verified } => {
+                    let verdict = dir.provider(&provider).map(|p| provider_caller(dir, p, &msg.from().uri));
+                    let refusal = verdict.map_or(Some("refused_impersonation"), ProviderCaller::refusal_label);
+                    if let Some(label) = refusal {
+                        warn!(call_id = %call_id.escape_default(), source = %source.remote, transport = %source.transport, provider = %provider, from = %msg.from().uri.as_str().escape_default(), verdict = label, "ExUM: a hosting provider may not speak for this caller; refused");
+                        self.metrics.provider_requests.with_label_values(&[label]).inc();
+                        return Err(forbidden());
+                    }
+                    let label = if is_verified { "verified" } else { "unverified" };
+                    self.metrics.provider_requests.with_label_values(&[label]).inc();
+                    source.identity = CallerIdentity::Provider { identity: provider, is_verified };
+                    return Ok(source);
+                }
             }
         }
+        if self.statics.is_trusted(req.source.remote.ip()) {
+            source.identity = CallerIdentity::TrustedPeer;
+            return Ok(source);
+        }
+        // Requests from users of a served domain prove who they are.
+        let from_host = msg.from().uri.host().to_ascii_lowercase();
+        if self.auth.is_some() && self.is_local_domain(&from_host) {
+            if let Some(user) = self.authenticate(req, ChallengeKind::Proxy, &from_host)? {
+                source.identity = CallerIdentity::User(format!("{user}@{from_host}"));
+            }
+        }
+        Ok(source)
+    }
+
+    /// Route a request whose caller is known.
+    fn route_from(
+        &self,
+        req: &RouteRequest<'_>,
+        dir: Option<Arc<crate::exum::Directory>>,
+        source: Arc<CallerSource>,
+    ) -> Routing {
         // Not an open relay: only trusted peers and authenticated local
         // users may reach foreign domains (and routes to them).
-        let may_relay = trusted || authenticated;
-        let Some(handle) = &self.directory else { return Routing::Ready(self.statics.decide_for(req, may_relay)) };
-        let dir = handle.snapshot();
+        let may_relay = source.identity.may_relay();
+        let Some(dir) = dir else { return Routing::Ready(self.statics.decide_for(req, may_relay)) };
         let msg = req.msg;
         let from = msg.from();
         let caller_aor = match (from.uri.user(), from.uri.host()) {
             (Some(u), h) if !h.is_empty() => Some(format!("{u}@{h}")),
             _ => None,
         };
-        // Requests from hosting providers are recognised by the verified
-        // names of their client certificate (mutual TLS), never by what the
-        // request says; a provider whose level requires the verification
-        // marker is refused without it (EXUM.md behaviour 11).
-        let names: Vec<&str> = req.tls.map(|t| t.names.iter().map(String::as_str).collect()).unwrap_or_default();
-        let from_provider = match accept_from_provider(&dir, &names, msg, &self.settings.verification_header) {
-            ProviderAcceptance::NotAProvider => None,
-            ProviderAcceptance::Accept { provider, .. } => Some(provider),
-            ProviderAcceptance::Reject { provider } => {
-                warn!(call_id = %msg.call_id().escape_default(), provider = %provider, "request from a hosting provider without its verification marker");
-                return Routing::Ready(RouteDecision::Reject(Rejection::new(403, "Forbidden")));
-            }
-        };
-        let class = classify_request(&dir, msg, caller_aor.as_deref(), from_provider.as_deref());
+        let class = classify_request(&dir, msg, caller_aor.as_deref(), source.identity.provider());
         match class {
             Classification::NotOurs => Routing::Ready(self.statics.decide_for(req, may_relay)),
             Classification::NotFound => self.registered_only(msg),
@@ -678,7 +770,7 @@ impl Router for AppRouter {
                 Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found")))
             }
             Classification::LocalUser { aor, ring, voicemail } => {
-                self.ring(msg, &aor, ring.ring_time, ring.escape, voicemail, dir.clone())
+                self.ring(msg, &aor, ring, voicemail, dir.clone(), source)
             }
             Classification::ToProvider { provider } => {
                 let Some(p) = dir.provider(&provider) else {
@@ -693,11 +785,25 @@ impl Router for AppRouter {
             other => match other.immediate_target() {
                 Some(target) => {
                     let reason = other.immediate_reason();
-                    Routing::Ready(self.immediate(msg, target, reason, &dir))
+                    Routing::Ready(self.immediate(msg, target, reason, &dir, &source))
                 }
                 None => Routing::Ready(RouteDecision::Reject(Rejection::new(404, "Not Found"))),
             },
         }
+    }
+}
+
+/// `routing` with `rewrite` on its fork plan, now or when it is decided.
+fn with_rewrite(routing: Routing, rewrite: Arc<HeaderRewrite>) -> Routing {
+    fn mark(decision: RouteDecision, rewrite: Arc<HeaderRewrite>) -> RouteDecision {
+        match decision {
+            RouteDecision::Forward(plan) => RouteDecision::Forward(ForkPlan { rewrite: Some(rewrite), ..plan }),
+            other => other,
+        }
+    }
+    match routing {
+        Routing::Ready(d) => Routing::Ready(mark(d, rewrite)),
+        Routing::Pending(fut) => Routing::Pending(Box::pin(async move { mark(fut.await, rewrite) })),
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod caller;
 pub mod config;
 pub mod core;
 pub mod ctl;

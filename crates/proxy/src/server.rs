@@ -553,12 +553,12 @@ fn build_auth_quiet(
 
 /// Lapsed bindings are swept every 30 s (lookups already skip them; this
 /// frees their space).
-fn spawn_expiry(store: Arc<dyn crate::location::store::LocationStore>) {
+fn spawn_expiry(registrar: Arc<Registrar>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tick.tick().await;
-            if let Err(e) = store.expire(std::time::SystemTime::now()).await {
+            if let Err(e) = registrar.expire(std::time::SystemTime::now()).await {
                 warn!(error = %e, "expiring registrations failed");
             }
         }
@@ -882,6 +882,12 @@ impl Server {
             max_dialogs: config.limits.max_dialogs,
             dialog_idle: Duration::from_secs(config.limits.dialog_idle_timeout_s),
             drain: drain.clone(),
+            sources: crate::core::admission::SourceLimits {
+                rate: config.limits.source_rate,
+                burst: config.limits.source_burst,
+                exempt: config.proxy.trusted_peers.clone(),
+                ..crate::core::admission::SourceLimits::default()
+            },
             ..CoreConfig::default()
         };
         let core = Core::new(core_cfg, metrics.clone());
@@ -924,7 +930,7 @@ impl Server {
             app = app.with_auth(Arc::new(auth));
         }
         let router: Arc<dyn Router> = Arc::new(app);
-        spawn_expiry(registrar.store().clone());
+        spawn_expiry(registrar.clone());
         let locations = registrar.store().clone();
         let hub = TransportHub::start(
             specs,

@@ -420,6 +420,12 @@ pub struct LimitsConfig {
     /// A tracked call with no request for this long is forgotten, seconds
     /// (21 600: its BYE went another way or never came).
     pub dialog_idle_timeout_s: u64,
+    /// New requests (out of dialog) one source address may send per
+    /// second, sustained (200; 0 = no per-source limit). Trusted peers and
+    /// mutual-TLS peers are exempt.
+    pub source_rate: u32,
+    /// New requests one source may send at once above its rate (400).
+    pub source_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -438,6 +444,8 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_connections_per_ip: 100,
             idle_timeout_s: 300,
+            source_rate: crate::core::admission::DEFAULT_RATE,
+            source_burst: crate::core::admission::DEFAULT_BURST,
         }
     }
 }

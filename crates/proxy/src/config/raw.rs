@@ -752,6 +752,9 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
     if l.idle_timeout_s == 0 {
         return Err(cx.err("limits.idle_timeout_s", "must be at least 1"));
     }
+    if l.source_rate > 0 && l.source_burst == 0 {
+        return Err(cx.err("limits.source_burst", "must be at least 1 while source_rate limits sources"));
+    }
     Ok(l)
 }
 

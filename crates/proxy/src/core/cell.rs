@@ -124,6 +124,12 @@ impl ShardCell {
     /// deadline armed.
     fn work(&self, mut guard: MutexGuard<'_, Option<Running>>, timers: bool) -> (bool, Option<Instant>) {
         let Some(run) = guard.as_mut() else { return (false, None) };
+        // The shard's work is its own, whichever task happens to run it (a
+        // connection's, which may then handle other connections' messages
+        // queued meanwhile): a root span, so that no connection span of the
+        // running task is put on the shard's lines.
+        let span = tracing::debug_span!(parent: None, "shard");
+        let _entered = span.enter();
         let now = clock_now();
         if timers {
             run.shard.handle_timeout(now);

@@ -7,6 +7,7 @@
 //! handled by one shard, in arrival order; a shard runs in the task that
 //! delivers to it ([`cell`]), with one timer task each.
 
+pub mod admission;
 pub mod branch;
 pub mod cell;
 pub mod response;
@@ -25,12 +26,15 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{DropReason, Metrics};
 use crate::transport::{Destination, Dispatch, Inbound, Overloaded, SendFailure, SendToken};
+use admission::Admission;
 use cell::ShardCell;
 pub use router::{
-    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing,
-    StaticRouter, Target,
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, HeaderRewrite, NextHop, RouteDecision, RouteRequest, Router,
+    Routing, StaticRouter, Target,
 };
+use shard::clock_now;
 pub use shard::{Resolve, Resolving, ShardInput, Wire};
+use tracing::warn;
 
 /// Settings of the core.
 #[derive(Debug, Clone)]
@@ -61,6 +65,8 @@ pub struct CoreConfig {
     pub dialog_idle: Duration,
     /// Set at shutdown: new dialogs are refused with 503.
     pub drain: DrainGate,
+    /// Per-source limit on new requests (`[limits] source_rate`).
+    pub sources: admission::SourceLimits,
 }
 
 /// The shutdown switch the shards read: once set, requests that would
@@ -108,6 +114,7 @@ impl Default for CoreConfig {
             max_dialogs: 100_000,
             dialog_idle: Duration::from_secs(6 * 3600),
             drain: DrainGate::default(),
+            sources: admission::SourceLimits::default(),
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct CoreDispatch {
     /// be able to aim every call at one shard.
     hasher: RandomState,
     metrics: Arc<Metrics>,
+    /// Per-source admission of new requests (None: no limit).
+    sources: Option<admission::SourceLimiter>,
 }
 
 impl CoreDispatch {
@@ -136,14 +145,35 @@ impl Dispatch for CoreDispatch {
     fn deliver(&self, inbound: Inbound) -> Result<(), Overloaded> {
         let idx = self.shard_for(inbound.msg.call_id());
         let Some(cell) = self.cells.get(idx) else { return Err(Overloaded) };
-        let is_request = inbound.msg.is_request() && inbound.msg.method() != Some(Method::Ack);
+        // What starts something new: a request out of any dialog, other than
+        // ACK and CANCEL (which belong to an INVITE). Requests within
+        // dialogs (BYE, re-INVITE), ACK, CANCEL and responses belong to
+        // calls in progress.
+        let msg = &inbound.msg;
+        let is_new =
+            msg.is_request() && !matches!(msg.method(), Some(Method::Ack | Method::Cancel)) && msg.to_tag().is_none();
+        if is_new {
+            if let Some(limiter) = &self.sources {
+                let verified = inbound.tls.as_ref().is_some_and(|t| !t.names.is_empty());
+                if !verified {
+                    if let Admission::Drop { log } = limiter.admit(inbound.peer.remote.ip(), clock_now()) {
+                        self.metrics.dropped(DropReason::RateLimited);
+                        if log {
+                            warn!(source = %inbound.peer.remote.ip(), transport = %inbound.peer.transport, rate = limiter.rate(), "source over its request rate: new requests dropped until it slows down");
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        }
         let queued = cell.queued();
-        if queued >= self.depth || (is_request && queued + self.reserve >= self.depth) {
-            // Overloaded: new work is refused early, while the headroom
-            // left lets calls in progress finish. A response or ACK has
-            // nobody to answer; the peer's retransmission comes back later.
+        if queued >= self.depth || (is_new && queued + self.reserve >= self.depth) {
+            // Overloaded: new work is refused early (503), while the
+            // headroom left lets calls in progress finish. A response, ACK
+            // or in-dialog request dropped here comes back as the peer's
+            // retransmission.
             self.metrics.dropped(DropReason::Overload);
-            return if is_request { Err(Overloaded) } else { Ok(()) };
+            return if is_new { Err(Overloaded) } else { Ok(()) };
         }
         cell.push(ShardInput::Inbound(inbound));
         cell.drain();
@@ -234,6 +264,7 @@ impl Core {
             reserve: depth / 4,
             hasher: RandomState::new(),
             metrics: metrics.clone(),
+            sources: admission::SourceLimiter::new(cfg.sources.clone(), clock_now()),
         });
         Core { dispatch, cfg: Arc::new(cfg), metrics }
     }

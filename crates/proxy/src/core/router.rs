@@ -88,6 +88,20 @@ pub struct ForkPlan {
     /// Asked when the fork ends without a 2xx and the caller did not
     /// cancel: it may divert the call to new targets.
     pub fallback: Option<Arc<dyn Fallback>>,
+    /// A header set on every branch of this request, a fallback's divert
+    /// included (a later plan without one keeps it).
+    pub rewrite: Option<Arc<HeaderRewrite>>,
+}
+
+/// A header the proxy owns on the requests it forwards: every value the
+/// request carries is removed, so that no caller can forge it, and `value`
+/// (when given) is written instead. E.g. a hosting provider's verification
+/// marker, set from the provider's trust level and removed from every
+/// other request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRewrite {
+    pub name: String,
+    pub value: Option<String>,
 }
 
 impl std::fmt::Debug for ForkPlan {
@@ -98,6 +112,7 @@ impl std::fmt::Debug for ForkPlan {
             .field("attempt_timeout", &self.attempt_timeout)
             .field("follow_redirects", &self.follow_redirects)
             .field("fallback", &self.fallback.is_some())
+            .field("rewrite", &self.rewrite)
             .finish()
     }
 }

@@ -28,7 +28,8 @@ use super::cell::{post_back, PostBack};
 use super::response::{upstream_code, BestResponse, Final};
 use super::route::{self, RouteEdits};
 use super::router::{
-    Fallback, FallbackAction, ForkOutcome, ForkPlan, NextHop, RouteDecision, RouteRequest, Router, Routing, Target,
+    Fallback, FallbackAction, ForkOutcome, ForkPlan, HeaderRewrite, NextHop, RouteDecision, RouteRequest, Router,
+    Routing, Target,
 };
 use super::validate::{validate_request_with, Rejection};
 use super::CoreConfig;
@@ -196,6 +197,8 @@ struct ProxyTx {
     stage: u8,
     /// Final codes of the branches, for the fallback.
     codes: Vec<u16>,
+    /// A header the router owns on every branch (see [`HeaderRewrite`]).
+    rewrite: Option<Arc<HeaderRewrite>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -728,6 +731,7 @@ impl Shard {
             fallback: None,
             stage: 0,
             codes: Vec::new(),
+            rewrite: None,
         };
         // §16.6 step 6–7: a remaining Route decides the next hop; an
         // in-dialog request without one goes to its Request-URI, unless that
@@ -803,6 +807,9 @@ impl Shard {
         ctx.no_answer = false;
         if plan.fallback.is_some() {
             ctx.fallback = plan.fallback;
+        }
+        if plan.rewrite.is_some() {
+            ctx.rewrite = plan.rewrite;
         }
         if let Some(old) = ctx.ring_timer.take() {
             self.timers.remove(&old);
@@ -1531,6 +1538,12 @@ fn build_forward(
     }
     if ctx.strip_proxy_auth {
         ed = ed.remove_header(HeaderName::ProxyAuthorization);
+    }
+    if let Some(rw) = &ctx.rewrite {
+        ed = ed.remove_header_named(&rw.name);
+        if let Some(v) = &rw.value {
+            ed = ed.add_header(&rw.name, v);
+        }
     }
     // Step 3.
     ed = match msg.max_forwards() {

@@ -3,8 +3,8 @@
 //! parsed request.
 
 use crate::exum::directory::{aor_key, Directory, Entry};
-use crate::exum::model::{Home, Mailbox, UmRoute, UmTarget, User, VerificationLevel};
-use sip_message::{Message, Scheme};
+use crate::exum::model::{Home, Mailbox, Provider, UmRoute, UmTarget, User, VerificationLevel};
+use sip_message::{Message, Scheme, Uri};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -349,6 +349,87 @@ pub fn accept_from_provider(
                 ProviderAcceptance::Accept { provider, is_verified }
             }
         },
+    }
+}
+
+/// Whether a hosting provider may speak for the caller its request names
+/// in From (split domain, EXUM.md behaviour 11): a provider sends its own
+/// users of the shared domain, never the users homed on premises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderCaller {
+    /// From a domain (or number) that is not ours: a caller the provider
+    /// relays. It may reach our users, never be relayed further.
+    Foreign,
+    /// A user of the shared address space the provider may send: unknown
+    /// here (so homed there), or homed at this very provider; or a contact
+    /// whose voice mail the provider hosts.
+    HomedThere,
+    /// The provider does not share the address space
+    /// (`enabled_shared_address_space = false`): none of our users are its.
+    NotShared,
+    /// A user or contact homed on premises (or at another provider): the
+    /// provider may not claim it.
+    Impersonation,
+}
+
+impl ProviderCaller {
+    /// The bounded label of `umproxy_exum_provider_requests_total` for a refusal.
+    pub fn refusal_label(self) -> Option<&'static str> {
+        match self {
+            ProviderCaller::Foreign | ProviderCaller::HomedThere => None,
+            ProviderCaller::NotShared => Some("refused_not_shared"),
+            ProviderCaller::Impersonation => Some("refused_impersonation"),
+        }
+    }
+}
+
+/// Judge the From of a request that arrived from `provider` (see
+/// [`ProviderCaller`]). The caller is looked up as a Request-URI is: a
+/// `tel:` number or a number in the user part by number, else by address.
+pub fn provider_caller(dir: &Directory, provider: &Provider, from: &Uri<'_>) -> ProviderCaller {
+    let by_number = || from.user().and_then(normalize_number).and_then(|n| dir.entry_by_number(&n));
+    let entry = match from.scheme {
+        Scheme::Tel => match by_number() {
+            Some(e) => Some(e),
+            // A telephone number we do not know is nobody of ours.
+            None => return ProviderCaller::Foreign,
+        },
+        Scheme::Sip | Scheme::Sips if dir.is_local_domain(from.host()) => {
+            by_number().or_else(|| dir.entry_by_aor(from.user().unwrap_or_default(), from.host()))
+        }
+        _ => return ProviderCaller::Foreign,
+    };
+    if !provider.enabled_shared_address_space {
+        return ProviderCaller::NotShared;
+    }
+    let is_theirs = match entry {
+        None => true,
+        Some(Entry::User(i)) => {
+            dir.user_at(i).is_some_and(|u| matches!(&u.home, Home::Provider(p) if *p == provider.identity))
+        }
+        Some(Entry::Contact(i)) => dir
+            .contact_at(i)
+            .is_some_and(|c| matches!(&c.target.route, UmRoute::Hosted { provider: p, .. } if *p == provider.identity)),
+    };
+    if is_theirs {
+        ProviderCaller::HomedThere
+    } else {
+        ProviderCaller::Impersonation
+    }
+}
+
+/// The value umproxy writes in `[exum] verification_header` on every
+/// request it forwards from a hosting provider, so that the users and UM
+/// servers on premises see how far it is trusted (Lync's Access Edge
+/// stamps federated traffic the same way): `verified` when the provider's
+/// `verification_level` is `always_verifiable`, or `use_source_verification`
+/// and the provider said so; `unverified` otherwise. Requests from anyone
+/// else have the header removed, so it cannot be forged.
+pub fn verification_marker(is_verified: bool) -> &'static str {
+    if is_verified {
+        "ms-source-type=HostingProvider;ms-source-network=federation;ms-source-verified-user=verified"
+    } else {
+        "ms-source-type=HostingProvider;ms-source-network=federation;ms-source-verified-user=unverified"
     }
 }
 

@@ -198,6 +198,23 @@ fn is_fqdn(s: &str) -> bool {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
+/// The identity of a hosted voice-mail policy granted to a user.
+/// `Grant-CsHostedVoicemailPolicy -PolicyName tenant-a` names the tag policy
+/// by its bare name; its identity is `tag:tenant-a`. Both spellings are
+/// taken and mean the same policy. Global and site policies apply by scope
+/// and are never granted.
+fn granted_policy(name: &str) -> Result<String, String> {
+    let tag = match name.split_once(':') {
+        None => name,
+        Some((scope, tag)) if scope.eq_ignore_ascii_case("tag") => tag,
+        Some(_) => return Err(format!("{name:?}: only a tag policy is granted (\"<name>\" or \"tag:<name>\")")),
+    };
+    if tag.is_empty() || tag.contains(':') || name.eq_ignore_ascii_case("global") {
+        return Err(format!("{name:?}: only a tag policy is granted (\"<name>\" or \"tag:<name>\")"));
+    }
+    Ok(format!("tag:{tag}"))
+}
+
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -473,28 +490,29 @@ impl Builder {
                 other => self.problem(&object, "voicemail_settings", format!("unknown value {other:?}")),
             }
         }
-        if let Some(tag) = &u.hosted_voicemail_policy {
-            if !tag.starts_with("tag:") {
-                self.problem(
-                    &object,
-                    "hosted_voicemail_policy",
-                    format!("{tag:?}: only a tag:<name> policy is granted"),
-                );
-            } else if dir.policy(tag).is_none() {
+        let granted = match u.hosted_voicemail_policy.as_deref().map(granted_policy) {
+            None => None,
+            Some(Ok(tag)) => Some(tag),
+            Some(Err(problem)) => {
+                self.problem(&object, "hosted_voicemail_policy", problem);
+                None
+            }
+        };
+        if let Some(tag) = &granted {
+            if dir.policy(tag).is_none() {
                 self.problem(&object, "hosted_voicemail_policy", format!("no policy {tag:?}"));
             }
         }
         // Policy precedence user > site > global (EXUM.md behaviour 2).
         let site_policy = u.site.as_ref().map(|s| format!("site:{s}")).filter(|id| dir.policy(id).is_some());
-        let applicable = u
-            .hosted_voicemail_policy
+        let applicable = granted
             .clone()
             .filter(|t| dir.policy(t).is_some())
             .or(site_policy)
             .or_else(|| dir.policy("global").map(|p| p.identity.clone()));
         let effective_policy = if is_hosted_voicemail {
             match &applicable {
-                None if u.hosted_voicemail_policy.is_none() => {
+                None if granted.is_none() => {
                     self.problem(&object, "voicemail_settings", "hosted voice mail is enabled but no hosted_voicemail_policy applies (no tag, no site policy, no global)");
                     None
                 }
@@ -600,7 +618,14 @@ impl Builder {
             None => {}
         }
         let Some((number, _)) = self.line_uri(&object, &c.line_uri) else { return };
-        let route = match (&c.hosted_voicemail_policy, &c.um_dial_plan) {
+        // A contact names its policy as a user is granted one (a bare name
+        // is the tag policy), or by a scope identity ("global", "site:…").
+        let policy = c.hosted_voicemail_policy.as_deref().map(|p| match p {
+            "global" => p.to_owned(),
+            _ if p.starts_with("site:") => p.to_owned(),
+            _ => granted_policy(p).unwrap_or_else(|_| p.to_owned()),
+        });
+        let route = match (&policy, &c.um_dial_plan) {
             (Some(_), Some(_)) => {
                 self.problem(&object, "um_dial_plan", "set either hosted_voicemail_policy or um_dial_plan, not both");
                 None

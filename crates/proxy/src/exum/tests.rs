@@ -2,8 +2,8 @@
 //! proxy must implement" list (`b1_…` = behaviour 1).
 
 use crate::exum::decision::{
-    accept_from_provider, classify_request, divert_reason, voicemail_target, CallOutcome, Classification,
-    DiversionReason, ProviderAcceptance,
+    accept_from_provider, classify_request, divert_reason, provider_caller, voicemail_target, CallOutcome,
+    Classification, DiversionReason, ProviderAcceptance, ProviderCaller,
 };
 use crate::exum::directory::{Directory, DirectoryHandle, LoadOptions};
 use crate::exum::error::{DirectoryError, UmRequestError};
@@ -139,6 +139,35 @@ fn b2_policy_resolution_user_then_site_then_global() {
         }
         UmRoute::OnPrem { .. } => panic!("carol is hosted"),
     }
+}
+
+#[test]
+fn b2_granted_policy_by_its_bare_name_is_the_tag_policy() {
+    // Grant-CsHostedVoicemailPolicy -PolicyName tenant-a: the bare name and
+    // the identity tag:tenant-a are one policy, for users and contacts alike.
+    let bare = VALID.replace(r#"hosted_voicemail_policy = "tag:tenant-a""#, r#"hosted_voicemail_policy = "tenant-a""#);
+    assert_ne!(bare, VALID, "the fixture grants tag:tenant-a");
+    let d = match Directory::from_toml(&bare, "directory.toml", &opts()) {
+        Ok(d) => d,
+        Err(e) => panic!("bare policy name rejected:\n{e}"),
+    };
+    assert_eq!(target_of(&d, "bob"), target_of(&dir(), "bob"));
+    assert_eq!(hosted_policy(&target_of(&d, "bob")), "tag:tenant-a");
+    let aa = |d: &Directory| {
+        let c = classify_request(d, &invite("sip:aa-main@contoso.test", "sip:x@example.net", ""), None, None);
+        match c {
+            Classification::Contact { target, .. } => target,
+            other => panic!("expected the contact, got {other:?}"),
+        }
+    };
+    assert_eq!(aa(&d), aa(&dir()));
+    // A scope identity is not granted; an unknown name names its tag.
+    let global =
+        VALID.replace(r#"hosted_voicemail_policy = "tag:tenant-a""#, r#"hosted_voicemail_policy = "site:paris""#);
+    assert!(errors(&global, &opts()).iter().any(|e| e.contains("only a tag policy is granted")));
+    let unknown =
+        VALID.replace(r#"hosted_voicemail_policy = "tag:tenant-a""#, r#"hosted_voicemail_policy = "tenant-z""#);
+    assert!(errors(&unknown, &opts()).iter().any(|e| e.ends_with(r#"no policy "tag:tenant-z""#)));
 }
 
 #[test]
@@ -646,6 +675,45 @@ fn b11_provider_acceptance_by_tls_name_level_and_marker_header() {
         accept_from_provider(&d2, &["sipfed.online.example.net"], &plain, marker),
         ProviderAcceptance::NotAProvider
     );
+}
+
+#[test]
+fn b11_a_provider_speaks_only_for_users_it_may_have() {
+    let d = dir();
+    let provider = |id: &str| match d.provider(id) {
+        Some(p) => p.clone(),
+        None => panic!("no provider {id}"),
+    };
+    let sfb = provider("sfb-online");
+    let caller = |p: &crate::exum::model::Provider, from: &str| {
+        let m = invite("sip:alice@contoso.test", from, "");
+        provider_caller(&d, p, &m.from().uri)
+    };
+    // Unknown here, or homed at this provider: the provider's own.
+    assert_eq!(caller(&sfb, "sip:online-user@contoso.test"), ProviderCaller::HomedThere);
+    assert_eq!(caller(&sfb, "sip:heidi@contoso.test"), ProviderCaller::HomedThere);
+    assert_eq!(caller(&sfb, "sip:HEIDI@Contoso.Test"), ProviderCaller::HomedThere);
+    // Homed on premises, by address or by number; a contact not hosted there.
+    assert_eq!(caller(&sfb, "sip:alice@contoso.test"), ProviderCaller::Impersonation);
+    assert_eq!(caller(&sfb, "tel:+15550100"), ProviderCaller::Impersonation);
+    assert_eq!(caller(&sfb, "sip:+15550100@contoso.test"), ProviderCaller::Impersonation);
+    assert_eq!(caller(&sfb, "sip:sa-redmond@contoso.test"), ProviderCaller::Impersonation);
+    // heidi is sfb-online's, not Exchange Online's; the auto attendant's
+    // voice mail is Exchange Online's.
+    let exo = provider("exchange-online");
+    assert_eq!(caller(&exo, "sip:heidi@contoso.test"), ProviderCaller::Impersonation);
+    assert_eq!(caller(&exo, "sip:aa-main@contoso.test"), ProviderCaller::HomedThere);
+    // Not ours at all: a caller the provider relays.
+    assert_eq!(caller(&sfb, "sip:carl@example.net"), ProviderCaller::Foreign);
+    assert_eq!(caller(&sfb, "tel:+4930123456"), ProviderCaller::Foreign);
+    // Without a shared address space, none of the domain's users are its.
+    let mut partner = sfb.clone();
+    partner.enabled_shared_address_space = false;
+    assert_eq!(caller(&partner, "sip:online-user@contoso.test"), ProviderCaller::NotShared);
+    assert_eq!(caller(&partner, "sip:heidi@contoso.test"), ProviderCaller::NotShared);
+    assert_eq!(caller(&partner, "sip:carl@example.net"), ProviderCaller::Foreign);
+    assert_eq!(ProviderCaller::Impersonation.refusal_label(), Some("refused_impersonation"));
+    assert_eq!(ProviderCaller::HomedThere.refusal_label(), None);
 }
 
 // -- behaviour 12: shared domain ----------------------------------------------

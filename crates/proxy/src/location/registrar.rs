@@ -660,7 +660,25 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(store: Arc<dyn LocationStore>, cfg: RegistrarConfig, metrics: Option<Arc<LocationMetrics>>) -> Self {
-        Registrar { store, cfg: Arc::new(cfg), metrics }
+        let registrar = Registrar { store, cfg: Arc::new(cfg), metrics };
+        // What the store restored at start is counted before any REGISTER.
+        registrar.update_gauges();
+        registrar
+    }
+
+    /// `registrations_active` from the store's own count.
+    fn update_gauges(&self) {
+        if let (Some(m), Some(n)) = (&self.metrics, self.store.binding_count()) {
+            m.registrations_active.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Drop the bindings lapsed at `now` (lookups already skip them; this
+    /// frees their space) and count what is left.
+    pub async fn expire(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let dropped = self.store.expire(now).await;
+        self.update_gauges();
+        dropped
     }
 
     pub fn config(&self) -> &RegistrarConfig {
@@ -679,10 +697,8 @@ impl Registrar {
             if outcome.store_error.is_some() {
                 m.store_errors_total.with_label_values(&[self.store.name()]).inc();
             }
-            if let Some(n) = self.store.binding_count() {
-                m.registrations_active.set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
         }
+        self.update_gauges();
         outcome
     }
 

@@ -99,11 +99,12 @@ pub(crate) async fn accept_loop(
                         drive(shared, stream, slot, rx, peer, Some(id)).await;
                     }
                     Ok(Err(e)) => {
-                        handshake_failed(&shared, Direction::Inbound, handshake_failure_reason(&e), &e);
+                        let failure = HandshakeFailure::of(&e);
+                        handshake_failed(&shared, Direction::Inbound, remote, None, &failure);
                         fail_queue(&shared, slot, rx, SendFailure::Closed);
                     }
                     Err(_) => {
-                        handshake_failed(&shared, Direction::Inbound, "timeout", &"timed out");
+                        handshake_failed(&shared, Direction::Inbound, remote, None, &HandshakeFailure::timeout());
                         fail_queue(&shared, slot, rx, SendFailure::Closed);
                     }
                 }
@@ -113,11 +114,36 @@ pub(crate) async fn accept_loop(
     }
 }
 
-fn handshake_failed(shared: &Shared, dir: Direction, reason: &'static str, e: &dyn std::fmt::Display) {
-    shared.metrics.tls_handshake_failures.with_label_values(&[dir.as_str(), reason]).inc();
-    // A peer fault: warn, bounded reason first (the error text is rustls's,
-    // not the peer's).
-    warn!(direction = dir.as_str(), reason, error = %e, "TLS handshake failed");
+/// Why a TLS handshake failed: a bounded reason for the metric and
+/// rustls's (or the socket's) error text for the operator.
+struct HandshakeFailure {
+    reason: &'static str,
+    error: String,
+}
+
+impl HandshakeFailure {
+    fn of(e: &io::Error) -> HandshakeFailure {
+        HandshakeFailure { reason: handshake_failure_reason(e), error: e.to_string() }
+    }
+    fn timeout() -> HandshakeFailure {
+        HandshakeFailure { reason: "timeout", error: "timed out".to_owned() }
+    }
+}
+
+/// Count and log a failed handshake with the peer's address and, outbound,
+/// the name its certificate had to carry.
+fn handshake_failed(
+    shared: &Shared,
+    dir: Direction,
+    peer: SocketAddr,
+    server_name: Option<&ServerName<'_>>,
+    failure: &HandshakeFailure,
+) {
+    shared.metrics.tls_handshake_failures.with_label_values(&[dir.as_str(), failure.reason]).inc();
+    // A peer fault: warn, bounded reason first. The error text is rustls's,
+    // which may quote the peer's certificate names: escaped.
+    let name = server_name.map(|n| n.to_str().into_owned());
+    warn!(direction = dir.as_str(), %peer, server_name = name.as_deref(), reason = failure.reason, error = %failure.error.escape_default(), "TLS handshake failed");
 }
 
 /// Remove the connection, then fail whatever was still queued on it.
@@ -223,7 +249,7 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
             let Some((config, name)) = tls else {
                 return drive(shared, stream, slot, rx, peer, None).await;
             };
-            match handshake_out(&shared, config, name, stream).await {
+            match handshake_out(&shared, config, name.clone(), stream).await {
                 Ok(stream) => {
                     let mut id = identity(stream.get_ref().1.peer_certificates());
                     // The name we asked for was verified (it may have matched
@@ -236,8 +262,8 @@ fn connect(shared: &Arc<Shared>, out: Outbound) {
                     *slot.handle.names.lock().unwrap_or_else(|p| p.into_inner()) = id.clone();
                     drive(shared, stream, slot, rx, peer, Some(id)).await;
                 }
-                Err(reason) => {
-                    handshake_failed(&shared, Direction::Outbound, reason, &addr);
+                Err(failure) => {
+                    handshake_failed(&shared, Direction::Outbound, addr, Some(&name), &failure);
                     fail_queue(&shared, slot, rx, SendFailure::Tls);
                 }
             }
@@ -267,12 +293,12 @@ async fn handshake_out(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     stream: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, &'static str> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeFailure> {
     let result =
         match timeout(shared.limits.tls_handshake_timeout, TlsConnector::from(config).connect(name, stream)).await {
             Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(handshake_failure_reason(&e)),
-            Err(_) => Err("timeout"),
+            Ok(Err(e)) => Err(HandshakeFailure::of(&e)),
+            Err(_) => Err(HandshakeFailure::timeout()),
         };
     let label = if result.is_ok() { "ok" } else { "failed" };
     shared.metrics.tls_handshakes.with_label_values(&["outbound", label]).inc();

@@ -3,27 +3,28 @@
 //! thread to a snapshot and an append-only journal ([`super::journal`]).
 //!
 //! A write (REGISTER, removal, expiry) is a compare-and-set on the AOR in
-//! memory, which then joins the *dirty set*: each AOR at most once, so the
-//! set is bounded by `max_aors`. The writer appends the dirty AORs' current
-//! records to the journal in one write and makes them durable with one
-//! `fdatasync`.
+//! memory and, while the AOR is still locked, the append of its new record
+//! to the journal: a `write(2)` into the page cache, so that the journal
+//! holds each AOR's changes in the order memory made them. The writer
+//! thread makes the appends durable with `fdatasync`, and compacts.
 //!
-//! Durability policy (`[registrar] flush_interval_ms`):
-//! - **Write-behind (default, 100 ms):** the registrar answers 200 as soon as
-//!   memory holds the binding; the writer wakes every interval and appends
-//!   whatever changed. A crash or power loss loses at most the changes of the
-//!   last interval (plus the append under way); a graceful stop (dropping the
-//!   store) writes everything first. No REGISTER waits for, or wakes, the
-//!   writer: this is what makes a REGISTER cost no more than answering it.
-//! - **Write-through (`0`):** a write's future completes only when the
-//!   append holding it is durable, so a 200 is never lost. The writer is woken
-//!   by each write and appends every AOR that changed meanwhile at once
-//!   (group commit): concurrent REGISTERs share one fsync.
+//! Durability policy (`[registrar] flush_interval_ms`), the model of a
+//! database's asynchronous commit:
+//! - **Write-behind (default, 100 ms):** the registrar answers 200 once the
+//!   record is appended; the writer syncs every interval. A crash of the
+//!   process (panic, OOM kill, SIGKILL) loses nothing that was answered;
+//!   only a crash of the operating system or a power loss can lose the
+//!   appends of the last interval. No REGISTER waits for the writer.
+//! - **Write-through (`0`):** a write's future completes only when the sync
+//!   covering its append is done, so not even a power loss loses a 200. The
+//!   writer is woken by each append and syncs everything appended meanwhile
+//!   at once (group commit): concurrent REGISTERs share one fsync.
 //!
-//! A failed append (disk full, I/O error) is logged, counted, and retried at
-//! the next flush with the AORs kept dirty; under write-through the waiting
-//! REGISTERs fail with `Unavailable` (503). `umproxy_location_unflushed_aors`
-//! shows how many AORs memory holds ahead of the disk.
+//! A failed append (disk full, I/O error) fails the write (`Unavailable`,
+//! 503: nothing unrecorded is acknowledged), is logged and counted, and the
+//! AOR's current record is appended again at the next flush.
+//! `umproxy_location_unflushed_aors` shows the records memory holds ahead
+//! of the disk: appended but not yet synced, or waiting for a retry.
 //!
 //! Without a file ([`EmbeddedStore::memory_only`]) there is no writer: the
 //! bindings live and die with the process.
@@ -39,7 +40,7 @@ use dashmap::DashMap;
 use prometheus::IntGauge;
 use tokio::sync::watch;
 
-use super::journal::{self, Batch, Journal, SnapshotWriter};
+use super::journal::{self, Batch, Journal, JournalFile, SnapshotWriter};
 use super::{LocationStore, StoreError, StoreFuture};
 use crate::location::binding::{decode_record, encode_record_into, unix_secs, AorBindings, Binding};
 
@@ -95,23 +96,28 @@ impl Drop for Shared {
     }
 }
 
-/// What memory holds ahead of the disk.
+/// The writer's orders.
 #[derive(Default)]
 struct Dirty {
+    /// AORs whose append failed: their current record is appended again.
     aors: HashSet<Aor, AorHasher>,
-    /// The commit the AORs now in `aors` will be part of.
-    generation: u64,
-    /// Commit now rather than at the end of the interval.
+    /// Sync now rather than at the end of the interval.
     urgent: bool,
     closing: bool,
 }
 
-/// Commit results, for write-through waiters: the highest generation
-/// committed and the highest that failed (both only grow).
+/// Sync results, for write-through waiters: the last append synced, and
+/// the last append a failed sync should have covered (both only grow).
 #[derive(Debug, Clone, Copy, Default)]
 struct Flushed {
     done: u64,
     failed: u64,
+}
+
+thread_local! {
+    /// The record being appended, reused: appends happen on the threads that
+    /// handle REGISTERs, one at a time on each.
+    static SCRATCH: std::cell::RefCell<Batch> = std::cell::RefCell::new(Batch::default());
 }
 
 /// AORs are chosen by peers (the To of a REGISTER): the default SipHash,
@@ -123,8 +129,8 @@ type AorHasher = std::collections::hash_map::RandomState;
 type Aor = Arc<str>;
 
 struct Inner {
-    /// Whether a writer persists changes (false: memory only).
-    persistent: bool,
+    /// The journal every change is appended to (None: memory only).
+    journal: Option<Arc<JournalFile>>,
     mem: DashMap<Aor, AorBindings, AorHasher>,
     bindings: AtomicUsize,
     /// AORs in `mem` (kept apart: `DashMap::len` would lock every shard).
@@ -169,7 +175,7 @@ impl EmbeddedStore {
         }
         let journal = Journal::start(path, recovered.next_journal, |w| snapshot(&mem, w)).map_err(unavailable)?;
         tracing::debug!(aors = mem.len(), bindings = count, "embedded location store loaded");
-        let inner = Arc::new(Inner::new(mem, count, cfg, true));
+        let inner = Arc::new(Inner::new(mem, count, cfg, Some(Arc::clone(journal.file()))));
         let writer_inner = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("location-writer".into())
@@ -180,7 +186,7 @@ impl EmbeddedStore {
 
     /// A store without a file: nothing survives the process.
     pub fn memory_only(cfg: EmbeddedConfig) -> EmbeddedStore {
-        let inner = Arc::new(Inner::new(DashMap::with_hasher(AorHasher::default()), 0, cfg, false));
+        let inner = Arc::new(Inner::new(DashMap::with_hasher(AorHasher::default()), 0, cfg, None));
         EmbeddedStore { shared: Arc::new(Shared { inner, thread: None }) }
     }
 
@@ -189,33 +195,23 @@ impl EmbeddedStore {
         self.shared.inner.aors.load(Ordering::Relaxed)
     }
 
-    /// Commit every change made so far now, and wait until it is durable.
+    /// Sync every change made so far now, and wait until it is durable.
     pub async fn flush_now(&self) -> Result<(), StoreError> {
         let inner = &self.shared.inner;
-        if !inner.persistent {
-            return Ok(());
-        }
-        let generation = {
-            let mut d = inner.lock_dirty();
-            if d.aors.is_empty() {
-                // Nothing new; a commit under way is waited for below.
-                d.generation - 1
-            } else {
-                d.urgent = true;
-                d.generation
-            }
-        };
+        let Some(journal) = &inner.journal else { return Ok(()) };
+        let appended = journal.appends();
+        inner.lock_dirty().urgent = true;
         inner.wake.notify_one();
-        inner.wait_durable(generation).await
+        inner.wait_durable(appended).await
     }
 
-    /// The future of a write: ready at once under write-behind, after the
-    /// commit under write-through.
+    /// The future of a write: ready at once under write-behind (the record
+    /// is appended), after its sync under write-through.
     fn finish<T: Send + 'static>(&self, r: Result<(T, Option<u64>), StoreError>) -> StoreFuture<'_, T> {
         let inner = &self.shared.inner;
         match r {
-            Ok((v, Some(generation))) if inner.cfg.flush_interval.is_zero() => Box::pin(async move {
-                inner.wait_durable(generation).await?;
+            Ok((v, Some(append))) if inner.cfg.flush_interval.is_zero() => Box::pin(async move {
+                inner.wait_durable(append).await?;
                 Ok(v)
             }),
             Ok((v, _)) => Box::pin(std::future::ready(Ok(v))),
@@ -232,17 +228,22 @@ fn snapshot(mem: &DashMap<Aor, AorBindings, AorHasher>, w: &mut SnapshotWriter) 
 }
 
 impl Inner {
-    fn new(mem: DashMap<Aor, AorBindings, AorHasher>, bindings: usize, cfg: EmbeddedConfig, persistent: bool) -> Inner {
+    fn new(
+        mem: DashMap<Aor, AorBindings, AorHasher>,
+        bindings: usize,
+        cfg: EmbeddedConfig,
+        journal: Option<Arc<JournalFile>>,
+    ) -> Inner {
         if let Some(g) = &cfg.unflushed {
             g.set(0);
         }
         Inner {
-            persistent,
+            journal,
             aors: AtomicUsize::new(mem.len()),
             mem,
             bindings: AtomicUsize::new(bindings),
             cfg,
-            dirty: Mutex::new(Dirty { generation: 1, ..Dirty::default() }),
+            dirty: Mutex::new(Dirty::default()),
             wake: Condvar::new(),
             flushed: watch::Sender::new(Flushed::default()),
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -263,25 +264,58 @@ impl Inner {
         }
     }
 
-    /// Note that `aor` changed; returns the generation that will hold it
-    /// (`None` in memory-only mode: nothing will).
-    fn mark_dirty(&self, aor: &Aor) -> Option<u64> {
-        if !self.persistent {
-            return None;
-        }
-        let mut d = self.lock_dirty();
-        // One hash: insert tells whether it was new (the clone is a count).
-        if d.aors.insert(Arc::clone(aor)) {
-            if let Some(g) = &self.cfg.unflushed {
-                g.set(i64::try_from(d.aors.len()).unwrap_or(i64::MAX));
+    /// Append `aor`'s new state (`None`: removed) to the journal. Called
+    /// with the AOR locked in memory, so that its records reach the journal
+    /// in the order its changes were made. Returns the append's number (to
+    /// wait for its sync), `None` in memory-only mode. A failed append is
+    /// retried by the writer and fails the write.
+    fn persist(&self, aor: &Aor, rec: Option<&AorBindings>) -> Result<Option<u64>, StoreError> {
+        let Some(journal) = &self.journal else { return Ok(None) };
+        let appended = SCRATCH.with(|scratch| {
+            let mut batch = scratch.borrow_mut();
+            batch.clear();
+            match rec {
+                Some(r) => batch.put(aor, |v| encode_record_into(r, v)),
+                None => batch.remove(aor),
+            }
+            journal.append(batch.bytes())
+        });
+        match appended {
+            Ok(n) => {
+                if let Some(g) = &self.cfg.unflushed {
+                    g.inc();
+                }
+                if self.cfg.flush_interval.is_zero() {
+                    // Under the lock the writer checks its orders with, so
+                    // that it cannot miss this wake-up.
+                    let _orders = self.lock_dirty();
+                    self.wake.notify_one();
+                }
+                Ok(Some(n))
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "registrations journal append failed; REGISTERs get 503 until it works");
+                }
+                let mut d = self.lock_dirty();
+                // One hash: insert tells whether it was new (the clone is a count).
+                if d.aors.insert(Arc::clone(aor)) {
+                    if let Some(g) = &self.cfg.unflushed {
+                        g.inc();
+                    }
+                }
+                Err(unavailable(e))
             }
         }
-        let generation = d.generation;
-        drop(d);
-        if self.cfg.flush_interval.is_zero() {
-            self.wake.notify_one();
+    }
+
+    /// Append `aor`'s current state again (after a failed append), with the
+    /// AOR locked, present or not.
+    fn persist_current(&self, aor: &Aor) -> Result<Option<u64>, StoreError> {
+        match self.mem.entry(Arc::clone(aor)) {
+            Entry::Occupied(e) => self.persist(aor, Some(e.get())),
+            Entry::Vacant(_) => self.persist(aor, None),
         }
-        Some(generation)
     }
 
     /// Compare-and-set in memory. Returns the new version and, when
@@ -299,13 +333,14 @@ impl Inner {
                 rec.version = version;
                 rec.bindings = bindings;
                 let key = Arc::clone(rec.key());
+                let persisted = self.persist(&key, Some(&rec));
                 drop(rec);
                 self.adjust(old, new);
-                return Ok((version, self.mark_dirty(&key)));
+                return Ok((version, persisted?));
             }
         }
         let key = Aor::from(aor);
-        let (version, old) = match self.mem.entry(Arc::clone(&key)) {
+        let (version, old, persisted) = match self.mem.entry(Arc::clone(&key)) {
             Entry::Occupied(mut e) => {
                 if e.get().version != expected {
                     return Err(StoreError::Conflict);
@@ -313,14 +348,16 @@ impl Inner {
                 let old = e.get().bindings.len();
                 if bindings.is_empty() {
                     // An emptied AOR is gone: its version restarts at 0.
+                    // Recorded before the entry (and its lock) goes.
+                    let persisted = self.persist(&key, None);
                     e.remove();
                     self.aors.fetch_sub(1, Ordering::Relaxed);
-                    (0, old)
+                    (0, old, persisted)
                 } else {
                     let version = expected.wrapping_add(1).max(1);
                     e.get_mut().version = version;
                     e.get_mut().bindings = bindings;
-                    (version, old)
+                    (version, old, self.persist(&key, Some(e.get())))
                 }
             }
             Entry::Vacant(e) => {
@@ -334,19 +371,22 @@ impl Inner {
                     return Err(StoreError::Full { limit: "max_aors" });
                 }
                 self.aors.fetch_add(1, Ordering::Relaxed);
-                e.insert(AorBindings { version: 1, bindings });
-                (1, 0)
+                let e = e.insert_entry(AorBindings { version: 1, bindings });
+                (1, 0, self.persist(&key, Some(e.get())))
             }
         };
         self.adjust(old, new);
-        Ok((version, self.mark_dirty(&key)))
+        Ok((version, persisted?))
     }
 
-    fn remove(&self, aor: &str) -> Option<u64> {
-        let (key, rec) = self.mem.remove(aor)?;
+    fn remove(&self, aor: &str) -> Result<Option<u64>, StoreError> {
+        let key = Aor::from(aor);
+        let Entry::Occupied(e) = self.mem.entry(Arc::clone(&key)) else { return Ok(None) };
+        let persisted = self.persist(&key, None);
+        let rec = e.remove();
         self.aors.fetch_sub(1, Ordering::Relaxed);
         self.adjust(rec.bindings.len(), 0);
-        self.mark_dirty(&key)
+        persisted
     }
 
     /// Drop bindings lapsed at `now` from memory; they reach the disk with the
@@ -361,48 +401,56 @@ impl Inner {
             .collect();
         let mut dropped = 0;
         for aor in lapsed {
-            let emptied = match self.mem.get_mut(&*aor) {
-                Some(mut rec) => {
-                    let before = rec.bindings.len();
-                    rec.bindings.retain(|b| b.expires_at > t);
-                    let gone = before - rec.bindings.len();
-                    dropped += gone;
-                    self.adjust(before, before - gone);
-                    rec.version = rec.version.wrapping_add(1).max(1);
-                    rec.bindings.is_empty()
-                }
-                None => continue,
-            };
-            if emptied && self.mem.remove_if(&*aor, |_, r| r.bindings.is_empty()).is_some() {
+            let Entry::Occupied(mut e) = self.mem.entry(Arc::clone(&aor)) else { continue };
+            let rec = e.get_mut();
+            let before = rec.bindings.len();
+            rec.bindings.retain(|b| b.expires_at > t);
+            let gone = before - rec.bindings.len();
+            dropped += gone;
+            self.adjust(before, before - gone);
+            rec.version = rec.version.wrapping_add(1).max(1);
+            // A failed append is retried by the writer; a lapsed binding is
+            // dropped at load anyway.
+            if rec.bindings.is_empty() {
+                let _ = self.persist(&aor, None);
+                e.remove();
                 self.aors.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                let _ = self.persist(&aor, Some(e.get()));
             }
-            self.mark_dirty(&aor);
         }
         dropped
     }
 
-    /// Wait until `generation` is committed (or failed: `Unavailable`).
-    async fn wait_durable(&self, generation: u64) -> Result<(), StoreError> {
+    /// Wait until append number `append` is synced (or its sync failed:
+    /// `Unavailable`).
+    async fn wait_durable(&self, append: u64) -> Result<(), StoreError> {
         let mut rx = self.flushed.subscribe();
         let state = *rx
-            .wait_for(|f| f.done >= generation || f.failed >= generation)
+            .wait_for(|f| f.done >= append || f.failed >= append)
             .await
             .map_err(|_| unavailable("writer stopped"))?;
-        if state.done >= generation {
+        if state.done >= append {
             Ok(())
         } else {
-            Err(unavailable("commit failed"))
+            Err(unavailable("sync failed"))
         }
     }
 
+    /// The writer thread: sync on the interval (write-behind) or as soon as
+    /// anything was appended (write-through); retry failed appends; compact.
     fn run_writer(&self, mut journal: Journal) {
-        let mut batch = Batch::default();
+        let mut synced = 0;
         loop {
-            let (aors, generation, closing) = {
+            let (retry, closing) = {
                 let mut d = self.lock_dirty();
                 let interval = self.cfg.flush_interval;
                 if interval.is_zero() {
-                    d = self.wake.wait_while(d, |d| d.aors.is_empty() && !d.closing).unwrap_or_else(|p| p.into_inner());
+                    let file = journal.file();
+                    d = self
+                        .wake
+                        .wait_while(d, |d| d.aors.is_empty() && !d.closing && !d.urgent && file.appends() == synced)
+                        .unwrap_or_else(|p| p.into_inner());
                 } else {
                     d = self
                         .wake
@@ -411,39 +459,50 @@ impl Inner {
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
                 d.urgent = false;
-                if d.aors.is_empty() {
-                    if d.closing {
-                        return;
-                    }
-                    continue;
-                }
-                let generation = d.generation;
-                d.generation += 1;
-                (std::mem::take(&mut d.aors), generation, d.closing)
+                (std::mem::take(&mut d.aors), d.closing)
             };
-            match self.write(&mut journal, &mut batch, &aors) {
-                Ok(()) => {
-                    if self.failing.swap(false, Ordering::Relaxed) {
-                        tracing::warn!("embedded location store writes work again");
+            let mut left = 0;
+            for aor in &retry {
+                if self.persist_current(aor).is_err() {
+                    left += 1;
+                }
+            }
+            if journal.file().appends() != synced {
+                match journal.sync() {
+                    Ok(n) => {
+                        synced = n;
+                        if left == 0 && self.failing.swap(false, Ordering::Relaxed) {
+                            tracing::warn!("registrations journal writes work again");
+                        }
+                        self.flushed.send_modify(|f| f.done = n);
+                        if let Some(g) = &self.cfg.unflushed {
+                            g.set(i64::try_from(self.lock_dirty().aors.len()).unwrap_or(i64::MAX));
+                        }
                     }
-                    self.flushed.send_modify(|f| f.done = generation);
-                    if let Some(g) = &self.cfg.unflushed {
-                        g.set(i64::try_from(self.lock_dirty().aors.len()).unwrap_or(i64::MAX));
+                    Err(e) => {
+                        let appended = journal.file().appends();
+                        if !self.failing.swap(true, Ordering::Relaxed) {
+                            tracing::error!(error = %e, "registrations journal sync failed; retrying");
+                        }
+                        self.flushed.send_modify(|f| f.failed = appended);
+                        if closing {
+                            tracing::error!("registrations journal not synced at shutdown");
+                            return;
+                        }
+                        // Don't spin on a broken disk.
+                        std::thread::sleep(self.cfg.flush_interval.max(Duration::from_millis(100)));
+                        continue;
                     }
                 }
-                Err(e) => {
-                    if !self.failing.swap(true, Ordering::Relaxed) {
-                        tracing::error!(error = %e, aors = aors.len(), "embedded location store write failed; retrying");
-                    }
-                    self.flushed.send_modify(|f| f.failed = generation);
-                    if closing {
-                        tracing::error!(aors = aors.len(), "registrations not saved at shutdown");
-                        return;
-                    }
-                    // Keep them for the next write; don't spin on a broken disk.
-                    self.lock_dirty().aors.extend(aors);
-                    std::thread::sleep(self.cfg.flush_interval.max(Duration::from_millis(100)));
+            }
+            if closing {
+                if left > 0 {
+                    tracing::error!(aors = left, "registrations not saved at shutdown");
                 }
+                return;
+            }
+            if left > 0 {
+                std::thread::sleep(self.cfg.flush_interval.max(Duration::from_millis(100)));
             }
             if journal.wants_compaction() {
                 // A failed compaction loses nothing (the journal goes on
@@ -453,23 +512,6 @@ impl Inner {
                 }
             }
         }
-    }
-
-    /// Append each AOR's current record (or its removal) in one durable write.
-    fn write(
-        &self,
-        journal: &mut Journal,
-        batch: &mut Batch,
-        aors: &HashSet<Aor, AorHasher>,
-    ) -> Result<(), StoreError> {
-        batch.clear();
-        for aor in aors {
-            match self.mem.get(&**aor) {
-                Some(rec) => batch.put(aor, |v| encode_record_into(&rec, v)),
-                None => batch.remove(aor),
-            }
-        }
-        journal.append(batch).map_err(unavailable)
     }
 
     fn adjust(&self, old: usize, new: usize) {
@@ -501,7 +543,7 @@ impl LocationStore for EmbeddedStore {
     }
 
     fn remove<'a>(&'a self, aor: &'a str) -> StoreFuture<'a, ()> {
-        self.finish(Ok(((), self.shared.inner.remove(aor))))
+        self.finish(self.shared.inner.remove(aor).map(|n| ((), n)))
     }
 
     fn expire(&self, now: SystemTime) -> StoreFuture<'_, usize> {

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"umpxsnp1";
 const JOURNAL_MAGIC: &[u8; 8] = b"umpxjnl1";
@@ -52,17 +53,70 @@ pub(super) struct Recovered {
     pub torn_bytes: u64,
 }
 
-/// Appends to the current journal and compacts it.
-pub(super) struct Journal {
-    snapshot: PathBuf,
+/// The current journal file, shared: any thread appends to it (a write
+/// into the page cache, no sync), the writer thread syncs and replaces it.
+pub(super) struct JournalFile {
+    current: Mutex<Current>,
+}
+
+struct Current {
     number: u64,
-    file: File,
+    /// Shared with the writer's sync, which runs without the lock.
+    file: Arc<File>,
     /// Bytes of the journal known to be whole (a failed append is cut back to it).
     len: u64,
-    /// Size of the last snapshot: the journals are compacted once they outgrow it.
-    snapshot_len: u64,
     /// Journal bytes written since the last snapshot (over every journal).
     since_snapshot: u64,
+    /// Appends so far (over every journal): what a sync makes durable.
+    appends: u64,
+}
+
+impl JournalFile {
+    fn lock(&self) -> MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append `bytes` (whole frames) to the journal, in the page cache: once
+    /// this returns, a crash of the process loses nothing of it; only a crash
+    /// of the operating system can, until the next [`Journal::sync`]. Returns
+    /// the append's number, for waiting on its sync. On failure the journal
+    /// is cut back to its last whole record, so a retry appends after good
+    /// data.
+    pub fn append(&self, bytes: &[u8]) -> io::Result<u64> {
+        let mut c = self.lock();
+        match (&*c.file).write_all(bytes) {
+            Ok(()) => {
+                c.len += bytes.len() as u64;
+                c.since_snapshot += bytes.len() as u64;
+                c.appends += 1;
+                Ok(c.appends)
+            }
+            Err(e) => {
+                let len = c.len;
+                if let Err(cut) = c.file.set_len(len).and_then(|()| {
+                    use std::io::Seek;
+                    (&*c.file).seek(io::SeekFrom::Start(len)).map(drop)
+                }) {
+                    tracing::error!(error = %cut, "cannot cut a failed registrations journal append back");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends so far.
+    pub fn appends(&self) -> u64 {
+        self.lock().appends
+    }
+}
+
+/// The writer's side of the files: syncs the journal, compacts it into a
+/// new snapshot.
+pub(super) struct Journal {
+    snapshot: PathBuf,
+    file: Arc<JournalFile>,
+    /// Size of the last snapshot: the journals are compacted once they outgrow it.
+    snapshot_len: u64,
     /// After a failed compaction, the next try waits for this much journal.
     retry_at: u64,
 }
@@ -101,6 +155,11 @@ impl Batch {
             buf.extend_from_slice(aor.as_bytes());
             encode(buf);
         });
+    }
+
+    /// The framed records, as appended.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
     }
 
     /// The end mark of a snapshot: the number of records before it.
@@ -348,17 +407,26 @@ impl Journal {
     pub fn start(path: &Path, next_journal: u64, fill: impl FnOnce(&mut SnapshotWriter)) -> io::Result<Journal> {
         let snapshot_len = write_snapshot(path, next_journal, fill)?;
         let file = Self::create(path, next_journal)?;
+        let current = Current {
+            number: next_journal,
+            file: Arc::new(file),
+            len: HEADER_LEN as u64,
+            since_snapshot: 0,
+            appends: 0,
+        };
         let journal = Journal {
             snapshot: path.to_owned(),
-            number: next_journal,
-            file,
-            len: HEADER_LEN as u64,
+            file: Arc::new(JournalFile { current: Mutex::new(current) }),
             snapshot_len,
-            since_snapshot: 0,
             retry_at: 0,
         };
-        journal.delete_older();
+        journal.delete_older(next_journal);
         Ok(journal)
+    }
+
+    /// The file appenders write to.
+    pub fn file(&self) -> &Arc<JournalFile> {
+        &self.file
     }
 
     fn create(path: &Path, number: u64) -> io::Result<File> {
@@ -370,13 +438,14 @@ impl Journal {
         Ok(file)
     }
 
-    /// Delete journals the current snapshot has folded in (best effort: a
-    /// leftover is skipped at load and deleted next time).
-    fn delete_older(&self) {
+    /// Delete journals older than `number`, which the current snapshot has
+    /// folded in (best effort: a leftover is skipped at load and deleted
+    /// next time).
+    fn delete_older(&self, number: u64) {
         match journals(&self.snapshot) {
             Ok(found) => {
                 for (n, p) in found {
-                    if n < self.number {
+                    if n < number {
                         if let Err(e) = std::fs::remove_file(&p) {
                             tracing::warn!(file = %p.display(), error = %e, "cannot delete old registrations journal");
                         }
@@ -387,62 +456,88 @@ impl Journal {
         }
     }
 
-    /// Append `batch` and sync it. On failure the journal is cut back to its
-    /// last whole record, so a later retry appends after good data.
+    /// Make every append so far durable (`fdatasync`, without holding up
+    /// appenders); returns the number of the last append it covers.
+    pub fn sync(&self) -> io::Result<u64> {
+        let (file, appends) = {
+            let c = self.file.lock();
+            (Arc::clone(&c.file), c.appends)
+        };
+        file.sync_data()?;
+        Ok(appends)
+    }
+
+    /// Append `batch` and sync it.
+    #[cfg(test)]
     pub fn append(&mut self, batch: &Batch) -> io::Result<()> {
-        let r = self.file.write_all(&batch.buf).and_then(|()| self.file.sync_data());
-        match r {
-            Ok(()) => {
-                self.len += batch.buf.len() as u64;
-                self.since_snapshot += batch.buf.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(cut) = self.file.set_len(self.len).and_then(|()| {
-                    use std::io::Seek;
-                    self.file.seek(io::SeekFrom::Start(self.len)).map(drop)
-                }) {
-                    tracing::error!(error = %cut, "cannot cut a failed registrations journal append back");
-                }
-                Err(e)
-            }
-        }
+        self.file.append(batch.bytes())?;
+        self.sync().map(drop)
     }
 
     /// Whether the journals have outgrown their snapshot (time to compact):
     /// each compaction costs about what was appended since the last, so
     /// every change is written about twice in all.
     pub fn wants_compaction(&self) -> bool {
-        self.since_snapshot > COMPACT_MIN_BYTES.max(self.snapshot_len).max(self.retry_at)
+        self.file.lock().since_snapshot > COMPACT_MIN_BYTES.max(self.snapshot_len).max(self.retry_at)
     }
 
     /// Start journal n+1, snapshot memory (`fill`) naming it, delete journal n.
+    /// Appenders go on meanwhile: they wait only while the new journal takes
+    /// the place of the old.
     pub fn compact(&mut self, fill: impl FnOnce(&mut SnapshotWriter)) -> io::Result<()> {
-        let next = self.number + 1;
+        let next = self.file.lock().number + 1;
         let file = Self::create(&self.snapshot, next).inspect_err(|_| {
-            self.retry_at = self.since_snapshot + COMPACT_MIN_BYTES;
+            self.retry_at = self.file.lock().since_snapshot + COMPACT_MIN_BYTES;
         })?;
         // From here on records go to the new journal, even if the snapshot
         // fails (the old snapshot still names the old journal, and load
         // replays both in order).
-        self.file = file;
-        self.number = next;
-        self.len = HEADER_LEN as u64;
+        let old = {
+            let mut c = self.file.lock();
+            c.number = next;
+            c.len = HEADER_LEN as u64;
+            std::mem::replace(&mut c.file, Arc::new(file))
+        };
+        // What the old journal holds is durable before the snapshot that
+        // supersedes it, so that an OS crash never leaves a gap between them.
+        old.sync_data()?;
         match write_snapshot(&self.snapshot, next, fill) {
             Ok(len) => {
                 self.snapshot_len = len;
-                self.since_snapshot = 0;
+                self.file.lock().since_snapshot = 0;
                 self.retry_at = 0;
-                self.delete_older();
+                self.delete_older(next);
                 Ok(())
             }
             Err(e) => {
                 // Not again before another stretch of journal: a full disk
                 // must not turn into a new journal file per flush.
-                self.retry_at = self.since_snapshot + COMPACT_MIN_BYTES;
+                self.retry_at = self.file.lock().since_snapshot + COMPACT_MIN_BYTES;
                 Err(e)
             }
         }
+    }
+
+    #[cfg(test)]
+    fn number(&self) -> u64 {
+        self.file.lock().number
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> u64 {
+        self.file.lock().len
+    }
+
+    /// Put `file` in place of the current journal's file (tests: a full
+    /// disk, or a journal started by hand); returns the one it replaces.
+    #[cfg(test)]
+    fn swap_file(&self, file: File, number: u64) -> Arc<File> {
+        let mut c = self.file.lock();
+        if number != c.number {
+            c.number = number;
+            c.len = HEADER_LEN as u64;
+        }
+        std::mem::replace(&mut c.file, Arc::new(file))
     }
 }
 
@@ -506,7 +601,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_appends_go_on_after_it() {
         let (_dir, path, j, mut batch) = journal_with_a1();
-        let jpath = journal_path(&path, j.number);
+        let jpath = journal_path(&path, j.number());
         let whole = std::fs::metadata(&jpath).unwrap().len();
         // A second batch torn half way, as by a crash during the write.
         batch.clear();
@@ -544,14 +639,15 @@ mod tests {
     #[test]
     fn a_failed_append_counts_nothing_and_a_retry_lands() {
         let (_dir, path, mut j, mut batch) = journal_with_a1();
-        let len = j.len;
+        let len = j.len();
         let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let real = std::mem::replace(&mut j.file, full);
+        let number = j.number();
+        let real = j.swap_file(full, number);
         batch.clear();
         put(&mut batch, "b", "b1");
         assert!(j.append(&batch).is_err());
-        assert_eq!(j.len, len, "a failed append is not counted");
-        j.file = real;
+        assert_eq!(j.len(), len, "a failed append is not counted");
+        j.swap_file(Arc::try_unwrap(real).unwrap(), number);
         j.append(&batch).unwrap();
         drop(j);
         assert_eq!(state(&path), pairs(&[("a", "a1"), ("b", "b1")]));
@@ -567,7 +663,7 @@ mod tests {
             put(&mut batch, aor, value);
             j.append(&batch).unwrap();
         }
-        let jpath = journal_path(&path, j.number);
+        let jpath = journal_path(&path, j.number());
         drop(j);
         let mut bytes = std::fs::read(&jpath).unwrap();
         // Damage the second record's value.
@@ -585,7 +681,7 @@ mod tests {
         let mut batch = Batch::default();
         put(&mut batch, "b", "b1");
         j.append(&batch).unwrap();
-        let old = journal_path(&path, j.number);
+        let old = journal_path(&path, j.number());
         // Memory now holds a, b and a newer c.
         j.compact(|w| {
             for (aor, value) in [("a", "a0"), ("b", "b1"), ("c", "c1")] {
@@ -610,14 +706,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reg");
         let mut j = start(&path, &[("a", "a0")]);
-        let first = j.number;
+        let first = j.number();
         let mut batch = Batch::default();
         put(&mut batch, "a", "a1");
         j.append(&batch).unwrap();
         // What compact() does before the snapshot: a new journal takes the appends.
-        j.file = Journal::create(&path, first + 1).unwrap();
-        j.number = first + 1;
-        j.len = HEADER_LEN as u64;
+        j.swap_file(Journal::create(&path, first + 1).unwrap(), first + 1);
         batch.clear();
         put(&mut batch, "a", "a2");
         j.append(&batch).unwrap();
@@ -636,7 +730,7 @@ mod tests {
         let mut batch = Batch::default();
         put(&mut batch, "a", "old");
         j.append(&batch).unwrap();
-        let old = journal_path(&path, j.number);
+        let old = journal_path(&path, j.number());
         let kept = std::fs::read(&old).unwrap();
         j.compact(|w| w.put("a", |v| v.extend_from_slice(b"new"))).unwrap();
         drop(j);
@@ -668,7 +762,7 @@ mod tests {
         let path = dir.path().join("reg");
         let mut j = start(&path, &[]);
         assert!(!j.wants_compaction());
-        j.since_snapshot = COMPACT_MIN_BYTES + 1;
+        j.file.lock().since_snapshot = COMPACT_MIN_BYTES + 1;
         assert!(j.wants_compaction());
         // The directory vanishes: the compaction fails, and is not tried
         // again until another stretch of journal was written.
@@ -676,7 +770,7 @@ mod tests {
         let real = std::mem::replace(&mut j.snapshot, gone);
         assert!(j.compact(|_| {}).is_err());
         assert!(!j.wants_compaction());
-        j.since_snapshot += COMPACT_MIN_BYTES + 1;
+        j.file.lock().since_snapshot += COMPACT_MIN_BYTES + 1;
         assert!(j.wants_compaction());
         j.snapshot = real;
     }
