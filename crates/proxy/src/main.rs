@@ -147,13 +147,23 @@ fn run(path: Option<PathBuf>, grace: Option<Duration>) -> ExitCode {
         let source = path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in example".into());
         tracing::info!(config = %source, "umproxy started");
         notifier.notify("READY=1\nSTATUS=serving");
+        // WATCHDOG=1 only while every worker shard answers a ping: a wedged
+        // core stops the pings, and systemd restarts the process.
         let watchdog = notifier.watchdog_interval().map(|every| {
             let n = Notifier::from_env();
+            let core = server.liveness();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
-                    n.notify("WATCHDOG=1");
+                    if core.is_responsive(every).await {
+                        n.notify("WATCHDOG=1");
+                    } else {
+                        tracing::error!(
+                            within_ms = every.as_millis() as u64,
+                            "a worker shard did not answer; the watchdog is not fed"
+                        );
+                    }
                 }
             })
         });

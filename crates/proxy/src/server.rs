@@ -1086,6 +1086,12 @@ impl Server {
         }
     }
 
+    /// The core, for the watchdog's liveness check
+    /// ([`CoreHandle::is_responsive`]).
+    pub fn liveness(&self) -> Arc<CoreHandle> {
+        self.core.clone()
+    }
+
     /// The control API behind the admin listener.
     pub fn control(&self) -> Arc<ServerControl> {
         self.control.clone()

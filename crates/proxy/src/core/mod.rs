@@ -231,6 +231,28 @@ impl CoreHandle {
         rx.await.ok().flatten()
     }
 
+    /// Whether every shard handles its inbox: each gets a ping through it
+    /// and must answer within `within` (for the systemd watchdog: a wedged
+    /// shard stops the pings, and systemd restarts the process).
+    pub async fn is_responsive(&self, within: Duration) -> bool {
+        let mut answers = Vec::with_capacity(self.dispatch.cells.len());
+        for cell in &self.dispatch.cells {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            cell.push(ShardInput::Ping(reply));
+            cell.drain();
+            answers.push(rx);
+        }
+        let all = async {
+            for rx in answers {
+                if rx.await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(within, all).await.unwrap_or(false)
+    }
+
     /// Stop every shard: timers end, and the shards (with what they hold:
     /// transactions, the transports) are dropped.
     pub fn abort(&self) {

@@ -91,6 +91,9 @@ pub enum ShardInput {
         dest: Destination,
         reply: tokio::sync::oneshot::Sender<Option<u16>>,
     },
+    /// Liveness check (the systemd watchdog): answered as soon as the shard
+    /// gets to it.
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A send token's id says which transaction sent it: the raw id shifted
@@ -341,6 +344,9 @@ impl Shard {
             ShardInput::Routed { server, decision } => self.apply_decision(server, decision, now),
             ShardInput::Resolved { server, branch, result } => self.on_resolved(server, branch, result, now),
             ShardInput::Originate { request, dest, reply } => self.originate(request, dest, reply, now),
+            ShardInput::Ping(reply) => {
+                let _ = reply.send(());
+            }
         }
         self.drain(now);
     }

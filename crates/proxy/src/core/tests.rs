@@ -969,3 +969,17 @@ fn a_call_whose_bye_never_comes_is_forgotten_after_the_idle_time_and_a_live_one_
     assert_eq!(h.metrics.dialogs_active().get(), 0);
     assert_eq!(h.metrics.in_flight(), 0);
 }
+
+#[tokio::test]
+async fn a_running_core_answers_the_liveness_ping_and_a_stopped_one_does_not() {
+    let metrics = Arc::new(Metrics::new());
+    let core = super::Core::new(CoreConfig { workers: 2, ..CoreConfig::default() }, metrics);
+    let handle = core.start(
+        Arc::new(RecordingWire::default()),
+        Arc::new(TestRouter(Arc::new(VoiceMail::default()))),
+        Arc::new(NoDns::default()),
+    );
+    assert!(handle.is_responsive(Duration::from_secs(5)).await);
+    handle.abort();
+    assert!(!handle.is_responsive(Duration::from_secs(5)).await);
+}
