@@ -390,6 +390,30 @@ fn check_config_refuses_a_private_key_that_is_not_the_certificates() {
     );
 }
 
+/// `check-config` reads an LDAP directory as `run` does: a server that
+/// does not answer fails the check, naming the key.
+#[test]
+fn check_config_reads_the_ldap_directory_like_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let file = dir.path().join("umproxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:{}\"\n[proxy]\ndomains = [\"example.test\"]\n\
+             [directory]\nbackend = \"ldap\"\n[directory.ldap]\nurl = \"ldap://127.0.0.1:{port}\"\nbase_dn = \"dc=example,dc=test\"\n",
+            free_port()
+        ),
+    )
+    .expect("write");
+    let out = run_cli(umproxy(), &[OsStr::new("check-config"), file.as_os_str()], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "an unreachable LDAP server passed: {stderr}");
+    assert!(stderr.contains("directory.ldap: "), "{stderr}");
+}
+
 /// Finding 5: JSON lines carry each key once (the ExUM `target` field sits
 /// under `fields`), text logs in a file carry no colour codes, a start-up
 /// error under the JSON format is a JSON line, and `listening` is logged

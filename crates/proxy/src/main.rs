@@ -68,8 +68,8 @@ fn main() -> ExitCode {
 
 /// Validate the configuration with the checks `run` makes before serving
 /// (TLS keys match their certificates, CAs, the directory with its
-/// providers' CAs, `[auth]`, templates). LDAP needs the server and is
-/// checked at start.
+/// providers' CAs, `[auth]`, templates, an LDAP directory read from its
+/// server). Nothing is bound.
 fn check_config(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -81,6 +81,24 @@ fn check_config(path: &Path) -> ExitCode {
     if let Err(e) = umproxy::server::preflight(&config) {
         eprintln!("{}: {e}", path.display());
         return ExitCode::from(2);
+    }
+    // `run` reads an LDAP directory before it serves: so does the check.
+    if config.directory.backend == umproxy::config::DirectoryBackend::Ldap {
+        let loaded = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| {
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), umproxy::server::load_directory(&config)).await
+            })
+        });
+        let problem = match loaded {
+            Ok(Ok(Ok(_))) => None,
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(_)) => Some("the LDAP server did not answer within 30 s".to_owned()),
+            Err(e) => Some(format!("cannot start the runtime: {e}")),
+        };
+        if let Some(problem) = problem {
+            eprintln!("{}: directory.ldap: {problem}", path.display());
+            return ExitCode::from(2);
+        }
     }
     println!("{}: ok", path.display());
     ExitCode::SUCCESS
