@@ -670,16 +670,27 @@ impl Wire for TransportHub {
 pub struct NextHops {
     resolver: Resolver,
     blacklist: crate::dns::Blacklist,
-    down: Arc<std::sync::Mutex<HashMap<(Transport, SocketAddr), std::time::Instant>>>,
+    down: HopTable<std::time::Instant>,
+    /// The last failure seen per next hop, and when (bounded like `down`).
+    failures: HopTable<(&'static str, std::time::Instant)>,
     gauge: Option<prometheus::IntGauge>,
 }
+
+/// Per next hop state, shared by the resolver's clones.
+type HopTable<V> = Arc<std::sync::Mutex<HashMap<(Transport, SocketAddr), V>>>;
 
 /// Next hops remembered as down at once; beyond, the oldest is forgotten.
 const MAX_DOWN_HOPS: usize = 1024;
 
 impl NextHops {
     pub fn new(resolver: Resolver) -> NextHops {
-        NextHops { resolver, blacklist: crate::dns::Blacklist::new(), down: Arc::default(), gauge: None }
+        NextHops {
+            resolver,
+            blacklist: crate::dns::Blacklist::new(),
+            down: Arc::default(),
+            failures: Arc::default(),
+            gauge: None,
+        }
     }
 
     /// With the `umproxy_next_hops_down` gauge registered in `registry`.
@@ -698,6 +709,7 @@ impl NextHops {
             resolver: self.resolver.clone(),
             blacklist: self.blacklist.clone(),
             down: self.down.clone(),
+            failures: self.failures.clone(),
             gauge: self.gauge.clone(),
         }
     }
@@ -711,6 +723,27 @@ impl NextHops {
             g.set(down.len() as i64);
         }
         down.iter().map(|(&(t, a), until)| (t, a, until.saturating_duration_since(now).as_secs())).collect()
+    }
+
+    /// Next hops whose last send failed: the failure and its age in seconds.
+    pub fn recent_failures(&self) -> Vec<(Transport, SocketAddr, &'static str, u64)> {
+        let now = std::time::Instant::now();
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .iter()
+            .map(|(&(t, a), (what, at))| (t, a, *what, now.saturating_duration_since(*at).as_secs()))
+            .collect()
+    }
+
+    fn remember_failure(&self, key: (Transport, SocketAddr), what: &'static str) {
+        let now = std::time::Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_DOWN_HOPS && !failures.contains_key(&key) {
+            if let Some(oldest) = failures.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k) {
+                failures.remove(&oldest);
+            }
+        }
+        failures.insert(key, (what, now));
     }
 
     fn down_last(&self, dests: Vec<Destination>) -> Vec<Destination> {
@@ -750,7 +783,12 @@ impl Resolve for NextHops {
         if let Some(g) = &self.gauge {
             g.set(down.len() as i64);
         }
+        drop(down);
+        self.remember_failure((dest.transport, dest.addr), "503 with Retry-After");
         info!(next_hop = %dest.addr, transport = %dest.transport, seconds = duration.as_secs(), "next hop out of service; tried last until then");
+    }
+    fn report_failure(&self, dest: &Destination, what: &'static str) {
+        self.remember_failure((dest.transport, dest.addr), what);
     }
 }
 
@@ -1240,13 +1278,29 @@ impl ServerControl {
     }
 
     fn next_hops(&self) -> admin::ApiReply {
-        let hops: Vec<_> = self
-            .next_hops
-            .down_now()
-            .into_iter()
-            .map(|(t, a, secs)| serde_json::json!({ "transport": t.to_string(), "address": a.to_string(), "state": "down", "retry_in_s": secs, "last_error": "503 with Retry-After" }))
+        let down = self.next_hops.down_now();
+        let hops: Vec<_> = down
+            .iter()
+            .map(|(t, a, secs)| serde_json::json!({ "transport": t.to_string(), "address": a.to_string(), "state": "down", "retry_in_s": secs }))
             .collect();
-        json_ok(serde_json::json!({ "down": hops }))
+        // Every hop that failed lately, with its last error; up unless
+        // marked down above.
+        let failed: Vec<_> = self
+            .next_hops
+            .recent_failures()
+            .into_iter()
+            .map(|(t, a, what, ago)| {
+                let is_down = down.iter().any(|(dt, da, _)| *dt == t && *da == a);
+                serde_json::json!({
+                    "transport": t.to_string(),
+                    "address": a.to_string(),
+                    "state": if is_down { "down" } else { "up" },
+                    "last_error": what,
+                    "last_error_s_ago": ago,
+                })
+            })
+            .collect();
+        json_ok(serde_json::json!({ "down": hops, "last_errors": failed }))
     }
 
     fn um_servers(&self) -> admin::ApiReply {
@@ -1406,6 +1460,15 @@ mod tests {
         hops.mark_down(&d("192.0.2.1:5060"), Duration::from_secs(60));
         let order = hops.down_last(vec![d("192.0.2.1:5060"), d("192.0.2.2:5060")]);
         assert_eq!(order, vec![d("192.0.2.2:5060"), d("192.0.2.1:5060")]);
+        hops.report_failure(&d("192.0.2.3:5060"), "transport error");
+        let mut failed: Vec<_> =
+            hops.recent_failures().into_iter().map(|(_, a, what, _)| (a.to_string(), what)).collect();
+        failed.sort();
+        assert_eq!(
+            failed,
+            vec![("192.0.2.1:5060".into(), "503 with Retry-After"), ("192.0.2.3:5060".into(), "transport error")]
+        );
+        assert_eq!(hops.down_now().len(), 1, "only the 503 one is out of service");
     }
 
     /// A reloader on `umproxy.toml` + `directory.toml` in a tempdir, with no

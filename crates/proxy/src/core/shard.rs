@@ -61,6 +61,11 @@ pub trait Resolve: Send + Sync + 'static {
     fn mark_down(&self, dest: &Destination, duration: Duration) {
         let _ = (dest, duration);
     }
+    /// Sending to `dest` failed (`what`: a transport error or a timeout);
+    /// for the operator's view of next hops.
+    fn report_failure(&self, dest: &Destination, what: &'static str) {
+        let _ = (dest, what);
+    }
     /// The targets of an SRV service name, in RFC 2782 order.
     fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
         let _ = transport;
@@ -1241,6 +1246,9 @@ impl Shard {
         let Some(branch) = ctx.branches.get_mut(idx) else { return };
         if branch.client != Some(cid) || !branch.is_active() {
             return;
+        }
+        if let Some(dest) = &branch.current {
+            self.resolver.report_failure(dest, if code == 408 { "no answer (timeout)" } else { "transport error" });
         }
         if let Some(k) = branch.timer_c.take() {
             self.timers.remove(&k);

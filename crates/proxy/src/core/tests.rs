@@ -43,6 +43,7 @@ impl Wire for RecordingWire {
 #[derive(Default)]
 struct NoDns {
     marked_down: Mutex<Vec<(SocketAddr, Duration)>>,
+    failures: Mutex<Vec<(SocketAddr, &'static str)>>,
 }
 impl Resolve for NoDns {
     fn resolve(&self, uri: String) -> Resolving {
@@ -50,6 +51,9 @@ impl Resolve for NoDns {
     }
     fn mark_down(&self, dest: &Destination, duration: Duration) {
         self.marked_down.lock().expect("lock").push((dest.addr, duration));
+    }
+    fn report_failure(&self, dest: &Destination, what: &'static str) {
+        self.failures.lock().expect("lock").push((dest.addr, what));
     }
 }
 
@@ -472,6 +476,12 @@ fn transport_failure_moves_to_the_next_destination_then_503s_as_500() {
     h.fail_send(token);
     let out = h.take();
     assert_eq!(statuses(&out), vec![503], "§16.9: transport error is a 503 at once, not after Timer B");
+    let failures = h.dns.failures.lock().expect("lock").clone();
+    assert_eq!(
+        failures,
+        vec![("192.0.2.41:5060".parse().expect("addr"), "transport error")],
+        "reported for the operator"
+    );
 }
 
 #[test]
