@@ -170,10 +170,11 @@ fn sighup_and_ctl_reload_under_load_switch_the_route_and_level_without_failed_ca
     let out = ctl(&proxy, &["reload"]);
     assert!(out.status.success(), "ctl reload: {}", String::from_utf8_lossy(&out.stderr));
     let answer = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        answer.contains("\"result\": \"ok\"") && answer.contains("\"route\"") && answer.contains("\"log.level\""),
-        "{answer}"
-    );
+    assert!(answer.contains("\"result\": \"ok\""), "{answer}");
+    // The file watcher (2 s poll) may have applied the change a moment
+    // before the command: then the command found nothing new to apply.
+    let by_watcher = proxy.log().contains("trigger=\"file change\" applied=route,log.level");
+    assert!(by_watcher || (answer.contains("\"route\"") && answer.contains("\"log.level\"")), "{answer}");
 
     // A bad file: refused, answered as such, the running configuration kept.
     std::fs::write(proxy.config_path(), config.to_toml().replace("[proxy]", "[proxy]\nmax_forwards = \"lots\""))
@@ -195,8 +196,8 @@ fn sighup_and_ctl_reload_under_load_switch_the_route_and_level_without_failed_ca
     assert!(first.successful > 0, "{}", first.describe());
     assert_eq!(first.successful + second.successful, 120, "{}\n{}", first.describe(), second.describe());
     assert_eq!(first.failed + second.failed, 0);
-    // Calls after the refused reload still went to the first callee: its
-    // count grew after the ctl reload (the second's stopped).
+    // After the refusal the configuration in force is still the one the
+    // command reloaded.
     let status = ctl(&proxy, &["status"]);
     assert!(
         String::from_utf8_lossy(&status.stdout).contains("\"log_level\": \"info\""),
