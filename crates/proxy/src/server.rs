@@ -148,6 +148,11 @@ impl Reloader {
         if let Some(c) = &cfg.tls_client {
             files.extend([c.certificate.clone(), c.private_key.clone(), c.ca.clone()].into_iter().flatten());
         }
+        // The providers' CAs, relative to the directory file.
+        let base = cfg.directory.file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        for provider in self.directory.snapshot().providers().iter().filter(|p| p.enabled) {
+            files.extend(provider.ca.as_ref().map(|ca| base.join(ca)));
+        }
         files.iter().map(|f| modified(f)).collect()
     }
 
@@ -1532,6 +1537,29 @@ mod tests {
         // SIGHUP on the same bad file: refused again, but logged and counted once.
         assert!(r.reload(ReloadTrigger::Signal).is_err());
         assert!(refused(&r.metrics).ends_with(" 1"), "{}", refused(&r.metrics));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_changed_provider_ca_triggers_a_reload() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).expect("cert");
+        std::fs::write(tmp.path().join("provider-ca.pem"), ca.cert.pem()).expect("write");
+        let provider = "[[hosting_provider]]\nidentity = \"p\"\nproxy_fqdn = \"edge.p.test\"\nenabled = true\n\
+                        enabled_shared_address_space = false\nhosts_ocs_users = false\nca = \"provider-ca.pem\"\n";
+        let (r, _, _, _) = reloader(tmp.path(), &config_text("sip:10.0.0.9", 5999), &format!("{ONE_USER}\n{provider}"));
+        let ok = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .find(|l| l.starts_with("umproxy_config_reloads_total{result=\"ok\"}"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let task = spawn_file_watch(r.clone(), Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let other = rcgen::generate_simple_self_signed(vec!["ca2.test".to_owned()]).expect("cert");
+        std::fs::write(tmp.path().join("provider-ca.pem"), other.cert.pem()).expect("write");
+        assert!(eventually(|| ok(&r.metrics).ends_with(" 1")).await, "{}", ok(&r.metrics));
         task.abort();
     }
 
