@@ -224,7 +224,7 @@ impl Metrics {
         )?;
         let transactions_active = IntGauge::new(
             "umproxy_transactions_active",
-            "Transactions (server and client) not yet past their final response.",
+            "Transactions (server and client) not yet past their final response; the proxy's own pings excluded.",
         )?;
         let transactions_finishing = IntGauge::new(
             "umproxy_transactions_finishing",

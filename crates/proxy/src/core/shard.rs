@@ -492,7 +492,10 @@ impl Shard {
                 break;
             }
         }
-        let now_counts = (self.layer.in_progress() as i64, self.layer.finishing() as i64);
+        // The proxy's own requests (UM health pings) are nobody's call: they
+        // do not hold a drain, nor count as work in progress.
+        let ours = self.originated.len();
+        let now_counts = (self.layer.in_progress().saturating_sub(ours) as i64, self.layer.finishing() as i64);
         if now_counts != self.reported {
             self.metrics.transactions_active().add(now_counts.0 - self.reported.0);
             self.metrics.transactions_finishing().add(now_counts.1 - self.reported.1);

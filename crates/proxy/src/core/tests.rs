@@ -730,8 +730,10 @@ fn originated_requests_report_their_final_status_or_none_on_timeout() {
     // A server that never answers: None after Timer F.
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     h.shard.handle_input(ShardInput::Originate { request: options, dest: dest("192.0.2.72:5061"), reply: tx }, h.now);
+    assert_eq!(h.metrics.in_flight(), 0, "the proxy's own ping holds no drain");
     h.advance(Duration::from_secs(33));
     assert_eq!(rx.try_recv().ok(), Some(None));
+    assert_eq!(h.metrics.transactions_active().get(), 0);
 }
 
 #[test]
