@@ -498,3 +498,42 @@ fn top_level_keys(line: &str) -> Option<Vec<String>> {
     }
     serde_json::Deserializer::from_str(line).deserialize_map(Keys).ok()
 }
+
+/// The TLS listener's certificate files replaced on disk: the file watcher
+/// installs the new certificate for new handshakes, logs it once, and a
+/// reload that changes only routes re-reads no certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_listener_certificate_is_picked_up_once_from_the_files() {
+    let old_ca = e2e_support::Ca::new("old-ca");
+    let new_ca = e2e_support::Ca::new("new-ca");
+    let old = old_ca.server_cert(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("umproxy.pem"), dir.path().join("umproxy.key"));
+    std::fs::copy(&old.cert_path, &cert).expect("copy");
+    std::fs::copy(&old.key_path, &key).expect("copy");
+    let proxy = Proxy::start(umproxy(), ProxyConfig::new().with_tls(&cert, &key, None));
+    let addr = proxy.tls_addr();
+    assert!(e2e_support::TlsClient::connect(addr, "127.0.0.1", &old_ca, None).await.is_ok());
+    let reloads = |p: &Proxy| p.log().matches("TLS certificate reloaded").count();
+
+    // Renewed by another CA, written as a renewal hook would (new files moved in).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new = new_ca.server_cert(&["127.0.0.1"]);
+    for (from, to) in [(&new.cert_path, &cert), (&new.key_path, &key)] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).expect("copy");
+        std::fs::rename(&tmp, to).expect("rename");
+    }
+    let picked = poll_until(WAIT, || (reloads(&proxy) >= 1).then_some(()));
+    assert!(picked.is_some(), "the new certificate was not installed:\n{}", proxy.log());
+    assert!(e2e_support::TlsClient::connect(addr, "127.0.0.1", &new_ca, None).await.is_ok(), "new handshakes use it");
+    assert!(e2e_support::TlsClient::connect(addr, "127.0.0.1", &old_ca, None).await.is_err());
+
+    // A reload for something else (a route) leaves the certificate alone.
+    let with_route = proxy.config.clone().route("*", &["sip:127.0.0.1:9;transport=udp"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rewrite(&proxy, &with_route);
+    poll_until(WAIT, || proxy.log().contains("applied=route").then_some(()))
+        .unwrap_or_else(|| panic!("the route change was not reloaded:\n{}", proxy.log()));
+    assert_eq!(reloads(&proxy), 1, "one certificate line per certificate change:\n{}", proxy.log());
+}

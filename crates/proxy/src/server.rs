@@ -118,6 +118,17 @@ pub struct Reloader {
     directory_stamp: std::sync::Mutex<Option<std::time::SystemTime>>,
     /// Modification times of the watched files when last reloaded.
     seen: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
+    /// Per TLS listener, its files' modification times when last installed.
+    tls_stamps: std::sync::Mutex<HashMap<SocketAddr, Vec<Option<std::time::SystemTime>>>>,
+}
+
+/// The modification times of a TLS listener's files (empty without TLS).
+fn tls_stamp(l: &Listen) -> Vec<Option<std::time::SystemTime>> {
+    l.tls
+        .iter()
+        .flat_map(|t| [Some(&t.certificate), Some(&t.private_key), t.client_ca.as_ref()])
+        .map(|f| f.and_then(|f| modified(f)))
+        .collect()
 }
 
 /// Marks a refusal caused by the directory file (for its log line).
@@ -167,7 +178,7 @@ impl Reloader {
     pub fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadReport, String> {
         let result = {
             let mut current = self.lock_config();
-            self.try_reload(&mut current)
+            self.try_reload(&mut current, trigger)
         };
         let stamps = self.watched_stamps();
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = stamps;
@@ -206,7 +217,7 @@ impl Reloader {
         result
     }
 
-    fn try_reload(&self, current: &mut Config) -> Result<ReloadReport, String> {
+    fn try_reload(&self, current: &mut Config, trigger: ReloadTrigger) -> Result<ReloadReport, String> {
         let new = match &self.path {
             Some(p) => Config::load(p).map_err(|e| e.to_string())?,
             None => current.clone(),
@@ -282,7 +293,21 @@ impl Reloader {
                         .clone()
                 })
                 .collect();
-            report.tls_listeners = reload_tls_listeners(hub, &running)?;
+            // A file change reloads only the listeners whose files changed
+            // (so the log's certificate lines mean something); SIGHUP and the
+            // admin API re-read them all (a copy that kept the old
+            // modification time is still picked up).
+            let mut stamps = self.tls_stamps.lock().unwrap_or_else(|p| p.into_inner());
+            let chosen: Vec<Listen> = running
+                .into_iter()
+                .filter(|l| {
+                    let now = tls_stamp(l);
+                    let changed = stamps.get(&l.address) != Some(&now);
+                    stamps.insert(l.address, now);
+                    trigger != ReloadTrigger::FileChange || changed
+                })
+                .collect();
+            report.tls_listeners = reload_tls_listeners(hub, &chosen)?;
         }
         // What is now in force: the new file, except for the keys that need
         // a restart.
@@ -993,6 +1018,7 @@ impl Server {
             last_refusal: std::sync::Mutex::new(None),
             directory_stamp: std::sync::Mutex::new(config.directory.file.as_deref().and_then(modified)),
             seen: std::sync::Mutex::new(Vec::new()),
+            tls_stamps: std::sync::Mutex::new(config.listen.iter().map(|l| (l.address, tls_stamp(l))).collect()),
         });
         *reloader.seen.lock().unwrap_or_else(|p| p.into_inner()) = reloader.watched_stamps();
         let control = Arc::new(ServerControl {
@@ -1499,6 +1525,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             last_refusal: std::sync::Mutex::new(None),
             seen: std::sync::Mutex::new(Vec::new()),
+            tls_stamps: std::sync::Mutex::default(),
         });
         *r.seen.lock().expect("lock") = r.watched_stamps();
         (r, cfg_file, dir_file, handle)
