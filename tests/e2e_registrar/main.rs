@@ -15,6 +15,7 @@ mod client;
 mod digest;
 mod forking;
 mod harness;
+mod nat;
 mod outbound;
 mod path;
 mod redis_store;

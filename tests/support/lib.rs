@@ -23,6 +23,7 @@
 pub mod baresip;
 pub mod certs;
 pub mod dns;
+pub mod netns;
 pub mod ports;
 pub mod proxy;
 pub mod sip;
@@ -78,6 +79,11 @@ pub fn require_tool_sbin(tool: &str) -> bool {
 }
 
 const SBIN: [&str; 2] = ["/usr/sbin", "/usr/local/sbin"];
+
+/// Whether `tool` is on `PATH` or in an `sbin` directory (no message).
+pub fn has_tool(tool: &str) -> bool {
+    find_on_path(tool) || SBIN.iter().any(|d| std::path::Path::new(d).join(tool).is_file())
+}
 
 /// The command to run for `tool`: its name when it is on `PATH`, else its
 /// path in an `sbin` directory.

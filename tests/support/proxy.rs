@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +43,11 @@ pub struct ProxyConfig {
     pub log_json: bool,
     /// `[admin] token_file`: the control API needs this bearer token.
     pub admin_token_file: Option<PathBuf>,
+    /// The SIP listeners' address (loopback unless set).
+    pub listen_ip: IpAddr,
+    /// Run inside this network namespace (`ip netns exec`); the admin
+    /// listener stays on that namespace's loopback.
+    pub netns: Option<String>,
     /// `[proxy] trusted_peers`; loopback by default.
     pub trusted_peers: Vec<String>,
 }
@@ -68,6 +73,8 @@ impl ProxyConfig {
             log_level: "info".into(),
             log_json: false,
             admin_token_file: None,
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
+            netns: None,
             trusted_peers: vec!["127.0.0.1/32".into()],
         }
     }
@@ -104,7 +111,14 @@ impl ProxyConfig {
     }
 
     pub fn udp_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.sip_port))
+        SocketAddr::new(self.listen_ip, self.sip_port)
+    }
+
+    /// Listen on `ip` inside network namespace `netns`.
+    pub fn in_netns(mut self, netns: &str, ip: IpAddr) -> Self {
+        self.netns = Some(netns.into());
+        self.listen_ip = ip;
+        self
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {
@@ -196,13 +210,22 @@ impl Proxy {
     /// logs that it started. Panics (with the log) if it exits or does not
     /// start within [`WAIT`].
     pub fn start(bin: &Path, config: ProxyConfig) -> Proxy {
-        Proxy::start_with(bin, config, &[], &[])
+        Proxy::start_in(bin, config, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// [`start`](Self::start) with the configuration and log in `dir`
+    /// (a restart keeps the directory, and with it the registrations).
+    pub fn start_in(bin: &Path, config: ProxyConfig, dir: TempDir) -> Proxy {
+        Proxy::start_with_in(bin, config, dir, &[], &[])
     }
 
     /// Like [`start`](Self::start) with environment variables (e.g.
     /// `NOTIFY_SOCKET`) and extra arguments after the file (`--grace-s 60`).
     pub fn start_with(bin: &Path, config: ProxyConfig, env: &[(&str, &str)], args: &[&str]) -> Proxy {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Proxy::start_with_in(bin, config, tempfile::tempdir().expect("tempdir"), env, args)
+    }
+
+    fn start_with_in(bin: &Path, config: ProxyConfig, dir: TempDir, env: &[(&str, &str)], args: &[&str]) -> Proxy {
         let file = dir.path().join("umproxy.toml");
         let mut text = config.to_toml();
         if !text.contains("[registrar]") {
@@ -212,7 +235,15 @@ impl Proxy {
         }
         std::fs::write(&file, text).expect("write config");
         let stderr = File::create(dir.path().join("stderr.log")).expect("stderr file");
-        let child = Command::new(bin)
+        let mut cmd = match &config.netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::tool_path("ip"));
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("run")
             .arg(&file)
             .args(args)
@@ -271,8 +302,23 @@ impl Proxy {
         self.config.admin_addr()
     }
 
+    /// Stop the process and hand back its directory (configuration,
+    /// registrations, log) for a restart with [`start_in`](Self::start_in).
+    pub fn stop(mut self) -> (ProxyConfig, TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (self.config.clone(), dir)
+    }
+
     /// The admin listener's `/metrics` text.
     pub fn metrics(&self) -> String {
+        if let Some(ns) = &self.config.netns {
+            return match crate::netns::http_get(ns, self.admin_addr(), "/metrics") {
+                Ok((200, body)) => body,
+                other => panic!("GET /metrics in {ns}: {other:?}"),
+            };
+        }
         match self.admin_get("/metrics") {
             Ok((200, body)) => body,
             other => panic!("GET /metrics: {other:?}"),

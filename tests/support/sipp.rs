@@ -1,7 +1,7 @@
 //! SIPp (Debian `sip-tester`) as a user agent client or server.
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +32,10 @@ pub struct Sipp {
     timeout: Duration,
     trace_msg: bool,
     extra: Vec<String>,
+    /// The address SIPp binds (`-i`); loopback unless set.
+    local_ip: IpAddr,
+    /// Run inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +76,8 @@ impl Sipp {
             timeout: Duration::from_secs(30),
             trace_msg: false,
             extra: Vec::new(),
+            local_ip: IpAddr::from([127, 0, 0, 1]),
+            netns: None,
         }
     }
 
@@ -131,14 +137,28 @@ impl Sipp {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.local_ip, self.port)
+    }
+
+    /// Run in network namespace `netns`, bound to `ip` there.
+    pub fn in_netns(mut self, netns: &str, ip: IpAddr) -> Self {
+        self.netns = Some(netns.into());
+        self.local_ip = ip;
+        self
     }
 
     /// Start SIPp in the background. A server side is typically spawned
     /// before the proxy routes to it; wait with [`SippProcess::wait`].
     pub fn spawn(self) -> SippProcess {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new("sipp");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::tool_path("ip"));
+                c.args(["netns", "exec", ns, "sipp"]);
+                c
+            }
+            None => Command::new("sipp"),
+        };
         match &self.scenario {
             Scenario::Builtin(name) => cmd.args(["-sn", name]),
             Scenario::File(path) => cmd.arg("-sf").arg(path),
@@ -148,7 +168,7 @@ impl Sipp {
                 cmd.arg("-sf").arg(path)
             }
         };
-        cmd.args(["-i", "127.0.0.1", "-p", &self.port.to_string()]);
+        cmd.arg("-i").arg(self.local_ip.to_string()).args(["-p", &self.port.to_string()]);
         cmd.args(["-t", if self.transport == SippTransport::Tcp { "t1" } else { "u1" }]);
         if let Some(s) = &self.service {
             cmd.args(["-s", s]);
@@ -184,7 +204,7 @@ impl Sipp {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run sipp: {e}"));
         let deadline = Instant::now() + self.timeout + Duration::from_secs(5);
-        SippProcess { child: Some(child), dir, deadline, port: self.port }
+        SippProcess { child: Some(child), dir, deadline, port: self.port, local_ip: self.local_ip }
     }
 
     /// Run to completion and return the outcome.
@@ -199,11 +219,12 @@ pub struct SippProcess {
     dir: TempDir,
     deadline: Instant,
     pub port: u16,
+    local_ip: IpAddr,
 }
 
 impl SippProcess {
     pub fn local_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.local_ip, self.port)
     }
 
     /// Wait for SIPp to exit (it is killed at its deadline: its `-timeout`

@@ -30,7 +30,7 @@ use crate::location::auth::{ChallengeKind, DigestAuth};
 use crate::location::binding::FlowToken;
 use crate::location::metrics::LocationMetrics;
 use crate::location::policy::FailureTracker;
-use crate::location::registrar::{RegisterContext, Registrar};
+use crate::location::registrar::{RegisterContext, RegisterNat, Registrar};
 use crate::transport::{Destination, FlowId, Transport};
 
 /// A registered contact, as the location service hands it to routing.
@@ -66,6 +66,27 @@ fn flow_of(token: FlowToken) -> (Transport, FlowId) {
         _ => Transport::Udp,
     };
     (transport, FlowId(token.0 & (u64::MAX >> 2)))
+}
+
+/// NAT handling of a REGISTER ([`crate::nat`]): only for one straight from
+/// the UA (one Via, no Path: behind another proxy, NAT is that proxy's
+/// business). A NAT'd UDP binding's flow token names no connection: the
+/// binding's source address is its flow.
+fn register_nat(mode: crate::nat::NatMode, req: &RouteRequest<'_>) -> Option<RegisterNat> {
+    let msg = req.msg;
+    if mode == crate::nat::NatMode::Off
+        || msg.vias().nth(1).is_some()
+        || msg.header_values(sip_message::HeaderName::Path).next().is_some()
+    {
+        return None;
+    }
+    let transport = req.source.transport;
+    let is_natted = mode == crate::nat::NatMode::Always || crate::nat::via_hides_source(&msg.top_via(), req.source);
+    let flow = match req.source.flow {
+        Some(f) => flow_token(f, transport),
+        None => FlowToken::UDP_SOURCE,
+    };
+    Some(RegisterNat { is_natted, transport, flow })
 }
 
 /// A future of a location lookup.
@@ -508,6 +529,7 @@ pub struct AppRouter {
     auth: Option<Arc<Authenticator>>,
     settings: Arc<ExumSettings>,
     metrics: ExumMetrics,
+    nat: crate::nat::NatMode,
 }
 
 impl AppRouter {
@@ -518,7 +540,22 @@ impl AppRouter {
         settings: ExumSettings,
         metrics: ExumMetrics,
     ) -> AppRouter {
-        AppRouter { statics, directory, locations, registrar: None, auth: None, settings: Arc::new(settings), metrics }
+        AppRouter {
+            statics,
+            directory,
+            locations,
+            registrar: None,
+            auth: None,
+            settings: Arc::new(settings),
+            metrics,
+            nat: crate::nat::NatMode::default(),
+        }
+    }
+
+    /// `[nat] mode` for registrations (default `auto`).
+    pub fn with_nat(mut self, mode: crate::nat::NatMode) -> AppRouter {
+        self.nat = mode;
+        self
     }
 
     /// REGISTERs for the served domains go to `registrar`.
@@ -590,6 +627,7 @@ impl AppRouter {
             // RFC 5626: a binding over a connection remembers the connection.
             flow: req.source.flow.map(|f| flow_token(f, req.source.transport)),
             authenticated_user,
+            nat: register_nat(self.nat, req),
         };
         Routing::Pending(Box::pin(async move {
             let outcome = registrar.handle_register(&msg, &ctx, SystemTime::now()).await;

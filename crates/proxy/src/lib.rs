@@ -8,11 +8,14 @@
 //! - [`dns`]: RFC 3263 next-hop resolution.
 //! - [`core`]: the RFC 3261 §16 stateful proxy on the sans-IO transaction
 //!   layer; asks a [`core::Router`] where requests go.
+//! - [`nat`]: NAT traversal for UAs without SIP Outbound (RFC 3581 on
+//!   every response, NAT'd bindings, Contact marking, keep-alive pings).
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener
 //!   with the runtime control API; [`ctl`] is its command-line client.
 //! - [`server`]: start, reload, drain and stop a whole umproxy.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod caller;
 pub mod config;
@@ -22,6 +25,7 @@ pub mod dns;
 pub mod exum;
 pub mod location;
 pub mod metrics;
+pub mod nat;
 #[cfg(unix)]
 pub mod notify;
 pub mod server;

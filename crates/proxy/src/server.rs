@@ -356,6 +356,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     check(old.dns != new.dns, "dns");
     check(old.auth != new.auth, "auth");
     check(old.shutdown != new.shutdown, "shutdown");
+    check(old.nat != new.nat, "nat");
     keys
 }
 
@@ -378,6 +379,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.dns = old.dns.clone();
     new.auth = old.auth.clone();
     new.shutdown = old.shutdown;
+    new.nat = old.nat.clone();
 }
 
 /// Every check `run` makes before it serves, without binding anything:
@@ -950,6 +952,7 @@ impl Server {
             max_dialogs: config.limits.max_dialogs,
             dialog_idle: Duration::from_secs(config.limits.dialog_idle_timeout_s),
             drain: drain.clone(),
+            nat: config.nat.mode,
             sources: crate::core::admission::SourceLimits {
                 rate: config.limits.source_rate,
                 burst: config.limits.source_burst,
@@ -990,10 +993,13 @@ impl Server {
         let exum_metrics = ExumMetrics::register(metrics.registry())
             .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
         let (registrar, location_metrics) = build_registrar(&config, metrics.registry()).await?;
+        let (registrar, keepalive) = crate::nat::keepalive::attach(registrar, &config.nat, metrics.registry())
+            .map_err(|e| StartError::Setup { what: "metrics", problem: e.to_string() })?;
         let registrar = Arc::new(registrar);
         let locations: Arc<dyn crate::app::Locations> = Arc::new(RegistrarLocations(registrar.clone()));
         let mut app = AppRouter::new(statics.clone(), Some(directory.clone()), Some(locations), settings, exum_metrics)
-            .with_registrar(registrar.clone());
+            .with_registrar(registrar.clone())
+            .with_nat(config.nat.mode);
         if let Some(auth) = build_auth(&config, location_metrics)? {
             app = app.with_auth(Arc::new(auth));
         }
@@ -1051,6 +1057,11 @@ impl Server {
             None => None,
         };
         let core = Arc::new(core.start(hub.clone(), router, resolver.clone()));
+        let received = hub.clone();
+        crate::alloc::spawn_idle_trim(Arc::new(move || received.messages_received()));
+        if let Some(k) = keepalive {
+            crate::nat::keepalive::spawn(k, Arc::downgrade(&core), registrar.store().clone(), config.nat.ping_timeout);
+        }
         let health_task = spawn_health_checks(
             core.clone(),
             directory.clone(),

@@ -580,6 +580,22 @@ impl<A: Clone> TransactionLayer<A> {
                 }
             }
         }
+        self.shrink_tables();
+    }
+
+    /// Give back the room a burst made the tables grow to: a hash map never
+    /// shrinks by itself, so after a flood the tables would hold their peak
+    /// capacity (tens of megabytes of slots) for good. A table four times
+    /// larger than its content is halved to twice it: each shrink rehashes
+    /// what is left, and the load falls by half before the next.
+    pub fn shrink_tables(&mut self) {
+        shrink_map(&mut self.servers);
+        shrink_map(&mut self.clients);
+        shrink_map(&mut self.server_index);
+        shrink_map(&mut self.client_index);
+        if self.transmits.capacity() > SHRINK_MIN && self.transmits.len() * 4 < self.transmits.capacity() {
+            self.transmits.shrink_to(self.transmits.len() * 2);
+        }
     }
 
     // ---- internals ----
@@ -699,6 +715,17 @@ impl<A: Clone> TransactionLayer<A> {
                 self.events.push_back(Event::Terminated { id: TxId::Client(id) });
             }
         }
+    }
+}
+
+/// Tables smaller than this are left as they are.
+const SHRINK_MIN: usize = 1024;
+
+/// Halve `map`'s room when it holds less than a quarter of it (see
+/// [`TransactionLayer::shrink_tables`]).
+pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
+    if map.capacity() > SHRINK_MIN && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }
 

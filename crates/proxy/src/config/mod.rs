@@ -18,6 +18,7 @@
 //! structs below, checking what serde cannot and naming the key.
 
 mod logging;
+mod nat;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use crate::transport::Transport;
 
 pub use logging::{check_level, current_level, init_logging, set_level, LoggingError};
+pub use nat::NatConfig;
 
 /// The built-in example configuration (loopback, no TLS).
 pub const EXAMPLE: &str = include_str!("example.toml");
@@ -104,6 +106,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[shutdown]`.
     pub shutdown: ShutdownConfig,
+    /// `[nat]`.
+    pub nat: NatConfig,
 }
 
 /// `[shutdown]`: how SIGTERM drains.

@@ -135,6 +135,8 @@ pub(super) struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     shutdown: ShutdownConfig,
+    #[serde(default)]
+    nat: super::nat::RawNat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,6 +438,7 @@ impl RawConfig {
             dns: validate_dns(self.dns, cx)?,
             auth: validate_auth(self.auth, cx)?,
             shutdown: validate_shutdown(self.shutdown, cx)?,
+            nat: self.nat.validate().map_err(|(key, problem)| cx.err(key, problem))?,
         })
     }
 }

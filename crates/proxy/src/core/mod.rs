@@ -65,6 +65,8 @@ pub struct CoreConfig {
     pub dialog_idle: Duration,
     /// Set at shutdown: new dialogs are refused with 503.
     pub drain: DrainGate,
+    /// `[nat] mode`: marking the Contacts of NAT'd user agents.
+    pub nat: crate::nat::NatMode,
     /// Per-source limit on new requests (`[limits] source_rate`).
     pub sources: admission::SourceLimits,
 }
@@ -114,6 +116,7 @@ impl Default for CoreConfig {
             max_dialogs: 100_000,
             dialog_idle: Duration::from_secs(6 * 3600),
             drain: DrainGate::default(),
+            nat: crate::nat::NatMode::default(),
             sources: admission::SourceLimits::default(),
         }
     }

@@ -10,7 +10,6 @@
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -34,6 +33,7 @@ use super::router::{
 use super::validate::{validate_request_with, Rejection};
 use super::CoreConfig;
 use crate::metrics::{Direction, Metrics};
+pub use crate::nat::{fix_top_via, with_fixed_via};
 use crate::transport::{
     Destination, FlowId, Inbound, ListenerInfo, Outbound, Peer, SendFailure, SendToken, TlsIdentity, Transport,
 };
@@ -180,6 +180,9 @@ struct ProxyTx {
     /// Every Proxy-Authorization is for a realm of ours: removed when
     /// forwarding (RFC 3261 §22.3).
     strip_proxy_auth: bool,
+    /// The caller is behind NAT: its Contact is marked with the address
+    /// its packets come from when forwarded ([`crate::nat`]).
+    nat_mark: bool,
     groups: VecDeque<Vec<Target>>,
     branches: Vec<Branch>,
     best: BestResponse,
@@ -375,6 +378,11 @@ impl Shard {
             }
         }
         self.drain(now);
+        // As the transaction layer does with its own (a burst's room is
+        // given back once the calls are gone).
+        sip_transaction::shrink_map(&mut self.contexts);
+        sip_transaction::shrink_map(&mut self.clients);
+        sip_transaction::shrink_map(&mut self.originated);
     }
 
     fn originate(
@@ -457,6 +465,10 @@ impl Shard {
                         // RFC 3261 §21.5.4: statelessly, with a hint of when to retry.
                         let bytes =
                             Response::new(&msg, 503, "Service Unavailable", None).header("Retry-After", "5").finish();
+                        let bytes = match self.current.as_ref() {
+                            Some((p, _)) => with_fixed_via(bytes, p, &self.limits),
+                            None => bytes,
+                        };
                         self.wire.send(Outbound { dest: reply, bytes, token: None });
                     }
                 }
@@ -606,6 +618,10 @@ impl Shard {
 
     // ---- requests -------------------------------------------------------
 
+    /// Answer `req` with a response built here. Its copy of the caller's top
+    /// Via gains `received` and `rport` (RFC 3581 §4), as a forwarded
+    /// request's does, so that the UA learns its public address from every
+    /// answer (401, 200 to REGISTER or OPTIONS, 403, 480 …).
     fn respond(
         &mut self,
         server: ServerId,
@@ -621,6 +637,10 @@ impl Shard {
             r = r.header(n, v);
         }
         let bytes = r.finish();
+        let bytes = match self.contexts.get(&server).map(|c| &c.peer).or(self.current.as_ref().map(|c| &c.0)) {
+            Some(peer) => crate::nat::fix_local_response(bytes, req, peer, &self.limits),
+            None => bytes,
+        };
         self.send_upstream_as(server, bytes, code, req.method().unwrap_or(Method::Other), now);
     }
 
@@ -719,6 +739,11 @@ impl Shard {
             && !in_dialog
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
         let strip_proxy_auth = own_credentials_only(&msg, &self.cfg.own_realms);
+        // Requests whose Contact other parties use for the dialog's later
+        // requests (RFC 3261 §12.1, target refresh §12.2).
+        let sets_target =
+            matches!(method, Method::Invite | Method::Subscribe | Method::Notify | Method::Refer | Method::Update);
+        let nat_mark = sets_target && crate::nat::is_behind_nat(self.cfg.nat, &msg, &peer);
         let ctx = ProxyTx {
             request: msg,
             peer,
@@ -728,6 +753,7 @@ impl Shard {
             route_edits,
             record_route,
             strip_proxy_auth,
+            nat_mark,
             groups: VecDeque::new(),
             branches: Vec::new(),
             best: BestResponse::default(),
@@ -753,7 +779,7 @@ impl Shard {
         // everything to its outbound proxy): then, like out-of-dialog
         // requests, it asks the router.
         let decision = if ctx.route_edits.next_route().is_some() || (in_dialog && !ruri_local) {
-            Some(RouteDecision::Forward(ForkPlan::single(Target::default())))
+            Some(RouteDecision::Forward(ForkPlan::single(alias_target(&ctx.route_edits, &ctx.request))))
         } else {
             match self.router.route(&RouteRequest { msg: &ctx.request, source: &ctx.peer, tls: ctx.tls.as_deref() }) {
                 Routing::Ready(d) => Some(d),
@@ -798,6 +824,10 @@ impl Shard {
             }
             RouteDecision::Respond { status, bytes } => {
                 let is_invite = ctx.method == Method::Invite;
+                // RFC 3581 §4: the router's response (a challenge, the
+                // registrar's 200 …) carries received/rport like any other,
+                // so that the UA learns its public address from it.
+                let bytes = crate::nat::fix_local_response(bytes, &ctx.request, &ctx.peer, &self.limits);
                 self.send_upstream(server, bytes, status, now);
                 if matches!(status, 401 | 407) && !is_invite {
                     // RFC 3261 §8.2.7: a challenge needs no transaction
@@ -1093,7 +1123,8 @@ impl Shard {
                 let Some(ctx) = self.contexts.get(&server) else { return };
                 if !ctx.finished && !ctx.cancelled {
                     // §16.7 step 5: provisionals other than 100 go upstream.
-                    let bytes = msg.edit().remove_top_via().finish();
+                    let dest = ctx.branches.get(idx).and_then(|b| b.current.as_ref());
+                    let bytes = upstream_response(self.cfg.nat, &msg, dest);
                     self.send_upstream(server, bytes, code, now);
                 }
             }
@@ -1118,7 +1149,7 @@ impl Shard {
                 ctx.answered = true;
                 // §16.7 step 5: every 2xx goes upstream, also from other
                 // branches and retransmitted ones (RFC 6026).
-                let bytes = msg.edit().remove_top_via().finish();
+                let bytes = upstream_response(self.cfg.nat, &msg, branch.current.as_ref());
                 let code_sent = code;
                 if first_2xx {
                     self.metrics.request_latency(
@@ -1456,6 +1487,13 @@ impl Shard {
             .map(str::to_string)
             .or_else(|| edits.restore_request_uri.clone().or_else(|| msg.request_uri_str().map(str::to_string)));
         let Some(mut hop) = hop else { return };
+        if edits.next_route().is_none() {
+            // The callee's Contact, marked because it is behind NAT.
+            if let Some((ruri, dest)) = crate::nat::take_alias(&hop) {
+                send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, Some(&ruri), dest);
+                return;
+            }
+        }
         if Uri::parse(hop.as_bytes()).is_some_and(|u| wire.is_local(u.host(), u.port())) {
             // Addressed to us without a route (the UA ignored Record-Route):
             // the router knows where the dialog's INVITE went. Only a ready
@@ -1475,7 +1513,7 @@ impl Shard {
             let Some(t) = plan.groups.into_iter().flatten().next() else { return };
             hop = match (t.next_hop, t.request_uri) {
                 (Some(NextHop::Destination(d)), _) => {
-                    send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, d);
+                    send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, None, d);
                     return;
                 }
                 (Some(NextHop::Uri(u)), _) | (None, Some(u)) => u,
@@ -1495,13 +1533,13 @@ impl Shard {
             tokio::spawn(async move {
                 if let Ok(dests) = resolver.resolve(hop).await {
                     if let Some(d) = dests.into_iter().next() {
-                        send_stateless(&*wire, &minter, &metrics, &msg, &edits, d);
+                        send_stateless(&*wire, &minter, &metrics, &msg, &edits, None, d);
                     }
                 }
             });
             return;
         };
-        send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, dest);
+        send_stateless(&*self.wire, &self.minter, &self.metrics, &msg, &edits, None, dest);
     }
 
     /// §16.7 step 1: a response with no transaction is forwarded statelessly
@@ -1526,12 +1564,13 @@ fn send_stateless(
     metrics: &Metrics,
     msg: &Message,
     edits: &RouteEdits,
+    request_uri: Option<&str>,
     dest: Destination,
 ) {
     let Some(listener) = wire.listener_for(dest.transport, &dest.addr) else { return };
     let branch = minter.stateless(msg.branch().unwrap_or_default());
     let via = format!("SIP/2.0/{} {}:{};branch={}", dest.transport.via_name(), listener.host, listener.port, branch);
-    let ed = route::apply(msg.edit(), edits, None).decrement_max_forwards().push_via(&via);
+    let ed = route::apply(msg.edit(), edits, request_uri).decrement_max_forwards().push_via(&via);
     wire.send(Outbound { dest, bytes: ed.finish(), token: None });
     metrics.request(Method::Ack, Direction::Out);
 }
@@ -1561,6 +1600,9 @@ fn build_forward(
         if let Some(v) = &rw.value {
             ed = ed.add_header(&rw.name, v);
         }
+    }
+    if ctx.nat_mark {
+        ed = crate::nat::mark_contact(ed, msg, ctx.peer.remote, ctx.peer.transport).0;
     }
     // Step 3.
     ed = match msg.max_forwards() {
@@ -1661,46 +1703,35 @@ fn via_destination(via: &Via<'_>, _peer: Option<&Peer>) -> Option<Destination> {
     Some(Destination { transport, addr: SocketAddr::new(ip, port), flow: None, server_name: None })
 }
 
-/// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gains
-/// `received` when its host is not the source address, and `rport` gets
-/// the source port when the client asked for it. `None` when nothing
-/// changes, which is the common case and costs no allocation.
-pub fn fix_top_via(via: &Via<'_>, peer: &Peer) -> Option<String> {
-    let src_ip = peer.remote.ip();
-    let host_ip = match via.host_kind() {
-        HostKind::Ipv4(a) => Some(IpAddr::V4(a)),
-        HostKind::Ipv6(a) => Some(IpAddr::V6(a)),
-        HostKind::Domain => None,
-    };
-    let needs_received = host_ip != Some(src_ip);
-    let needs_rport = matches!(via.rport(), Some(None));
-    if !needs_received && !needs_rport {
-        return None;
-    }
-    let mut out = String::with_capacity(via.as_str().len() + 40);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "SIP/2.0/{} {}", via.transport(), via.host());
-    if let Some(p) = via.port() {
-        let _ = write!(out, ":{p}");
-    }
-    for (name, value) in via.params().iter() {
-        let name = std::str::from_utf8(name).unwrap_or_default();
-        if name.eq_ignore_ascii_case("received") && needs_received {
-            continue;
+/// A response going upstream without our Via. When it came back from a
+/// registered contact (a flow, or a NAT'd binding's public address) and
+/// its Contact hides that address, the Contact is marked with it
+/// ([`crate::nat`]), so that the caller's in-dialog requests (BYE,
+/// re-INVITE) reach the callee through its NAT.
+fn upstream_response(mode: crate::nat::NatMode, msg: &Message, dest: Option<&Destination>) -> Bytes {
+    let ed = msg.edit().remove_top_via();
+    match dest {
+        Some(d) if d.flow.is_some() && crate::nat::response_hides_source(mode, msg, d) => {
+            crate::nat::mark_contact(ed, msg, d.addr, d.transport).0.finish()
         }
-        out.push(';');
-        out.push_str(name);
-        if name.eq_ignore_ascii_case("rport") && needs_rport {
-            let _ = write!(out, "={}", peer.remote.port());
-        } else if let Some(v) = value {
-            out.push('=');
-            out.push_str(std::str::from_utf8(v).unwrap_or_default());
+        _ => ed.finish(),
+    }
+}
+
+/// The target of a request that goes by its Request-URI (in a dialog):
+/// a Request-URI marked with an alias ([`crate::nat`]) goes to the marked
+/// address, without the mark; any other keeps its Request-URI.
+fn alias_target(edits: &RouteEdits, msg: &Message) -> Target {
+    if edits.next_route().is_some() {
+        return Target::default();
+    }
+    let ruri = edits.restore_request_uri.as_deref().or_else(|| msg.request_uri_str());
+    match ruri.and_then(crate::nat::take_alias) {
+        Some((uri, dest)) => {
+            Target { request_uri: Some(uri), next_hop: Some(NextHop::Destination(dest)), ..Target::default() }
         }
+        None => Target::default(),
     }
-    if needs_received {
-        let _ = write!(out, ";received={src_ip}");
-    }
-    Some(out)
 }
 
 /// Requests that create a dialog (RFC 3261 §12.1, RFC 6665 §4.1, RFC 3515):

@@ -134,7 +134,10 @@ impl Router for TestRouter {
                     .header("WWW-Authenticate", "Digest realm=\"example.test\", nonce=\"n1\"")
                     .finish(),
             },
-            _ => RouteDecision::Forward(ForkPlan::single(Target::default())),
+            other => match nat_tests::route(other, req.msg) {
+                Some(d) => d,
+                None => RouteDecision::Forward(ForkPlan::single(Target::default())),
+            },
         };
         Routing::Ready(d)
     }
@@ -995,3 +998,5 @@ async fn a_running_core_answers_the_liveness_ping_and_a_stopped_one_does_not() {
     handle.abort();
     assert!(!handle.is_responsive(Duration::from_secs(5)).await);
 }
+#[path = "nat_tests.rs"]
+mod nat_tests;

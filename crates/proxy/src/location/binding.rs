@@ -12,6 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowToken(pub u64);
 
+impl FlowToken {
+    /// The flow of a NAT'd UDP binding: no connection, the binding's
+    /// `received` address is where it is reached ([`crate::nat`]).
+    pub const UDP_SOURCE: FlowToken = FlowToken(0);
+}
+
 /// A q-value in thousandths (RFC 3261 §20.10: `qvalue = ("0" [ "." 0*3DIGIT ]) / ("1" [ "." 0*3("0") ])`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QValue(u16);

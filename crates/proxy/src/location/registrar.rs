@@ -27,6 +27,7 @@ use sip_message::{HeaderName, Message, NameAddr, Scheme, Uri};
 use super::binding::{unix_secs, Binding, FlowToken, QValue};
 use super::metrics::LocationMetrics;
 use super::store::{LocationStore, StoreError};
+use crate::nat::keepalive::{KeepaliveHandle, PingTarget};
 
 /// `[registrar]` settings.
 #[derive(Debug, Clone)]
@@ -97,6 +98,32 @@ pub struct RegisterContext {
     /// The user digest authentication established, if any. When set, it must
     /// equal the AOR's user part (§10.3 step 3), else 403.
     pub authenticated_user: Option<String>,
+    /// NAT handling of this REGISTER ([`crate::nat`]); `None` when it does
+    /// not apply (mode `off`, or relayed by another proxy).
+    pub nat: Option<RegisterNat>,
+}
+
+/// How a REGISTER straight from a UA is treated for NAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterNat {
+    /// Every contact counts as behind NAT (mode `always`, or the top Via
+    /// already showed it); otherwise each Contact is compared with the
+    /// source address.
+    pub is_natted: bool,
+    /// The transport the REGISTER came over.
+    pub transport: crate::transport::Transport,
+    /// The flow a NAT'd binding is reached on: the connection for TCP/TLS;
+    /// for UDP a token without a connection (the binding's `received`
+    /// address is the flow). The same field RFC 5626 outbound bindings use,
+    /// so routing treats both alike.
+    pub flow: FlowToken,
+}
+
+impl RegisterNat {
+    /// Whether a contact registered with `uri` is behind NAT.
+    pub fn hides(&self, uri: &Uri<'_>, source: Option<SocketAddr>) -> bool {
+        self.is_natted || source.is_some_and(|src| crate::nat::contact_hides(uri, src))
+    }
 }
 
 /// The result class, for logs and `umproxy_register_total{result}`.
@@ -202,6 +229,11 @@ pub struct RegisterOutcome {
     pub result: RegisterResult,
     /// The store failure behind a 500/503, for logs.
     pub store_error: Option<StoreError>,
+    /// When the AOR's bindings changed: the AOR and its NAT'd UDP bindings
+    /// now, for the keep-alive pings.
+    pub nat_udp: Option<(String, Vec<PingTarget>)>,
+    /// Contacts this REGISTER bound as behind NAT ([`RegisterNat`]).
+    pub natted_contacts: usize,
 }
 
 /// The canonical AOR of a URI: `sip:user@host` (scheme and host lower-cased,
@@ -285,6 +317,8 @@ struct RequestedContact {
     expires: u32,
     instance: Option<String>,
     reg_id: Option<u32>,
+    /// Behind NAT: reached where the REGISTER came from.
+    is_natted: bool,
 }
 
 fn parse_delta(s: &str) -> Option<u32> {
@@ -424,7 +458,9 @@ fn plan_register_to(
         // RFC 5626 §6: a reg-id without an instance-id is ignored.
         let reg_id = reg_id.filter(|_| instance.is_some());
         let key = contact_key(&c.uri);
-        let entry = RequestedContact { uri: uri.to_owned(), key, q, expires, instance, reg_id };
+        // An outbound binding has its own flow; NAT handling is for the rest.
+        let is_natted = reg_id.is_none() && ctx.nat.is_some_and(|n| n.hides(&c.uri, ctx.received));
+        let entry = RequestedContact { uri: uri.to_owned(), key, q, expires, instance, reg_id, is_natted };
         // The same contact twice in one request: the last one counts.
         requested.retain(|r| !same_binding_req(r, &entry));
         requested.push(entry);
@@ -477,8 +513,15 @@ fn plan_register_to(
             path: path.clone(),
             instance: r.instance,
             reg_id: r.reg_id,
-            // RFC 5626 §6: an outbound binding is tied to the flow it came on.
-            flow: if r.reg_id.is_some() { ctx.flow } else { None },
+            // RFC 5626 §6: an outbound binding is tied to the flow it came
+            // on; a NAT'd one to where it came from, the same way.
+            flow: if r.reg_id.is_some() {
+                ctx.flow
+            } else if r.is_natted {
+                ctx.nat.map(|n| n.flow)
+            } else {
+                None
+            },
             received: ctx.received,
             updated_at: now_s,
         });
@@ -656,14 +699,28 @@ pub struct Registrar {
     store: Arc<dyn LocationStore>,
     cfg: Arc<RegistrarConfig>,
     metrics: Option<Arc<LocationMetrics>>,
+    keepalive: Option<Arc<KeepaliveHandle>>,
+    nat_metrics: Option<crate::nat::keepalive::NatMetrics>,
 }
 
 impl Registrar {
     pub fn new(store: Arc<dyn LocationStore>, cfg: RegistrarConfig, metrics: Option<Arc<LocationMetrics>>) -> Self {
-        let registrar = Registrar { store, cfg: Arc::new(cfg), metrics };
+        let registrar = Registrar { store, cfg: Arc::new(cfg), metrics, keepalive: None, nat_metrics: None };
         // What the store restored at start is counted before any REGISTER.
         registrar.update_gauges();
         registrar
+    }
+
+    /// NAT'd contacts are counted in `umproxy_nat_contacts_registered_total`.
+    pub fn with_nat_metrics(mut self, m: crate::nat::keepalive::NatMetrics) -> Self {
+        self.nat_metrics = Some(m);
+        self
+    }
+
+    /// NAT'd UDP bindings are handed to `keepalive` for pinging.
+    pub fn with_keepalive(mut self, keepalive: Arc<KeepaliveHandle>) -> Self {
+        self.keepalive = Some(keepalive);
+        self
     }
 
     /// `registrations_active` from the store's own count.
@@ -692,6 +749,12 @@ impl Registrar {
     /// Handle an (already authenticated) REGISTER and build the response.
     pub async fn handle_register(&self, req: &Message, ctx: &RegisterContext, now: SystemTime) -> RegisterOutcome {
         let outcome = process_register(req, self.store.as_ref(), &self.cfg, ctx, now).await;
+        if let (Some(k), Some((aor, targets))) = (&self.keepalive, &outcome.nat_udp) {
+            k.update_aor(aor, targets);
+        }
+        if let (Some(m), Some(nat), n @ 1..) = (&self.nat_metrics, &ctx.nat, outcome.natted_contacts) {
+            m.contacts(nat.transport).inc_by(n as u64);
+        }
         if let Some(m) = &self.metrics {
             m.count_register(outcome.result);
             if outcome.store_error.is_some() {
@@ -754,9 +817,26 @@ pub async fn process_register(
         let mut bindings = plan.bindings;
         sort_for_forking(&mut bindings);
         let response = ok_response(req, &bindings, now);
+        let nat_udp: Vec<PingTarget> = bindings.iter().filter_map(PingTarget::of).collect();
+        // The bindings this request wrote (its Call-ID and CSeq) that are
+        // reached where it came from, not by their Contact.
+        let (call_id, cseq) = (req.call_id(), req.cseq().0);
+        let natted_contacts = bindings
+            .iter()
+            .filter(|b| b.flow.is_some() && !b.is_outbound() && b.cseq == cseq && b.call_id == call_id)
+            .count();
+        let had_nat_udp = current.bindings.iter().any(|b| PingTarget::of(b).is_some());
         match store.replace(&aor, current.version, bindings, now).await {
             Ok(_) => {
-                return RegisterOutcome { status: 200, response, result: RegisterResult::Updated, store_error: None }
+                let nat_udp = (had_nat_udp || !nat_udp.is_empty()).then(|| (aor.clone(), nat_udp));
+                return RegisterOutcome {
+                    status: 200,
+                    response,
+                    result: RegisterResult::Updated,
+                    store_error: None,
+                    nat_udp,
+                    natted_contacts,
+                };
             }
             Err(StoreError::Conflict) if attempts < cfg.write_attempts => continue,
             Err(e) => return store_failed(req, e),
@@ -766,11 +846,25 @@ pub async fn process_register(
 
 fn finish(req: &Message, mut bindings: Vec<Binding>, result: RegisterResult, now: SystemTime) -> RegisterOutcome {
     sort_for_forking(&mut bindings);
-    RegisterOutcome { status: 200, response: ok_response(req, &bindings, now), result, store_error: None }
+    RegisterOutcome {
+        status: 200,
+        response: ok_response(req, &bindings, now),
+        result,
+        store_error: None,
+        nat_udp: None,
+        natted_contacts: 0,
+    }
 }
 
 fn rejected(req: &Message, r: &Reject) -> RegisterOutcome {
-    RegisterOutcome { status: r.status(), response: reject_response(req, r), result: r.result(), store_error: None }
+    RegisterOutcome {
+        status: r.status(),
+        response: reject_response(req, r),
+        result: r.result(),
+        store_error: None,
+        nat_udp: None,
+        natted_contacts: 0,
+    }
 }
 
 fn store_failed(req: &Message, e: StoreError) -> RegisterOutcome {
@@ -781,7 +875,14 @@ fn store_failed(req: &Message, e: StoreError) -> RegisterOutcome {
     if status == 503 {
         resp = resp.header("Retry-After", "5");
     }
-    RegisterOutcome { status, response: resp.finish(), result: RegisterResult::StoreError, store_error: Some(e) }
+    RegisterOutcome {
+        status,
+        response: resp.finish(),
+        result: RegisterResult::StoreError,
+        store_error: Some(e),
+        nat_udp: None,
+        natted_contacts: 0,
+    }
 }
 
 #[cfg(test)]

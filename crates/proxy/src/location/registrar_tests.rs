@@ -15,6 +15,7 @@ fn ctx() -> RegisterContext {
         received: Some("192.0.2.10:5060".parse().unwrap()),
         flow: Some(FlowToken(7)),
         authenticated_user: None,
+        nat: None,
     }
 }
 
@@ -339,4 +340,75 @@ fn contact_keys_read_as_before() {
         let u = Uri::parse(uri.as_bytes()).unwrap();
         assert_eq!(contact_key(&u), want, "{uri}");
     }
+}
+
+/// NAT handling as the core sets it for a REGISTER straight from a UA over
+/// UDP from `source`.
+fn nat_ctx(source: &str, is_natted: bool) -> RegisterContext {
+    RegisterContext {
+        received: Some(source.parse().unwrap()),
+        flow: None,
+        authenticated_user: None,
+        nat: Some(RegisterNat { is_natted, transport: crate::transport::Transport::Udp, flow: FlowToken::UDP_SOURCE }),
+    }
+}
+
+#[test]
+fn a_contact_naming_another_address_than_the_source_is_bound_to_the_source() {
+    let req = register("n1", 1, "Contact: <sip:alice@192.168.1.10:5060>, <sip:alice@203.0.113.5:40000>\r\n");
+    let p = plan_register(&req, &[], &cfg(), &nat_ctx("203.0.113.5:40000", false), t(0)).unwrap();
+    let by_uri = |u: &str| p.bindings.iter().find(|b| b.contact_uri == u).unwrap();
+    let natted = by_uri("sip:alice@192.168.1.10:5060");
+    assert_eq!(natted.flow, Some(FlowToken::UDP_SOURCE), "reached where the REGISTER came from");
+    assert_eq!(natted.received, Some("203.0.113.5:40000".parse().unwrap()));
+    assert_eq!(by_uri("sip:alice@203.0.113.5:40000").flow, None, "a public Contact is used as it is");
+    // Another port of the sender's own address: a UA listening elsewhere
+    // (or registering on behalf of one), not a NAT.
+    let req = register("n2", 1, "Contact: <sip:alice@203.0.113.5>\r\n");
+    let p = plan_register(&req, &[], &cfg(), &nat_ctx("203.0.113.5:40000", false), t(0)).unwrap();
+    assert_eq!(p.bindings[0].flow, None);
+}
+
+#[test]
+fn a_request_known_to_be_natted_binds_every_contact_to_the_source_but_not_outbound_ones() {
+    let req = register(
+        "n3",
+        1,
+        "Contact: <sip:alice@203.0.113.5:40000>, <sip:alice@192.0.2.77>;+sip.instance=\"<urn:uuid:1>\";reg-id=1\r\n",
+    );
+    let p = plan_register(&req, &[], &cfg(), &nat_ctx("203.0.113.5:40000", true), t(0)).unwrap();
+    let plain = p.bindings.iter().find(|b| b.reg_id.is_none()).unwrap();
+    assert_eq!(plain.flow, Some(FlowToken::UDP_SOURCE));
+    let outbound = p.bindings.iter().find(|b| b.reg_id.is_some()).unwrap();
+    assert_eq!(outbound.flow, None, "an outbound binding keeps its own flow (none over UDP)");
+}
+
+#[test]
+fn without_nat_handling_bindings_are_as_before() {
+    let req = register("n4", 1, "Contact: <sip:alice@192.168.1.10:5060>\r\n");
+    let mut c = nat_ctx("203.0.113.5:40000", false);
+    c.nat = None;
+    let p = plan_register(&req, &[], &cfg(), &c, t(0)).unwrap();
+    assert_eq!(p.bindings[0].flow, None);
+}
+
+#[tokio::test]
+async fn a_natted_udp_binding_survives_a_restart_of_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reg.db");
+    let req = register("n5", 1, "Contact: <sip:alice@192.168.1.10:5060>\r\n");
+    {
+        let store = EmbeddedStore::open(&path, EmbeddedConfig::write_through(), t(0)).unwrap();
+        let out = process_register(&req, &store, &cfg(), &nat_ctx("203.0.113.5:40000", false), t(0)).await;
+        assert_eq!(out.status, 200);
+        assert_eq!(out.natted_contacts, 1);
+        let (aor, targets) = out.nat_udp.expect("the keep-alive hears of the NAT'd binding");
+        assert_eq!(aor, "sip:alice@contoso.test");
+        assert_eq!(targets[0].addr, "203.0.113.5:40000".parse().unwrap());
+        store.flush_now().await.unwrap();
+    }
+    let store = EmbeddedStore::open(&path, EmbeddedConfig::write_through(), t(1)).unwrap();
+    let b = lookup(&store, "sip:alice@contoso.test", t(1)).await.unwrap();
+    assert_eq!(b[0].flow, Some(FlowToken::UDP_SOURCE));
+    assert_eq!(b[0].received, Some("203.0.113.5:40000".parse().unwrap()));
 }

@@ -82,7 +82,10 @@ impl Shared {
                 // Parsed a second time only on this overload path, to keep
                 // the common path free of a message clone.
                 let msg = Message::parse(raw, limits).ok()?;
-                Some(Response::new(&msg, 503, reason_phrase(503), None).header("Retry-After", RETRY_AFTER_S).finish())
+                let bytes =
+                    Response::new(&msg, 503, reason_phrase(503), None).header("Retry-After", RETRY_AFTER_S).finish();
+                // RFC 3581 §4, as on every response.
+                Some(crate::nat::with_fixed_via(bytes, peer, limits))
             }
             Err(_) => {
                 self.metrics.overload.with_label_values(&[t, "dropped"]).inc();
@@ -124,6 +127,13 @@ pub struct TransportHub {
     listeners: Vec<ListenerInfo>,
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     tls: Vec<(SocketAddr, Arc<TlsListener>)>,
+}
+
+impl TransportHub {
+    /// Messages received so far, over every transport.
+    pub fn messages_received(&self) -> u64 {
+        self.shared.metrics.received_total()
+    }
 }
 
 impl std::fmt::Debug for TransportHub {

@@ -150,6 +150,11 @@ impl TransportMetrics {
         &self.received[index(t)]
     }
 
+    /// Messages received over every transport.
+    pub fn received_total(&self) -> u64 {
+        self.received.iter().map(IntCounter::get).sum()
+    }
+
     pub fn sent(&self, t: Transport) -> &IntCounter {
         &self.sent[index(t)]
     }

@@ -159,14 +159,22 @@ fn fail_queue(shared: &Shared, slot: Slot, mut rx: mpsc::Receiver<Outbound>, fai
 /// the address, else a new connection.
 pub(crate) fn send(shared: &Arc<Shared>, out: Outbound) {
     let dest = &out.dest;
-    let reuse = dest.flow.and_then(|f| shared.conns.get(f)).filter(|h| h.transport == dest.transport).or_else(|| {
-        shared.conns.by_addr(dest.transport, dest.addr).filter(|h| match (&dest.server_name, dest.transport) {
-            // RFC 5923 §5: reuse a TLS connection only toward a server
-            // whose certificate proved the name.
-            (Some(name), Transport::Tls) => h.proves(name),
-            _ => true,
-        })
-    });
+    // A flow is used only while it still leads to the address it was
+    // stored with: a flow id kept in a registration outlives the process
+    // that minted it (persisted, or shared through Redis), and a new
+    // connection may carry the same id.
+    let reuse = dest
+        .flow
+        .and_then(|f| shared.conns.get(f))
+        .filter(|h| h.transport == dest.transport && h.remote == dest.addr)
+        .or_else(|| {
+            shared.conns.by_addr(dest.transport, dest.addr).filter(|h| match (&dest.server_name, dest.transport) {
+                // RFC 5923 §5: reuse a TLS connection only toward a server
+                // whose certificate proved the name.
+                (Some(name), Transport::Tls) => h.proves(name),
+                _ => true,
+            })
+        });
     match reuse {
         Some(h) => enqueue(shared, &h, out),
         None => connect(shared, out),

@@ -814,3 +814,44 @@ async fn outbound_connections_leave_from_the_listener_address() {
     let (_s, from) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
     assert_eq!(from.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
 }
+
+/// RFC 3581 §4 on the 503 the transport sends itself when the core is full.
+#[tokio::test]
+async fn udp_overload_503_carries_received_and_rport() {
+    let h = Harness::plain(Transport::Udp, TransportLimits::default()).await;
+    h.dispatch.overloaded.store(true, Ordering::Relaxed);
+    let req = options("u6", "UDP").replace(";branch=z9hG4bKu6", ";branch=z9hG4bKu6;rport");
+    let (s, reply) = udp_exchange(h.addr(Transport::Udp), req.as_bytes(), true).await;
+    let reply = reply.expect("no 503");
+    let port = s.local_addr().unwrap().port();
+    assert!(reply.contains(&format!(";rport={port};received=127.0.0.1\r\n")), "{reply}");
+}
+
+/// A flow id that now names a connection to another peer (a registration
+/// stored before a restart, or by another instance) is not used: the
+/// message goes to the address it is for.
+#[tokio::test]
+async fn tcp_a_flow_id_naming_another_peer_is_not_used() {
+    let mut h = Harness::plain(Transport::Tcp, TransportLimits::default()).await;
+    let mut c = TcpStream::connect(h.addr(Transport::Tcp)).await.unwrap();
+    c.write_all(options("s1", "TCP").as_bytes()).await.unwrap();
+    let flow = h.next().await.peer.flow.expect("TCP has a flow");
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dest = Destination {
+        transport: Transport::Tcp,
+        addr: server.local_addr().unwrap(),
+        flow: Some(flow),
+        server_name: None,
+    };
+    h.hub.send(Outbound { dest, bytes: Bytes::from(options("s2", "TCP")), token: None });
+    let (mut s, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    assert!(read_head(&mut s).await.contains("z9hG4bKs2"));
+    // Nothing went to the connection the flow id names: the first message
+    // it carries is one sent to it afterwards.
+    c.write_all(options("s3", "TCP").as_bytes()).await.unwrap();
+    let got = h.next().await;
+    let reply = sip_message::build::response(&got.msg, 200, "OK", Some("x"));
+    h.hub.send(Outbound { dest: Destination::reply_to(&got.peer), bytes: reply, token: None });
+    let first = read_head(&mut c).await;
+    assert!(first.starts_with("SIP/2.0 200 OK") && first.contains("z9hG4bKs3"), "{first}");
+}

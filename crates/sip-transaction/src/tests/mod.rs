@@ -209,3 +209,18 @@ fn config_floors_keep_timers_from_spinning() {
     assert_eq!(layer.config().t2, ms(1));
     assert_eq!(layer.config().t4, ms(1));
 }
+
+#[test]
+fn a_table_grown_by_a_burst_gives_its_room_back_in_halves() {
+    let mut m: std::collections::HashMap<u64, [u8; 64]> = (0..100_000).map(|i| (i, [0; 64])).collect();
+    m.retain(|k, _| *k < 1_000);
+    let peak = m.capacity();
+    assert!(peak > 50_000, "a hash map keeps its room by itself: {peak}");
+    crate::shrink_map(&mut m);
+    assert!(m.capacity() < peak / 16 && m.capacity() >= 2_000, "capacity {} of {peak}", m.capacity());
+    assert_eq!(m.len(), 1_000);
+    // Small tables, and tables not oversized, are left alone.
+    let before = m.capacity();
+    crate::shrink_map(&mut m);
+    assert_eq!(m.capacity(), before);
+}

@@ -562,4 +562,11 @@ impl LocationStore for EmbeddedStore {
     fn binding_count(&self) -> Option<usize> {
         Some(self.shared.inner.bindings.load(Ordering::Relaxed))
     }
+
+    fn for_each_binding(&self, now: SystemTime, f: &mut dyn FnMut(&Binding)) -> bool {
+        for rec in self.shared.inner.mem.iter() {
+            rec.bindings.iter().filter(|b| !b.is_expired(now)).for_each(&mut *f);
+        }
+        true
+    }
 }

@@ -90,6 +90,15 @@ pub trait LocationStore: Send + Sync {
     /// Active bindings held, when the store can tell cheaply (the embedded
     /// store can; a shared Redis store cannot and returns `None`).
     fn binding_count(&self) -> Option<usize>;
+
+    /// Call `f` with every binding unexpired at `now`, when the store holds
+    /// them itself (the embedded store: read once at start, to resume the
+    /// NAT keep-alive pings of persisted bindings). Returns whether it did;
+    /// a shared store does not scan (`false`).
+    fn for_each_binding(&self, now: SystemTime, f: &mut dyn FnMut(&Binding)) -> bool {
+        let _ = (now, f);
+        false
+    }
 }
 
 #[cfg(test)]
