@@ -145,5 +145,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         drain(&mut layer, &mut servers);
     }
     assert!(layer.is_empty(), "{} transactions outlived the longest timer", layer.len());
+    assert_eq!(layer.finishing(), 0, "the finishing count outlived its transactions");
     assert!(layer.poll_timeout().is_none());
 });

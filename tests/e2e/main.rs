@@ -5,14 +5,17 @@
 //! is set, where a missing tool fails the test.
 
 mod bad_input;
+mod baresip;
 mod basic_call;
 mod cancel;
 mod config;
+mod deploy;
 mod dns_failover;
 mod forking;
 mod loss;
 mod metrics;
 mod mtls;
+mod ops;
 mod source_limit;
 mod tls;
 

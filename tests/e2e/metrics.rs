@@ -26,7 +26,7 @@ fn metrics_count_a_call_and_pass_promtool() {
     let text = proxy.metrics();
     let value = |t: &str, s: &str| e2e_support::metric_value(t, s).unwrap_or(0.0);
     let invites_in = r#"umproxy_requests_total{direction="in",method="INVITE"}"#;
-    let ok_out = r#"umproxy_responses_total{class="2xx",direction="out"}"#;
+    let ok_out = r#"umproxy_responses_total{class="2xx",direction="out",method="INVITE"}"#;
     assert!(value(&text, invites_in) - value(&before, invites_in) >= 2.0, "INVITEs in not counted:\n{text}");
     assert!(value(&text, ok_out) - value(&before, ok_out) >= 2.0, "2xx out not counted:\n{text}");
     assert!(value(&text, r#"umproxy_requests_total{direction="out",method="BYE"}"#) >= 2.0, "{text}");

@@ -74,7 +74,7 @@ pub struct Setup {
     pub users: Vec<(String, String)>,
     /// `[auth] lockout_max_failures_per_ip`, when not the default.
     pub lockout_per_ip: Option<u32>,
-    /// `[auth] algorithms`, when not the default (SHA-256, MD5).
+    /// `[auth] algorithms`, when not SHA-256 then MD5 (this suite's choice).
     pub algorithms: Option<Vec<String>>,
     /// More `key = value` lines for `[auth]`.
     pub auth_lines: Vec<String>,
@@ -187,10 +187,13 @@ impl Setup {
         if let Some(n) = self.lockout_per_ip {
             let _ = writeln!(t, "lockout_max_failures_per_ip = {n}");
         }
-        if let Some(algs) = &self.algorithms {
-            let algs: Vec<String> = algs.iter().map(|a| format!("\"{a}\"")).collect();
-            let _ = writeln!(t, "algorithms = [{}]", algs.join(", "));
-        }
+        // These tests exercise RFC 8760 SHA-256 first unless told
+        // otherwise (umproxy's own default is MD5 only, for deployed phones).
+        let algs: Vec<String> = match &self.algorithms {
+            Some(algs) => algs.iter().map(|a| format!("\"{a}\"")).collect(),
+            None => vec!["\"SHA-256\"".into(), "\"MD5\"".into()],
+        };
+        let _ = writeln!(t, "algorithms = [{}]", algs.join(", "));
         for line in &self.auth_lines {
             let _ = writeln!(t, "{line}");
         }

@@ -20,6 +20,7 @@
 //! (PEM files for the proxy's config, DER for rustls), `TlsUas::start(&cert,
 //! client_ca, Answer::Accept)`, `TlsClient::connect(addr, name, &ca, client_cert)`.
 
+pub mod baresip;
 pub mod certs;
 pub mod dns;
 pub mod netns;
@@ -31,6 +32,7 @@ pub mod tls_ua;
 
 use std::time::Duration;
 
+pub use baresip::Baresip;
 pub use certs::{Ca, CertKey};
 pub use dns::DnsServer;
 pub use ports::free_port;

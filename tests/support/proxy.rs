@@ -39,6 +39,10 @@ pub struct ProxyConfig {
     /// Raw TOML appended to the file (`[limits]`, `[dns]`, `[tls_client]`, `[timers]` …).
     pub extra: String,
     pub log_level: String,
+    /// `[log] format = "json"` instead of text.
+    pub log_json: bool,
+    /// `[admin] token_file`: the control API needs this bearer token.
+    pub admin_token_file: Option<PathBuf>,
     /// The SIP listeners' address (loopback unless set).
     pub listen_ip: IpAddr,
     /// Run inside this network namespace (`ip netns exec`); the admin
@@ -67,6 +71,8 @@ impl ProxyConfig {
             routes: Vec::new(),
             extra: String::new(),
             log_level: "info".into(),
+            log_json: false,
+            admin_token_file: None,
             listen_ip: IpAddr::from([127, 0, 0, 1]),
             netns: None,
             trusted_peers: vec!["127.0.0.1/32".into()],
@@ -155,7 +161,11 @@ impl ProxyConfig {
             self.trusted_peers.iter().map(|p| toml_str(p)).collect::<Vec<_>>().join(", "),
             self.record_route
         );
-        let _ = writeln!(t, "[admin]\naddress = \"{}\"\n", self.admin_addr());
+        let _ = writeln!(t, "[admin]\naddress = \"{}\"", self.admin_addr());
+        if let Some(token) = &self.admin_token_file {
+            let _ = writeln!(t, "token_file = {}", toml_str(&token.display().to_string()));
+        }
+        t.push('\n');
         for (pattern, hops, fork) in &self.routes {
             let hops: Vec<String> = hops.iter().map(|h| toml_str(h)).collect();
             let _ = writeln!(t, "[[route]]\nmatch = {}\nnext_hop = [{}]", toml_str(pattern), hops.join(", "));
@@ -164,7 +174,11 @@ impl ProxyConfig {
             }
             t.push('\n');
         }
-        let _ = writeln!(t, "[log]\nlevel = {}\n", toml_str(&self.log_level));
+        let _ = writeln!(t, "[log]\nlevel = {}", toml_str(&self.log_level));
+        if self.log_json {
+            t.push_str("format = \"json\"\n");
+        }
+        t.push('\n');
         t.push_str(&self.extra);
         t
     }
@@ -202,6 +216,16 @@ impl Proxy {
     /// [`start`](Self::start) with the configuration and log in `dir`
     /// (a restart keeps the directory, and with it the registrations).
     pub fn start_in(bin: &Path, config: ProxyConfig, dir: TempDir) -> Proxy {
+        Proxy::start_with_in(bin, config, dir, &[], &[])
+    }
+
+    /// Like [`start`](Self::start) with environment variables (e.g.
+    /// `NOTIFY_SOCKET`) and extra arguments after the file (`--grace-s 60`).
+    pub fn start_with(bin: &Path, config: ProxyConfig, env: &[(&str, &str)], args: &[&str]) -> Proxy {
+        Proxy::start_with_in(bin, config, tempfile::tempdir().expect("tempdir"), env, args)
+    }
+
+    fn start_with_in(bin: &Path, config: ProxyConfig, dir: TempDir, env: &[(&str, &str)], args: &[&str]) -> Proxy {
         let file = dir.path().join("umproxy.toml");
         let mut text = config.to_toml();
         if !text.contains("[registrar]") {
@@ -222,6 +246,8 @@ impl Proxy {
         let child = cmd
             .arg("run")
             .arg(&file)
+            .args(args)
+            .envs(env.iter().copied())
             // RUST_LOG would override [log] level and might hide the start line.
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -309,6 +335,36 @@ impl Proxy {
     /// `GET path` on the admin listener: `(status, body)`.
     pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_get(self.admin_addr(), path)
+    }
+}
+
+impl Proxy {
+    /// The configuration file the proxy runs on (rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("umproxy.toml")
+    }
+
+    /// Standard error exactly as written (colour codes kept).
+    pub fn raw_log(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The proxy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal by name (`TERM`, `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        poll_until(timeout, || self.child.try_wait().ok().flatten())
     }
 }
 

@@ -297,6 +297,14 @@ impl ExumMetrics {
         reg.register(Box::new(failures.clone()))?;
         reg.register(Box::new(diversion.clone()))?;
         reg.register(Box::new(provider_requests.clone()))?;
+        // Zero series so that the families are in the first scrape.
+        for mode in ["on_prem", "hosted"] {
+            routes.with_label_values(&[mode, crate::exum::reason_label(None)]);
+            diversion.with_label_values(&[mode, crate::exum::reason_label(None)]);
+            for f in ["all_failed", "request"] {
+                failures.with_label_values(&[mode, f]);
+            }
+        }
         Ok(ExumMetrics { routes, failures, diversion, provider_requests })
     }
 }

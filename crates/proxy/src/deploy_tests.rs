@@ -47,7 +47,7 @@ fn check(mode: &str) -> Result<(Config, Directory), String> {
 
 #[test]
 fn deploy_examples_pass_check_config() {
-    for mode in ["on-premises", "cross-premises", "mixed"] {
+    for mode in ["edge", "on-premises", "cross-premises", "mixed"] {
         if let Err(e) = check(mode) {
             panic!("deploy/{mode}: {e}");
         }

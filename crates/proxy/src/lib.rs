@@ -10,7 +10,9 @@
 //!   layer; asks a [`core::Router`] where requests go.
 //! - [`nat`]: NAT traversal for UAs without SIP Outbound (RFC 3581 on
 //!   every response, NAT'd bindings, Contact marking, keep-alive pings).
-//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener.
+//! - [`metrics`] and [`admin`]: Prometheus metrics and the admin HTTP listener
+//!   with the runtime control API; [`ctl`] is its command-line client.
+//! - [`server`]: start, reload, drain and stop a whole umproxy.
 
 pub mod admin;
 pub mod alloc;
@@ -18,11 +20,14 @@ pub mod app;
 pub mod caller;
 pub mod config;
 pub mod core;
+pub mod ctl;
 pub mod dns;
 pub mod exum;
 pub mod location;
 pub mod metrics;
 pub mod nat;
+#[cfg(unix)]
+pub mod notify;
 pub mod server;
 pub mod transport;
 

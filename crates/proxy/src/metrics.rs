@@ -57,6 +57,17 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, for series created at start.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Parse,
+        DropReason::Limit,
+        DropReason::Stray,
+        DropReason::Overload,
+        DropReason::RateLimited,
+        DropReason::Transport,
+        DropReason::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Parse => "parse",
@@ -87,6 +98,31 @@ impl LatencyKind {
         }
     }
 }
+
+/// The latency an operator wants for `method`: time to the first response
+/// for INVITE (its final waits for a person to answer), to the final one
+/// for everything else.
+pub fn latency_kind_for(method: Method) -> LatencyKind {
+    if method == Method::Invite {
+        LatencyKind::First
+    } else {
+        LatencyKind::Final
+    }
+}
+
+/// `process_*` families (CPU seconds, resident memory, open and maximum file
+/// descriptors, start time), read from `/proc` at each scrape, where there
+/// is one.
+#[cfg(target_os = "linux")]
+fn register_process_metrics(registry: &Registry) {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = registry.register(Box::new(collector)) {
+        tracing::warn!(error = %e, "process metrics not available");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_metrics(_registry: &Registry) {}
 
 /// The method label: known methods by name, everything else `other`, so a
 /// peer inventing methods cannot grow the series count.
@@ -154,12 +190,18 @@ pub struct Metrics {
     /// Per-message counters resolved once (`with_label_values` hashes the
     /// labels and takes a lock): by method, then direction.
     requests_by: Vec<[IntCounter; 2]>,
-    /// By status class (`CLASSES`), then direction.
-    responses_by: Vec<[IntCounter; 2]>,
+    /// By status class (`CLASSES`), then method (`METHODS`), then direction.
+    responses_by: Vec<Vec<[IntCounter; 2]>>,
     transactions_active: IntGauge,
+    transactions_finishing: IntGauge,
+    dialogs_active: IntGauge,
     drops: IntCounterVec,
     dns_failures: IntCounter,
     request_latency: HistogramVec,
+    /// INVITE first response, then every other method's final, by `METHODS` index.
+    latency_by: Vec<prometheus::Histogram>,
+    reloads: IntCounterVec,
+    draining: IntGauge,
 }
 
 impl Metrics {
@@ -177,10 +219,21 @@ impl Metrics {
             &["method", "direction"],
         )?;
         let responses = IntCounterVec::new(
-            Opts::new("umproxy_responses_total", "SIP responses by status class and direction."),
-            &["class", "direction"],
+            Opts::new("umproxy_responses_total", "SIP responses by status class, CSeq method and direction."),
+            &["class", "method", "direction"],
         )?;
-        let transactions_active = IntGauge::new("umproxy_transactions_active", "Server transactions currently alive.")?;
+        let transactions_active = IntGauge::new(
+            "umproxy_transactions_active",
+            "Transactions (server and client) not yet past their final response; the proxy's own pings excluded.",
+        )?;
+        let transactions_finishing = IntGauge::new(
+            "umproxy_transactions_finishing",
+            "Transactions past their final response, kept only by their clean-up timers (RFC 3261 Timers D, G-M).",
+        )?;
+        let dialogs_active = IntGauge::new(
+            "umproxy_dialogs_active",
+            "Calls in progress: INVITE dialogs this proxy record-routed, answered and not yet ended by BYE.",
+        )?;
         let drops = IntCounterVec::new(
             Opts::new("umproxy_drops_total", "Messages dropped without an answer, by reason."),
             &["reason"],
@@ -189,11 +242,17 @@ impl Metrics {
         let request_latency = HistogramVec::new(
             HistogramOpts::new(
                 "umproxy_request_latency_seconds",
-                "Time from forwarding a request to its first or final response.",
+                "Time from forwarding a request to its first response (INVITE: ringing excluded) \
+                 or final response (every other method).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["response"],
+            &["method", "response"],
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("umproxy_config_reloads_total", "Configuration reloads (SIGHUP, file change, admin), by result."),
+            &["result"],
+        )?;
+        let draining = IntGauge::new("umproxy_draining", "1 while shutting down: new calls are refused with 503.")?;
         let build_info =
             IntGaugeVec::new(Opts::new("umproxy_build_info", "Always 1; the version is in the label."), &["version"])?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -201,17 +260,28 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(responses.clone()))?;
         registry.register(Box::new(transactions_active.clone()))?;
+        registry.register(Box::new(transactions_finishing.clone()))?;
+        registry.register(Box::new(dialogs_active.clone()))?;
         registry.register(Box::new(drops.clone()))?;
         registry.register(Box::new(dns_failures.clone()))?;
         registry.register(Box::new(request_latency.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(draining.clone()))?;
         registry.register(Box::new(build_info))?;
+        register_process_metrics(&registry);
 
-        // Pre-create the bounded label sets so dashboards see zeros rather
-        // than missing series.
         // Pre-created, so dashboards see zeros rather than missing series.
         let responses_by = CLASSES
             .iter()
-            .map(|class| [Direction::In, Direction::Out].map(|d| responses.with_label_values(&[class, d.as_str()])))
+            .map(|class| {
+                METHODS
+                    .iter()
+                    .map(|&m| {
+                        [Direction::In, Direction::Out]
+                            .map(|d| responses.with_label_values(&[class, method_label(m), d.as_str()]))
+                    })
+                    .collect()
+            })
             .collect();
         let requests_by = METHODS
             .iter()
@@ -219,8 +289,15 @@ impl Metrics {
                 [Direction::In, Direction::Out].map(|d| requests.with_label_values(&[method_label(m), d.as_str()]))
             })
             .collect();
-        for kind in [LatencyKind::First, LatencyKind::Final] {
-            request_latency.with_label_values(&[kind.as_str()]);
+        let latency_by = METHODS
+            .iter()
+            .map(|&m| request_latency.with_label_values(&[method_label(m), latency_kind_for(m).as_str()]))
+            .collect();
+        for reason in DropReason::ALL {
+            drops.with_label_values(&[reason.as_str()]);
+        }
+        for result in ["ok", "refused"] {
+            reloads.with_label_values(&[result]);
         }
         Ok(Metrics {
             registry,
@@ -229,9 +306,14 @@ impl Metrics {
             requests_by,
             responses_by,
             transactions_active,
+            transactions_finishing,
+            dialogs_active,
             drops,
             dns_failures,
             request_latency,
+            latency_by,
+            reloads,
+            draining,
         })
     }
 
@@ -249,19 +331,47 @@ impl Metrics {
         }
     }
 
-    /// Count a response.
-    pub fn response(&self, status: u16, direction: Direction) {
+    /// Count a response to a request of `method` (its CSeq method).
+    pub fn response(&self, status: u16, method: Method, direction: Direction) {
         let class = class_label(status);
-        match CLASSES.iter().position(|&c| c == class).and_then(|i| self.responses_by.get(i)) {
+        let by_class = CLASSES.iter().position(|&c| c == class).and_then(|i| self.responses_by.get(i));
+        let at = METHODS.iter().position(|&m| m == method);
+        match by_class.zip(at).and_then(|(by_method, i)| by_method.get(i)) {
             Some(by_dir) => by_direction(by_dir, direction).inc(),
-            None => self.responses.with_label_values(&[class, direction.as_str()]).inc(),
+            None => self.responses.with_label_values(&[class, method_label(method), direction.as_str()]).inc(),
         }
     }
 
-    /// The gauge of live server transactions (inc on create, dec on
-    /// terminate).
+    /// Transactions not yet past their final response (each shard adds the
+    /// change of its own count).
     pub fn transactions_active(&self) -> &IntGauge {
         &self.transactions_active
+    }
+
+    /// Transactions past their final response, on clean-up timers.
+    pub fn transactions_finishing(&self) -> &IntGauge {
+        &self.transactions_finishing
+    }
+
+    /// Calls in progress (record-routed INVITE dialogs).
+    pub fn dialogs_active(&self) -> &IntGauge {
+        &self.dialogs_active
+    }
+
+    /// What a drain waits for: transactions owed a final response and
+    /// calls in progress.
+    pub fn in_flight(&self) -> i64 {
+        self.transactions_active.get().max(0) + self.dialogs_active.get().max(0)
+    }
+
+    /// Count a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads.with_label_values(&[if ok { "ok" } else { "refused" }]).inc();
+    }
+
+    /// The shutdown gauge.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(i64::from(draining));
     }
 
     /// Count a dropped message.
@@ -274,9 +384,22 @@ impl Metrics {
         self.dns_failures.inc();
     }
 
-    /// Record the time from forwarding a request to a response.
-    pub fn request_latency(&self, kind: LatencyKind, elapsed: Duration) {
-        self.request_latency.with_label_values(&[kind.as_str()]).observe(elapsed.as_secs_f64());
+    /// Record the time from forwarding a request of `method` to the
+    /// response that [`latency_kind_for`] names: an INVITE's first
+    /// response (its final includes the time the callee's phone rang),
+    /// every other method's final. Other observations are ignored.
+    pub fn request_latency(&self, method: Method, kind: LatencyKind, elapsed: Duration) {
+        if latency_kind_for(method) != kind {
+            return;
+        }
+        let at = METHODS.iter().position(|&m| m == method);
+        match at.and_then(|i| self.latency_by.get(i)) {
+            Some(h) => h.observe(elapsed.as_secs_f64()),
+            None => self
+                .request_latency
+                .with_label_values(&[method_label(method), kind.as_str()])
+                .observe(elapsed.as_secs_f64()),
+        }
     }
 
     /// Everything in the registry, in the Prometheus text format
@@ -308,28 +431,36 @@ mod tests {
         m.request(Method::Invite, Direction::In);
         m.request(Method::Invite, Direction::In);
         m.request(Method::Other, Direction::Out);
-        m.response(486, Direction::Out);
-        m.response(180, Direction::In);
-        m.response(700, Direction::In);
+        m.response(486, Method::Invite, Direction::Out);
+        m.response(180, Method::Invite, Direction::In);
+        m.response(700, Method::Bye, Direction::In);
         m.transactions_active().inc();
         m.dropped(DropReason::Parse);
         m.dns_failure();
-        m.request_latency(LatencyKind::First, Duration::from_millis(3));
+        m.request_latency(Method::Invite, LatencyKind::First, Duration::from_millis(3));
+        // An INVITE's final latency includes ringing: not measured.
+        m.request_latency(Method::Invite, LatencyKind::Final, Duration::from_secs(20));
+        m.request_latency(Method::Register, LatencyKind::Final, Duration::from_millis(2));
         let text = m.encode();
         for line in [
             "umproxy_requests_total{direction=\"in\",method=\"INVITE\"} 2",
             "umproxy_requests_total{direction=\"out\",method=\"other\"} 1",
-            "umproxy_responses_total{class=\"4xx\",direction=\"out\"} 1",
-            "umproxy_responses_total{class=\"1xx\",direction=\"in\"} 1",
-            "umproxy_responses_total{class=\"6xx\",direction=\"in\"} 0",
-            "umproxy_responses_total{class=\"other\",direction=\"in\"} 1",
+            "umproxy_responses_total{class=\"4xx\",direction=\"out\",method=\"INVITE\"} 1",
+            "umproxy_responses_total{class=\"1xx\",direction=\"in\",method=\"INVITE\"} 1",
+            "umproxy_responses_total{class=\"6xx\",direction=\"in\",method=\"REGISTER\"} 0",
+            "umproxy_responses_total{class=\"other\",direction=\"in\",method=\"BYE\"} 1",
             "umproxy_requests_total{direction=\"out\",method=\"INVITE\"} 0",
             "umproxy_transactions_active 1",
             "umproxy_drops_total{reason=\"parse\"} 1",
             "umproxy_dns_failures_total 1",
-            "umproxy_request_latency_seconds_count{response=\"first\"} 1",
-            "umproxy_request_latency_seconds_bucket{response=\"first\",le=\"0.005\"} 1",
-            "umproxy_request_latency_seconds_count{response=\"final\"} 0",
+            "umproxy_request_latency_seconds_count{method=\"INVITE\",response=\"first\"} 1",
+            "umproxy_request_latency_seconds_bucket{method=\"INVITE\",response=\"first\",le=\"0.005\"} 1",
+            "umproxy_request_latency_seconds_count{method=\"REGISTER\",response=\"final\"} 1",
+            "umproxy_request_latency_seconds_count{method=\"BYE\",response=\"final\"} 0",
+            "umproxy_dialogs_active 0",
+            "umproxy_transactions_finishing 0",
+            "umproxy_drops_total{reason=\"rate_limited\"} 0",
+            "umproxy_config_reloads_total{result=\"refused\"} 0",
             "# TYPE umproxy_requests_total counter",
             "# TYPE umproxy_request_latency_seconds histogram",
         ] {
@@ -337,6 +468,11 @@ mod tests {
         }
         let version = format!("umproxy_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         assert!(text.contains(&version), "{text}");
+        assert!(!text.contains("umproxy_request_latency_seconds_count{method=\"INVITE\",response=\"final\"}"));
+        #[cfg(target_os = "linux")]
+        for family in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+            assert!(text.contains(&format!("# TYPE {family} ")), "missing {family}");
+        }
     }
 
     #[test]
@@ -365,7 +501,7 @@ mod tests {
         use std::process::{Command, Stdio};
         let m = Metrics::new();
         m.request(Method::Options, Direction::In);
-        m.request_latency(LatencyKind::Final, Duration::from_millis(40));
+        m.request_latency(Method::Options, LatencyKind::Final, Duration::from_millis(40));
         let child = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())

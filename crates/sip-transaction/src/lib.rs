@@ -164,6 +164,9 @@ pub struct TransactionLayer<A> {
     timers: TimerQueue,
     transmits: VecDeque<Transmit<A>>,
     events: VecDeque<Event<A>>,
+    /// Transactions past their final response, kept only by clean-up
+    /// timers (counted on every state change, so reading it is free).
+    finishing: usize,
 }
 
 impl<A: Clone> TransactionLayer<A> {
@@ -184,6 +187,7 @@ impl<A: Clone> TransactionLayer<A> {
             timers: TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            finishing: 0,
         }
     }
 
@@ -196,6 +200,29 @@ impl<A: Clone> TransactionLayer<A> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Live transactions past their final response, waiting only on their
+    /// clean-up timers (absorbing retransmissions, RFC 3261 Timers D, G–M):
+    /// nothing is owed to anyone. A proxy draining for shutdown need not
+    /// wait for them.
+    pub fn finishing(&self) -> usize {
+        self.finishing
+    }
+
+    /// Live transactions still owed or owing a final response:
+    /// `len() - finishing()`.
+    pub fn in_progress(&self) -> usize {
+        self.len().saturating_sub(self.finishing)
+    }
+
+    /// Count a state change of one transaction into or out of finishing.
+    fn count_finishing(&mut self, before: bool, after: bool) {
+        match (before, after) {
+            (false, true) => self.finishing += 1,
+            (true, false) => self.finishing = self.finishing.saturating_sub(1),
+            _ => {}
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -346,10 +373,13 @@ impl<A: Clone> TransactionLayer<A> {
         let cx = Cx { config: &self.config, is_reliable: tx.is_reliable };
         let mut fx = Effects::default();
         let state = std::mem::replace(&mut tx.state, ClientState::Invite(client::invite::State::Terminated));
+        let before = state.is_finishing();
         tx.state = match state {
             ClientState::Invite(s) => ClientState::Invite(s.on_response(&cx, &mut fx, &tx.request, &msg)),
             ClientState::NonInvite(s) => ClientState::NonInvite(s.on_response(&cx, &mut fx, status)),
         };
+        let after = tx.state.is_finishing();
+        self.count_finishing(before, after);
         let notify = fx.notify;
         self.finish_client(now, id, fx);
         match notify {
@@ -449,6 +479,7 @@ impl<A: Clone> TransactionLayer<A> {
         let cx = Cx { config: &self.config, is_reliable: tx.is_reliable };
         let mut fx = Effects::default();
         let state = std::mem::replace(&mut tx.state, ServerState::NonInvite(server::non_invite::State::Terminated));
+        let before = state.is_finishing();
         let (state, result) = match state {
             ServerState::Invite(s) => {
                 let (s, r) = s.on_response(&cx, &mut fx, status, response);
@@ -459,7 +490,9 @@ impl<A: Clone> TransactionLayer<A> {
                 (ServerState::NonInvite(s), r)
             }
         };
+        let after = state.is_finishing();
         tx.state = state;
+        self.count_finishing(before, after);
         self.finish_server(now, id, fx);
         self.reap_server(id);
         result
@@ -477,7 +510,9 @@ impl<A: Clone> TransactionLayer<A> {
         if !matches!(tx.state, ServerState::NonInvite(_)) || tx.state.is_terminated() {
             return Err(Rejected::NotAllowed);
         }
+        let before = tx.state.is_finishing();
         tx.state = ServerState::NonInvite(server::non_invite::State::Terminated);
+        self.count_finishing(before, false);
         self.reap_server(id);
         Ok(())
     }
@@ -587,7 +622,10 @@ impl<A: Clone> TransactionLayer<A> {
         let cx = Cx { config: &self.config, is_reliable: tx.is_reliable };
         let mut fx = Effects::default();
         let state = std::mem::replace(&mut tx.state, ServerState::NonInvite(server::non_invite::State::Terminated));
+        let before = state.is_finishing();
         tx.state = f(state, &cx, &mut fx);
+        let after = tx.state.is_finishing();
+        self.count_finishing(before, after);
         let notify = fx.notify;
         self.finish_server(now, id, fx);
         self.reap_server(id);
@@ -604,8 +642,11 @@ impl<A: Clone> TransactionLayer<A> {
         let cx = Cx { config: &self.config, is_reliable: tx.is_reliable };
         let mut fx = Effects::default();
         let state = std::mem::replace(&mut tx.state, ClientState::Invite(client::invite::State::Terminated));
+        let before = state.is_finishing();
         let bytes = request_bytes(&tx.request);
         tx.state = f(state, &cx, &mut fx, &bytes);
+        let after = tx.state.is_finishing();
+        self.count_finishing(before, after);
         self.finish_client(now, id, fx);
         self.reap_client(id);
     }

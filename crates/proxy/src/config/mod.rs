@@ -33,7 +33,7 @@ use serde::Deserialize;
 
 use crate::transport::Transport;
 
-pub use logging::{init_logging, LoggingError};
+pub use logging::{check_level, current_level, init_logging, set_level, LoggingError};
 pub use nat::NatConfig;
 
 /// The built-in example configuration (loopback, no TLS).
@@ -104,8 +104,28 @@ pub struct Config {
     /// `[dns]`.
     pub dns: DnsConfig,
     pub auth: AuthSettings,
+    /// `[shutdown]`.
+    pub shutdown: ShutdownConfig,
     /// `[nat]`.
     pub nat: NatConfig,
+}
+
+/// `[shutdown]`: how SIGTERM drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Longest wait for calls in progress and open transactions before the
+    /// process exits anyway, seconds (`run --grace-s` overrides; 30).
+    pub grace_s: u64,
+    /// `Retry-After` of the 503 that refuses new calls while draining,
+    /// seconds (30).
+    pub retry_after_s: u32,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_s: 30, retry_after_s: 30 }
+    }
 }
 
 /// `[auth]`: digest authentication (RFC 3261 §22, RFC 8760).
@@ -172,6 +192,17 @@ impl Config {
                     };
                     ConfigError::Invalid { file: name.to_owned(), key, problem }
                 }
+                // A value of the wrong type: name the key and where it is.
+                None if !path.is_empty() && path != "." => {
+                    let at = inner.span().map(|span| {
+                        let upto = text.get(..span.start).unwrap_or_default();
+                        let line = upto.matches('\n').count() + 1;
+                        let column = upto.rfind('\n').map_or(upto.len(), |nl| upto.len() - nl - 1) + 1;
+                        format!(" (line {line}, column {column})")
+                    });
+                    let problem = format!("{}{}", message.trim_end(), at.unwrap_or_default());
+                    ConfigError::Invalid { file: name.to_owned(), key: path, problem }
+                }
                 None => syntax(inner),
             }
         })?;
@@ -232,10 +263,17 @@ pub struct ProxyConfig {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
-    /// Address of the HTTP listener serving `/metrics` and `/healthz`.
+    /// Address of the HTTP listener serving `/metrics`, `/healthz`,
+    /// `/readyz` and the runtime control API (`/api/…`).
     pub address: SocketAddr,
+    /// A file holding the bearer token the control API requires
+    /// (`Authorization: Bearer …`); without it the API is open to whoever
+    /// reaches the address. `/metrics`, `/healthz` and `/readyz` never need it.
+    pub token_file: Option<PathBuf>,
+    /// Allow an address that is not loopback or private (default false).
+    pub allow_public: bool,
 }
 
 /// What a `[[route]]` matches, from its `match` key.
@@ -380,6 +418,12 @@ pub struct LimitsConfig {
     /// A TCP or TLS connection with no traffic for this long is closed, in
     /// seconds (300; clients keep flows alive with RFC 5626 CRLF pings).
     pub idle_timeout_s: u64,
+    /// Calls in progress tracked for the drain and `umproxy_dialogs_active`,
+    /// per worker (100 000); beyond it calls work but are not tracked.
+    pub max_dialogs: usize,
+    /// A tracked call with no request for this long is forgotten, seconds
+    /// (21 600: its BYE went another way or never came).
+    pub dialog_idle_timeout_s: u64,
     /// New requests (out of dialog) one source address may send per
     /// second, sustained (200; 0 = no per-source limit). Trusted peers and
     /// mutual-TLS peers are exempt.
@@ -399,6 +443,8 @@ impl Default for LimitsConfig {
             max_vias: l.max_vias,
             max_routes: l.max_routes,
             max_body: l.max_body,
+            max_dialogs: 100_000,
+            dialog_idle_timeout_s: 6 * 3600,
             max_connections: 10_000,
             max_connections_per_ip: 100,
             idle_timeout_s: 300,

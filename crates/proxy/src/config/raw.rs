@@ -17,7 +17,7 @@ use sip_message::{HostKind, Scheme, Uri};
 use super::{
     AdminConfig, AuthSettings, Config, ConfigError, DirectoryBackend, DirectoryConfig, DnsConfig, ExumConfig, Fork,
     LdapConfig, LimitsConfig, Listen, ListenTls, LogConfig, LogFormat, ProxyConfig, RegistrarConfig, Route, RouteMatch,
-    StoreKind, TimersConfig, TlsClientConfig,
+    ShutdownConfig, StoreKind, TimersConfig, TlsClientConfig,
 };
 use crate::transport::Transport;
 
@@ -81,6 +81,25 @@ impl Ctx<'_> {
         Ok(path)
     }
 
+    /// The key at `key_path` must be the certificate's at `cert_path`
+    /// (rustls compares the public keys): a mismatch would only show at the
+    /// first handshake otherwise.
+    fn key_matches(&self, key: &str, cert_path: &Path, key_path: &Path, cert_key: &str) -> Result<(), ConfigError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+            .map_err(|e| self.err(cert_key, e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(cert_key, e.to_string()))?;
+        let private = PrivateKeyDer::from_pem_file(key_path).map_err(|e| self.err(key, e.to_string()))?;
+        let provider = rustls::crypto::ring::default_provider();
+        match rustls::sign::CertifiedKey::from_der(chain, private, &provider) {
+            Ok(_) => Ok(()),
+            Err(rustls::Error::InconsistentKeys(_)) => {
+                Err(self.err(key, format!("does not match the public key of {cert_key}")))
+            }
+            Err(e) => Err(self.err(key, format!("unusable private key: {e}"))),
+        }
+    }
+
     fn socket_addr(&self, key: &str, written: &str) -> Result<SocketAddr, ConfigError> {
         written.parse().map_err(|_| {
             self.err(key, format!("not an address with port (like 127.0.0.1:5060 or [::1]:5060): {written:?}"))
@@ -115,6 +134,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    shutdown: ShutdownConfig,
+    #[serde(default)]
     nat: super::nat::RawNat,
 }
 
@@ -137,7 +158,13 @@ impl Default for RawAuth {
             enabled: true,
             secret_file: None,
             nonce_ttl_s: 300,
-            algorithms: vec!["SHA-256".into(), "MD5".into()],
+            // MD5 only by default: RFC 8760 has a UAC use the first challenge
+            // it supports, so with MD5 listed at all a compliant phone that
+            // also speaks SHA-256 picks whatever is first; and deployed
+            // phones that take the first challenge blindly (Debian 12's
+            // baresip 1.0) fail on SHA-256 instead of falling back. SHA-256
+            // is opt-in: `algorithms = ["SHA-256", "MD5"]` (README, [auth]).
+            algorithms: vec!["MD5".into()],
             lockout_max_failures_per_ip: 10,
             lockout_max_failures_per_user: 20,
             lockout_window_s: 300,
@@ -220,6 +247,10 @@ fn default_max_forwards() -> i64 {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     address: String,
+    #[serde(default)]
+    token_file: Option<String>,
+    #[serde(default)]
+    allow_public: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,7 +403,20 @@ impl RawConfig {
                 if let Some(i) = listen.iter().position(|l| l.transport.is_reliable() && l.address == address) {
                     return Err(cx.err("admin.address", format!("{address} is already used by listen[{i}]")));
                 }
-                Some(AdminConfig { address })
+                // Runtime control (remove registrations, reload) must not be
+                // reachable from the Internet by accident.
+                if !a.allow_public && !is_internal_address(address.ip()) {
+                    return Err(cx.err(
+                        "admin.address",
+                        format!(
+                            "{address} is not a loopback or private address; the admin API controls the proxy \
+                             (set admin.allow_public = true, with admin.token_file, to listen there anyway)"
+                        ),
+                    ));
+                }
+                let token_file =
+                    a.token_file.as_deref().map(|f| cx.existing_file("admin.token_file", f)).transpose()?;
+                Some(AdminConfig { address, token_file, allow_public: a.allow_public })
             }
             None => None,
         };
@@ -393,6 +437,7 @@ impl RawConfig {
             tls_client: self.tls_client.map(|t| validate_tls_client(t, cx)).transpose()?,
             dns: validate_dns(self.dns, cx)?,
             auth: validate_auth(self.auth, cx)?,
+            shutdown: validate_shutdown(self.shutdown, cx)?,
             nat: self.nat.validate().map_err(|(key, problem)| cx.err(key, problem))?,
         })
     }
@@ -426,9 +471,12 @@ fn validate_listeners(raw: Vec<RawListen>, cx: &Ctx<'_>) -> Result<Vec<Listen>, 
             let Some(pk) = &l.private_key else {
                 return Err(cx.err(key("private_key"), "required for a tls listener"));
             };
+            let certificate = cx.cert_file(&key("certificate"), cert)?;
+            let private_key = cx.key_file(&key("private_key"), pk)?;
+            cx.key_matches(&key("private_key"), &certificate, &private_key, &key("certificate"))?;
             Some(ListenTls {
-                certificate: cx.cert_file(&key("certificate"), cert)?,
-                private_key: cx.key_file(&key("private_key"), pk)?,
+                certificate,
+                private_key,
                 client_ca: l.client_ca.as_deref().map(|ca| cx.cert_file(&key("client_ca"), ca)).transpose()?,
             })
         } else {
@@ -686,6 +734,7 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
         ("max_body", l.max_body),
         ("max_connections", l.max_connections),
         ("max_connections_per_ip", l.max_connections_per_ip),
+        ("max_dialogs", l.max_dialogs),
     ];
     for (name, v) in fields {
         if v == 0 {
@@ -699,6 +748,9 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
         return Err(
             cx.err("limits.max_connections_per_ip", format!("larger than max_connections ({})", l.max_connections))
         );
+    }
+    if l.dialog_idle_timeout_s < 60 {
+        return Err(cx.err("limits.dialog_idle_timeout_s", "must be at least 60 seconds"));
     }
     if l.idle_timeout_s == 0 {
         return Err(cx.err("limits.idle_timeout_s", "must be at least 1"));
@@ -737,9 +789,14 @@ fn validate_tls_client(t: RawTlsClient, cx: &Ctx<'_>) -> Result<TlsClientConfig,
         (None, Some(_)) => return Err(cx.err("tls_client.certificate", "required when private_key is set")),
         _ => {}
     }
+    let certificate = t.certificate.as_deref().map(|c| cx.cert_file("tls_client.certificate", c)).transpose()?;
+    let private_key = t.private_key.as_deref().map(|k| cx.key_file("tls_client.private_key", k)).transpose()?;
+    if let (Some(c), Some(k)) = (&certificate, &private_key) {
+        cx.key_matches("tls_client.private_key", c, k, "tls_client.certificate")?;
+    }
     Ok(TlsClientConfig {
-        certificate: t.certificate.as_deref().map(|c| cx.cert_file("tls_client.certificate", c)).transpose()?,
-        private_key: t.private_key.as_deref().map(|k| cx.key_file("tls_client.private_key", k)).transpose()?,
+        certificate,
+        private_key,
         ca: t.ca.as_deref().map(|c| cx.cert_file("tls_client.ca", c)).transpose()?,
     })
 }
@@ -761,4 +818,28 @@ fn validate_dns(d: RawDns, cx: &Ctx<'_>) -> Result<DnsConfig, ConfigError> {
         return Err(cx.err("dns.attempts", "must be at least 1"));
     }
     Ok(DnsConfig { nameservers, timeout: Duration::from_millis(d.timeout_ms), attempts: d.attempts })
+}
+
+/// Loopback, RFC 1918 / RFC 4193 private, or link-local: not reachable from
+/// the Internet. The unspecified address (every interface) is not.
+fn is_internal_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback() || a.is_private() || a.is_link_local(),
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            a.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn validate_shutdown(s: ShutdownConfig, cx: &Ctx<'_>) -> Result<ShutdownConfig, ConfigError> {
+    if s.grace_s == 0 || s.grace_s > 86_400 {
+        return Err(cx.err("shutdown.grace_s", format!("{} is out of range (1 to 86400 seconds)", s.grace_s)));
+    }
+    if s.retry_after_s > 86_400 {
+        return Err(
+            cx.err("shutdown.retry_after_s", format!("{} is out of range (0 to 86400 seconds)", s.retry_after_s))
+        );
+    }
+    Ok(s)
 }

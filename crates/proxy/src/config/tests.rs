@@ -483,3 +483,58 @@ fn config_error_exposes_the_key() {
     let e = Config::from_str_named(&format!("{MINIMAL}[timers]\nt4_ms = 0\n"), "x.toml").unwrap_err();
     assert_eq!(e.key(), Some("timers.t4_ms"));
 }
+
+#[test]
+fn a_private_key_that_is_not_the_certificates_is_refused_naming_both_keys() {
+    let dir = dir_with_certs();
+    let other = rcgen::generate_simple_self_signed(vec!["other.example.test".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("certs/other.key"), other.signing_key.serialize_pem()).unwrap();
+    let listener = |key: &str| {
+        format!(
+            "[[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:5061\"\ncertificate = \"certs/umproxy.pem\"\n\
+             private_key = \"{key}\"\n\n[proxy]\ndomains = [\"example.test\"]\n"
+        )
+    };
+    assert!(parse_in(dir.path(), &listener("certs/umproxy.key")).is_ok());
+    assert_eq!(
+        error_in(dir.path(), &listener("certs/other.key")),
+        "umproxy.toml: listen[0].private_key: does not match the public key of listen[0].certificate"
+    );
+    let client =
+        format!("{MINIMAL}\n[tls_client]\ncertificate = \"certs/umproxy.pem\"\nprivate_key = \"certs/other.key\"\n");
+    assert_eq!(
+        error_in(dir.path(), &client),
+        "umproxy.toml: tls_client.private_key: does not match the public key of tls_client.certificate"
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_the_file_the_key_and_the_line() {
+    let e = error_of(&format!("{MINIMAL}max_forwards = \"seventy\"\n"));
+    assert!(e.starts_with("umproxy.toml: proxy.max_forwards: invalid type: string \"seventy\""), "{e}");
+    assert!(e.ends_with("(line 8, column 16)"), "{e}");
+    let e = error_of(&format!("{MINIMAL}\n[limits]\nmax_connections = -1\n"));
+    assert!(e.starts_with("umproxy.toml: limits.max_connections: "), "{e}");
+    let e = error_of("[[listen]]\ntransport = \"udp\"\naddress = 5060\n\n[proxy]\ndomains = [\"example.test\"]\n");
+    assert!(e.starts_with("umproxy.toml: listen[0].address: invalid type: integer `5060`, expected a string"), "{e}");
+}
+
+#[test]
+fn the_admin_api_stays_off_public_addresses_unless_allowed() {
+    let with = |admin: &str| format!("{MINIMAL}\n[admin]\n{admin}\n");
+    assert!(Config::from_str_named(&with("address = \"127.0.0.1:9090\""), "umproxy.toml").is_ok());
+    assert!(Config::from_str_named(&with("address = \"10.1.2.3:9090\""), "umproxy.toml").is_ok());
+    let e = error_of(&with("address = \"0.0.0.0:9090\""));
+    assert!(e.starts_with("umproxy.toml: admin.address: 0.0.0.0:9090 is not a loopback or private address"), "{e}");
+    let e = error_of(&with("address = \"203.0.113.5:9090\""));
+    assert!(e.contains("admin.allow_public = true"), "{e}");
+    assert!(Config::from_str_named(&with("address = \"0.0.0.0:9090\"\nallow_public = true"), "umproxy.toml").is_ok());
+}
+
+#[test]
+fn shutdown_settings_have_defaults_and_bounds() {
+    let c = Config::from_str_named(MINIMAL, "umproxy.toml").unwrap();
+    assert_eq!(c.shutdown, ShutdownConfig { grace_s: 30, retry_after_s: 30 });
+    let e = error_of(&format!("{MINIMAL}\n[shutdown]\ngrace_s = 0\n"));
+    assert!(e.starts_with("umproxy.toml: shutdown.grace_s: 0 is out of range"), "{e}");
+}

@@ -89,6 +89,11 @@ impl ShardCell {
 
     /// Add to the inbox (handled by the next drain).
     pub fn push(&self, input: ShardInput) {
+        if self.stopped.load(Ordering::Relaxed) {
+            // Nobody will handle it; dropping it now tells whoever waits
+            // on a reply inside it.
+            return;
+        }
         let mut inbox = self.lock_inbox();
         inbox.push_back(input);
         self.queued.store(inbox.len(), Ordering::Relaxed);
@@ -191,7 +196,7 @@ impl ShardCell {
     }
 
     /// Stop the timer task and drop the shard (with its transactions and
-    /// the transports it holds). Later deliveries only fill the inbox.
+    /// the transports it holds). Later deliveries are dropped.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         self.timer.notify_one();

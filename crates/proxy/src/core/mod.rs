@@ -56,10 +56,50 @@ pub struct CoreConfig {
     /// The realms this proxy challenges in (its domains): credentials for
     /// them are removed before forwarding (RFC 3261 §22.3).
     pub own_realms: Vec<String>,
+    /// Calls in progress tracked per shard (for the drain and the
+    /// `umproxy_dialogs_active` gauge); beyond it calls work but are not
+    /// tracked.
+    pub max_dialogs: usize,
+    /// A tracked call with no request for this long is forgotten (its BYE
+    /// went another way or never came).
+    pub dialog_idle: Duration,
+    /// Set at shutdown: new dialogs are refused with 503.
+    pub drain: DrainGate,
     /// `[nat] mode`: marking the Contacts of NAT'd user agents.
     pub nat: crate::nat::NatMode,
     /// Per-source limit on new requests (`[limits] source_rate`).
     pub sources: admission::SourceLimits,
+}
+
+/// The shutdown switch the shards read: once set, requests that would
+/// create a dialog are answered 503 with `Retry-After`, and everything
+/// within existing dialogs is still served.
+#[derive(Debug, Clone)]
+pub struct DrainGate {
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The `Retry-After` of the 503, seconds.
+    pub retry_after_s: u32,
+}
+
+impl DrainGate {
+    pub fn new(retry_after_s: u32) -> DrainGate {
+        DrainGate { draining: Arc::default(), retry_after_s }
+    }
+
+    /// Start draining (there is no way back: the process is stopping).
+    pub fn start(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Default for DrainGate {
+    fn default() -> Self {
+        DrainGate::new(30)
+    }
 }
 
 impl Default for CoreConfig {
@@ -73,6 +113,9 @@ impl Default for CoreConfig {
             limits: Limits::default(),
             max_forwards: 70,
             own_realms: Vec::new(),
+            max_dialogs: 100_000,
+            dialog_idle: Duration::from_secs(6 * 3600),
+            drain: DrainGate::default(),
             nat: crate::nat::NatMode::default(),
             sources: admission::SourceLimits::default(),
         }
@@ -189,6 +232,28 @@ impl CoreHandle {
         cell.push(ShardInput::Originate { request, dest, reply });
         cell.drain();
         rx.await.ok().flatten()
+    }
+
+    /// Whether every shard handles its inbox: each gets a ping through it
+    /// and must answer within `within` (for the systemd watchdog: a wedged
+    /// shard stops the pings, and systemd restarts the process).
+    pub async fn is_responsive(&self, within: Duration) -> bool {
+        let mut answers = Vec::with_capacity(self.dispatch.cells.len());
+        for cell in &self.dispatch.cells {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            cell.push(ShardInput::Ping(reply));
+            cell.drain();
+            answers.push(rx);
+        }
+        let all = async {
+            for rx in answers {
+                if rx.await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(within, all).await.unwrap_or(false)
     }
 
     /// Stop every shard: timers end, and the shards (with what they hold:

@@ -46,6 +46,7 @@ pub(super) fn route(user: &str, msg: &Message) -> Option<RouteDecision> {
 fn harness(mode: NatMode) -> Harness {
     let wire = Arc::new(RecordingWire::default());
     let cfg = CoreConfig { workers: 1, nat: mode, ..CoreConfig::default() };
+    let (metrics, drain) = (Arc::new(Metrics::new()), cfg.drain.clone());
     let vm = Arc::new(VoiceMail::default());
     let dns = Arc::new(NoDns::default());
     let shard = Shard::new(
@@ -55,10 +56,10 @@ fn harness(mode: NatMode) -> Harness {
         Arc::new(TestRouter(vm.clone())),
         dns.clone(),
         Arc::new(crate::core::branch::BranchMinter::default()),
-        Arc::new(Metrics::new()),
+        metrics.clone(),
         std::sync::Weak::new(),
     );
-    Harness { dns, vm, shard, wire, now: Instant::now() }
+    Harness { metrics, drain, dns, vm, shard, wire, now: Instant::now() }
 }
 
 fn feed_over(h: &mut Harness, text: &str, from: &str, transport: Transport) {

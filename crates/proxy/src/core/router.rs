@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -202,29 +202,49 @@ pub trait Router: Send + Sync + 'static {
 /// 3263 only for trusted peers, anyone else gets 403 (not an open relay).
 #[derive(Debug, Clone)]
 pub struct StaticRouter {
-    domains: Arc<[String]>,
-    trusted: Arc<[IpNet]>,
-    routes: Arc<[Route]>,
+    /// Shared by clones: [`StaticRouter::replace`] on one (a reload) is
+    /// seen by all. Each decision takes one snapshot, so a reload never
+    /// mixes old and new tables within a request.
+    tables: Arc<RwLock<Arc<StaticTables>>>,
+}
+
+#[derive(Debug)]
+struct StaticTables {
+    domains: Vec<String>,
+    trusted: Vec<IpNet>,
+    routes: Vec<Route>,
 }
 
 impl StaticRouter {
     pub fn new(domains: Vec<String>, trusted: Vec<IpNet>, routes: Vec<Route>) -> StaticRouter {
-        let domains: Vec<String> = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
-        StaticRouter { domains: domains.into(), trusted: trusted.into(), routes: routes.into() }
+        StaticRouter { tables: Arc::new(RwLock::new(Arc::new(StaticTables::new(domains, trusted, routes)))) }
+    }
+
+    /// Swap in new domains, trusted peers and routes (a configuration
+    /// reload); requests being routed keep the tables they started with.
+    pub fn replace(&self, domains: Vec<String>, trusted: Vec<IpNet>, routes: Vec<Route>) {
+        let new = Arc::new(StaticTables::new(domains, trusted, routes));
+        *self.tables.write().unwrap_or_else(|p| p.into_inner()) = new;
+    }
+
+    fn snapshot(&self) -> Arc<StaticTables> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn is_local_domain(&self, host: &str) -> bool {
-        self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
+        self.snapshot().is_local_domain(host)
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|n| n.contains(&ip))
+        self.snapshot().trusted.iter().any(|n| n.contains(&ip))
     }
 
     /// The decision as a plain function, for a source that is trusted or
     /// not.
     pub fn decide(&self, req: &RouteRequest<'_>) -> RouteDecision {
-        self.decide_for(req, self.is_trusted(req.source.remote.ip()))
+        let tables = self.snapshot();
+        let ip = req.source.remote.ip();
+        tables.decide_for(req, tables.trusted.iter().any(|n| n.contains(&ip)))
     }
 
     /// The decision when whether the source may relay is known (a trusted
@@ -233,6 +253,21 @@ impl StaticRouter {
     /// gets 403 before any route is looked at; requests for the served
     /// domains need no such right.
     pub fn decide_for(&self, req: &RouteRequest<'_>, may_relay: bool) -> RouteDecision {
+        self.snapshot().decide_for(req, may_relay)
+    }
+}
+
+impl StaticTables {
+    fn new(domains: Vec<String>, trusted: Vec<IpNet>, routes: Vec<Route>) -> StaticTables {
+        let domains = domains.into_iter().map(|d| d.to_ascii_lowercase()).collect();
+        StaticTables { domains, trusted, routes }
+    }
+
+    fn is_local_domain(&self, host: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
+    }
+
+    fn decide_for(&self, req: &RouteRequest<'_>, may_relay: bool) -> RouteDecision {
         let Some(ruri) = req.msg.request_uri() else {
             return RouteDecision::Reject(Rejection::new(416, "Unsupported URI Scheme"));
         };
@@ -275,6 +310,19 @@ impl Router for StaticRouter {
 mod tests {
     use super::*;
     use crate::transport::Transport;
+
+    #[test]
+    fn replaced_tables_are_seen_by_every_clone() {
+        let r = StaticRouter::new(vec!["example.test".into()], vec![], vec![route(RouteMatch::Any, "sip:10.9.0.1")]);
+        let shared = r.clone();
+        r.replace(vec!["example.test".into()], vec![], vec![route(RouteMatch::Any, "sip:10.9.0.2")]);
+        match decide(&shared, "sip:bob@example.test", "192.0.2.1") {
+            RouteDecision::Forward(p) => {
+                assert_eq!(p.groups[0][0].next_hop, Some(NextHop::Uri("sip:10.9.0.2".into())))
+            }
+            other => panic!("expected forward, got {other:?}"),
+        }
+    }
 
     fn req(ruri: &str) -> Message {
         let text = format!(

@@ -61,6 +61,11 @@ pub trait Resolve: Send + Sync + 'static {
     fn mark_down(&self, dest: &Destination, duration: Duration) {
         let _ = (dest, duration);
     }
+    /// Sending to `dest` failed (`what`: a transport error or a timeout);
+    /// for the operator's view of next hops.
+    fn report_failure(&self, dest: &Destination, what: &'static str) {
+        let _ = (dest, what);
+    }
     /// The targets of an SRV service name, in RFC 2782 order.
     fn resolve_service(&self, name: String, transport: Transport) -> Resolving {
         let _ = transport;
@@ -91,6 +96,9 @@ pub enum ShardInput {
         dest: Destination,
         reply: tokio::sync::oneshot::Sender<Option<u16>>,
     },
+    /// Liveness check (the systemd watchdog): answered as soon as the shard
+    /// gets to it.
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A send token's id says which transaction sent it: the raw id shifted
@@ -237,6 +245,37 @@ pub struct Shard {
     /// The peer of the message being handled, for the events it raises.
     current: Option<(Peer, Option<Arc<TlsIdentity>>)>,
     limits: Limits,
+    /// Calls in progress: INVITE dialogs this proxy record-routed and saw
+    /// answered, until their BYE is answered, with the time of their last
+    /// request. Keys are peer-chosen (Call-ID, tags): SipHash. Capped by
+    /// `CoreConfig::max_dialogs`; one idle for `CoreConfig::dialog_idle`
+    /// is forgotten (its BYE went another way, or never came).
+    dialogs: HashMap<DialogKey, Instant>,
+    /// When idle dialogs are next looked for (while there are any).
+    next_prune: Option<Instant>,
+    /// What this shard last added to the shared gauges (live and finishing
+    /// transactions): each shard adds its change, so the gauges are sums.
+    reported: (i64, i64),
+}
+
+/// A dialog as both directions name it: the Call-ID and the two tags in a
+/// fixed order (a BYE from the callee has them swapped in From and To).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DialogKey {
+    call_id: Box<str>,
+    tags: (Box<str>, Box<str>),
+}
+
+impl DialogKey {
+    fn new(call_id: &str, a: &str, b: &str) -> DialogKey {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        DialogKey { call_id: call_id.into(), tags: (lo.into(), hi.into()) }
+    }
+
+    /// The dialog a message belongs to, when it has both tags.
+    fn of(msg: &Message) -> Option<DialogKey> {
+        Some(DialogKey::new(msg.call_id(), msg.from_tag()?, msg.to_tag()?))
+    }
 }
 
 /// The current time on tokio's clock (virtual under a paused test clock),
@@ -274,6 +313,9 @@ impl Shard {
             timers: BTreeMap::new(),
             timer_seq: 0,
             current: None,
+            dialogs: HashMap::new(),
+            next_prune: None,
+            reported: (0, 0),
         }
     }
 
@@ -289,7 +331,10 @@ impl Shard {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let ours = self.timers.keys().next().map(|k| k.0);
+        let ours = match (self.timers.keys().next().map(|k| k.0), self.next_prune) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.layer.poll_timeout(), ours) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -307,6 +352,9 @@ impl Shard {
             ShardInput::Routed { server, decision } => self.apply_decision(server, decision, now),
             ShardInput::Resolved { server, branch, result } => self.on_resolved(server, branch, result, now),
             ShardInput::Originate { request, dest, reply } => self.originate(request, dest, reply, now),
+            ShardInput::Ping(reply) => {
+                let _ = reply.send(());
+            }
         }
         self.drain(now);
     }
@@ -314,6 +362,9 @@ impl Shard {
     /// Timers fired (ours and the layer's).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
+        if self.next_prune.is_some_and(|at| at <= now) {
+            self.prune_dialogs(now);
+        }
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -428,7 +479,7 @@ impl Shard {
             self.current = None;
         } else {
             if let Some(code) = msg.status() {
-                self.metrics.response(code, Direction::In);
+                self.metrics.response(code, msg.cseq().1, Direction::In);
             }
             self.layer.handle_response(now, msg);
         }
@@ -453,7 +504,72 @@ impl Shard {
                 break;
             }
         }
-        self.metrics.transactions_active().set(self.layer.len() as i64);
+        // The proxy's own requests (UM health pings) are nobody's call: they
+        // do not hold a drain, nor count as work in progress.
+        let ours = self.originated.len();
+        let now_counts = (self.layer.in_progress().saturating_sub(ours) as i64, self.layer.finishing() as i64);
+        if now_counts != self.reported {
+            self.metrics.transactions_active().add(now_counts.0 - self.reported.0);
+            self.metrics.transactions_finishing().add(now_counts.1 - self.reported.1);
+            self.reported = now_counts;
+        }
+    }
+
+    /// Calls in progress on this shard.
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// An answered INVITE this proxy record-routed: a call is up.
+    fn dialog_started(&mut self, response: &Message, now: Instant) {
+        let Some(key) = DialogKey::of(response) else { return };
+        if self.dialogs.len() >= self.cfg.max_dialogs && !self.dialogs.contains_key(&key) {
+            // Memory stays bounded; the call still works, it only does not
+            // hold a drain or show in the gauge.
+            debug!(shard = self.index, "dialog table full; call not tracked");
+            return;
+        }
+        if self.dialogs.insert(key, now).is_none() {
+            self.metrics.dialogs_active().inc();
+        }
+        if self.next_prune.is_none() {
+            self.next_prune = Some(now + DIALOG_PRUNE_EVERY);
+        }
+    }
+
+    /// A request within a dialog: the call is still alive.
+    fn dialog_seen(&mut self, msg: &Message, now: Instant) {
+        if self.dialogs.is_empty() {
+            return;
+        }
+        if let Some(seen) = DialogKey::of(msg).and_then(|k| self.dialogs.get_mut(&k)) {
+            *seen = now;
+        }
+    }
+
+    /// Forget dialogs idle for longer than `dialog_idle`: their BYE took
+    /// another path or never came, and they must not hold a drain or
+    /// inflate the gauge for ever.
+    fn prune_dialogs(&mut self, now: Instant) {
+        let idle = self.cfg.dialog_idle;
+        let before = self.dialogs.len();
+        self.dialogs.retain(|_, seen| now.saturating_duration_since(*seen) < idle);
+        let gone = before - self.dialogs.len();
+        if gone > 0 {
+            self.metrics.dialogs_active().sub(gone as i64);
+            debug!(shard = self.index, gone, "idle dialogs forgotten");
+        }
+        self.next_prune = (!self.dialogs.is_empty()).then(|| now + DIALOG_PRUNE_EVERY);
+    }
+
+    /// A BYE got its final response: the call is over (whatever the code:
+    /// 481 and 408 end it too, RFC 3261 §15.1.1).
+    fn dialog_ended(&mut self, bye: &Message) {
+        if let Some(key) = DialogKey::of(bye) {
+            if self.dialogs.remove(&key).is_some() {
+                self.metrics.dialogs_active().dec();
+            }
+        }
     }
 
     fn handle_event(&mut self, ev: Event<Destination>, now: Instant) {
@@ -525,15 +641,25 @@ impl Shard {
             Some(peer) => crate::nat::fix_local_response(bytes, req, peer, &self.limits),
             None => bytes,
         };
-        self.send_upstream(server, bytes, code, now);
+        self.send_upstream_as(server, bytes, code, req.method().unwrap_or(Method::Other), now);
     }
 
     fn send_upstream(&mut self, server: ServerId, bytes: Bytes, code: u16, now: Instant) {
+        let method = self.contexts.get(&server).map_or(Method::Other, |c| c.method);
+        self.send_upstream_as(server, bytes, code, method, now);
+    }
+
+    fn send_upstream_as(&mut self, server: ServerId, bytes: Bytes, code: u16, method: Method, now: Instant) {
         match self.layer.send_response(now, server, bytes, code) {
-            Ok(()) => self.metrics.response(code, Direction::Out),
+            Ok(()) => self.metrics.response(code, method, Direction::Out),
             Err(e) => debug!(shard = self.index, server = server.0, code, error = %e, "response not sent"),
         }
         if code >= 200 {
+            if method == Method::Bye {
+                if let Some(bye) = self.contexts.get(&server).map(|c| c.request.clone()) {
+                    self.dialog_ended(&bye);
+                }
+            }
             let forget = match self.contexts.get_mut(&server) {
                 Some(ctx) => {
                     ctx.finished = true;
@@ -564,6 +690,13 @@ impl Shard {
             self.respond(id, &msg, r.code, r.reason, &r.headers, now);
             return;
         }
+        if msg.to_tag().is_none() && self.cfg.drain.is_draining() && creates_dialog(method) {
+            // Shutting down: a new call goes elsewhere (RFC 3261 §21.5.4),
+            // calls already up keep being served.
+            let retry = ("Retry-After", self.cfg.drain.retry_after_s.to_string());
+            self.respond(id, &msg, 503, "Service Unavailable", &[retry], now);
+            return;
+        }
         if method == Method::Invite {
             // RFC 3261 §16.2: a 100 at once stops the caller's retransmissions.
             self.respond(id, &msg, 100, "Trying", &[], now);
@@ -586,7 +719,11 @@ impl Shard {
         // answered (keep-alive pings, §11), anything else has nowhere to go.
         let ruri_is_me = local_ruri.is_some_and(|u| u.user().is_none());
         if ruri_is_me || (method == Method::Options && msg.max_forwards() == Some(0)) {
-            if method == Method::Options {
+            if method == Method::Options && self.cfg.drain.is_draining() {
+                // A load balancer's keep-alive ping learns the drain too.
+                let retry = ("Retry-After", self.cfg.drain.retry_after_s.to_string());
+                self.respond(id, &msg, 503, "Service Unavailable", &[retry], now);
+            } else if method == Method::Options {
                 let allow = ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE".to_string());
                 self.respond(id, &msg, 200, "OK", &[allow], now);
             } else {
@@ -595,6 +732,9 @@ impl Shard {
             return;
         }
         let in_dialog = msg.to_tag().is_some();
+        if in_dialog {
+            self.dialog_seen(&msg, now);
+        }
         let record_route = self.cfg.record_route
             && !in_dialog
             && matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify);
@@ -976,8 +1116,11 @@ impl Shard {
         let Some(ctx) = self.contexts.get_mut(&server) else { return };
         if ctx.first_response && code > 100 {
             ctx.first_response = false;
-            self.metrics
-                .request_latency(crate::metrics::LatencyKind::First, now.saturating_duration_since(ctx.started));
+            self.metrics.request_latency(
+                ctx.method,
+                crate::metrics::LatencyKind::First,
+                now.saturating_duration_since(ctx.started),
+            );
         }
         let Some(branch) = ctx.branches.get_mut(idx) else { return };
         if branch.client != Some(cid) {
@@ -1016,6 +1159,7 @@ impl Shard {
                 }
                 branch.state = BranchState::Done;
                 let is_invite = ctx.method == Method::Invite;
+                let starts_dialog = is_invite && ctx.record_route;
                 let first_2xx = !ctx.answered;
                 ctx.answered = true;
                 // §16.7 step 5: every 2xx goes upstream, also from other
@@ -1024,9 +1168,13 @@ impl Shard {
                 let code_sent = code;
                 if first_2xx {
                     self.metrics.request_latency(
+                        ctx.method,
                         crate::metrics::LatencyKind::Final,
                         now.saturating_duration_since(ctx.started),
                     );
+                }
+                if starts_dialog {
+                    self.dialog_started(&msg, now);
                 }
                 self.send_upstream(server, bytes, code_sent, now);
                 if is_invite && first_2xx {
@@ -1148,6 +1296,9 @@ impl Shard {
         if branch.client != Some(cid) || !branch.is_active() {
             return;
         }
+        if let Some(dest) = &branch.current {
+            self.resolver.report_failure(dest, if code == 408 { "no answer (timeout)" } else { "transport error" });
+        }
         if let Some(k) = branch.timer_c.take() {
             self.timers.remove(&k);
         }
@@ -1264,7 +1415,11 @@ impl Shard {
         let req = ctx.request.clone();
         let is_invite = ctx.method == Method::Invite;
         let cancelled = ctx.cancelled;
-        self.metrics.request_latency(crate::metrics::LatencyKind::Final, now.saturating_duration_since(ctx.started));
+        self.metrics.request_latency(
+            ctx.method,
+            crate::metrics::LatencyKind::Final,
+            now.saturating_duration_since(ctx.started),
+        );
         match chosen {
             Some(Final::Received(m)) => {
                 let code = m.status().unwrap_or(500);
@@ -1594,6 +1749,12 @@ fn alias_target(edits: &RouteEdits, msg: &Message) -> Target {
     }
 }
 
+/// Requests that create a dialog (RFC 3261 §12.1, RFC 6665 §4.1, RFC 3515):
+/// refused while draining when they come outside a dialog.
+fn creates_dialog(method: Method) -> bool {
+    matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
+}
+
 /// The seconds of a Retry-After header (RFC 3261 §20.33: `delta-seconds
 /// [comment] *(; params)`), bounded to a day.
 fn retry_after(msg: &Message) -> Option<u64> {
@@ -1648,3 +1809,6 @@ fn _assert_send() {
 /// How long a proxy may wait for a final response after a provisional
 /// (RFC 3261 §16.6 step 11: more than 3 minutes).
 pub const DEFAULT_TIMER_C: Duration = Duration::from_secs(180);
+
+/// How often a shard looks for idle dialogs (while it tracks any).
+const DIALOG_PRUNE_EVERY: Duration = Duration::from_secs(60);

@@ -43,6 +43,7 @@ impl Wire for RecordingWire {
 #[derive(Default)]
 struct NoDns {
     marked_down: Mutex<Vec<(SocketAddr, Duration)>>,
+    failures: Mutex<Vec<(SocketAddr, &'static str)>>,
 }
 impl Resolve for NoDns {
     fn resolve(&self, uri: String) -> Resolving {
@@ -50,6 +51,9 @@ impl Resolve for NoDns {
     }
     fn mark_down(&self, dest: &Destination, duration: Duration) {
         self.marked_down.lock().expect("lock").push((dest.addr, duration));
+    }
+    fn report_failure(&self, dest: &Destination, what: &'static str) {
+        self.failures.lock().expect("lock").push((dest.addr, what));
     }
 }
 
@@ -144,6 +148,8 @@ fn dest(addr: &str) -> Destination {
 }
 
 struct Harness {
+    metrics: Arc<Metrics>,
+    drain: super::DrainGate,
     dns: Arc<NoDns>,
     vm: Arc<VoiceMail>,
     shard: Shard,
@@ -153,13 +159,22 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_config(|_| {})
+    }
+
+    fn with_config(tune: impl FnOnce(&mut CoreConfig)) -> Harness {
         let wire = Arc::new(RecordingWire::default());
+        let drain = super::DrainGate::new(30);
+        let metrics = Arc::new(Metrics::new());
         let cfg = CoreConfig {
             workers: 1,
             max_forwards: 40,
             own_realms: vec!["example.test".into()],
+            drain: drain.clone(),
             ..CoreConfig::default()
         };
+        let mut cfg = cfg;
+        tune(&mut cfg);
         let vm = Arc::new(VoiceMail::default());
         let dns = Arc::new(NoDns::default());
         let shard = Shard::new(
@@ -169,10 +184,10 @@ impl Harness {
             Arc::new(TestRouter(vm.clone())),
             dns.clone(),
             Arc::new(super::branch::BranchMinter::default()),
-            Arc::new(Metrics::new()),
+            metrics.clone(),
             std::sync::Weak::new(),
         );
-        Harness { dns, vm, shard, wire, now: Instant::now() }
+        Harness { metrics, drain, dns, vm, shard, wire, now: Instant::now() }
     }
 
     fn feed(&mut self, text: &str, from: &str) {
@@ -464,6 +479,12 @@ fn transport_failure_moves_to_the_next_destination_then_503s_as_500() {
     h.fail_send(token);
     let out = h.take();
     assert_eq!(statuses(&out), vec![503], "§16.9: transport error is a 503 at once, not after Timer B");
+    let failures = h.dns.failures.lock().expect("lock").clone();
+    assert_eq!(
+        failures,
+        vec![("192.0.2.41:5060".parse().expect("addr"), "transport error")],
+        "reported for the operator"
+    );
 }
 
 #[test]
@@ -738,8 +759,10 @@ fn originated_requests_report_their_final_status_or_none_on_timeout() {
     // A server that never answers: None after Timer F.
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     h.shard.handle_input(ShardInput::Originate { request: options, dest: dest("192.0.2.72:5061"), reply: tx }, h.now);
+    assert_eq!(h.metrics.in_flight(), 0, "the proxy's own ping holds no drain");
     h.advance(Duration::from_secs(33));
     assert_eq!(rx.try_recv().ok(), Some(None));
+    assert_eq!(h.metrics.transactions_active().get(), 0);
 }
 
 #[test]
@@ -893,5 +916,113 @@ fn a_non_invite_answered_by_the_proxy_frees_its_context_at_once() {
     assert_eq!(h.shard.contexts_held(), 1);
 }
 
+/// A BYE from the caller within the dialog `call-{branch}` answered with
+/// To tag `b1`, routed through the proxy.
+fn bye(branch: &str, via_branch: &str) -> String {
+    format!(
+        "BYE sip:callee@192.0.2.99 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={via_branch}\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:alice@example.test>;tag=a1\r\n\
+         To: <sip:bob@example.test>;tag=b1\r\nCall-ID: call-{branch}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn draining_refuses_new_calls_with_503_and_serves_the_calls_already_up() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20:5070", "z9hG4bKd1"), CALLER);
+    let out = h.take();
+    let fwd = requests(&out, "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 200, "b1"), "192.0.2.20:5070");
+    assert_eq!(statuses(&h.take()), vec![200]);
+    assert_eq!(h.metrics.dialogs_active().get(), 1, "an answered call is in progress");
+    assert_eq!(h.metrics.transactions_active().get(), 0, "both INVITE transactions are past their 2xx");
+    assert_eq!(h.metrics.in_flight(), 1, "the call holds a drain");
+
+    h.drain.start();
+    h.feed(&invite("sip:carol@192.0.2.20:5070", "z9hG4bKd2"), CALLER);
+    let out = h.take();
+    assert_eq!(statuses(&out), vec![503], "a new call is refused at once, without 100 Trying");
+    assert_eq!(out[0].1.header_values_named("Retry-After").next(), Some(&b"30"[..]));
+    assert!(requests(&out, "INVITE").is_empty(), "nothing is forwarded");
+
+    // The call that was up ends normally: its BYE goes through.
+    h.feed(&bye("z9hG4bKd1", "z9hG4bKbye1"), CALLER);
+    let out = h.take();
+    let fwd_bye = requests(&out, "BYE");
+    assert_eq!(fwd_bye.len(), 1, "BYE within a dialog is forwarded while draining");
+    assert_eq!(h.metrics.in_flight(), 3, "the call and its BYE (a server and a client transaction) hold it");
+    let fwd_bye = fwd_bye[0].1.clone();
+    h.feed(&answer(&fwd_bye, 200, "b1"), "192.0.2.99:5060");
+    assert_eq!(statuses(&h.take()), vec![200]);
+    assert_eq!(h.metrics.dialogs_active().get(), 0, "the BYE's 200 ends the call");
+    assert_eq!(h.metrics.in_flight(), 0, "nothing holds the exit");
+    assert!(h.metrics.transactions_finishing().get() > 0, "finished transactions wait on their timers, apart");
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.metrics.transactions_finishing().get(), 0);
+}
+
+#[test]
+fn the_callee_hanging_up_ends_the_call_too() {
+    let mut h = Harness::new();
+    h.feed(&invite("sip:bob@192.0.2.20:5070", "z9hG4bKd3"), CALLER);
+    let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+    h.feed(&answer(&fwd, 200, "b1"), "192.0.2.20:5070");
+    h.take();
+    assert_eq!(h.metrics.dialogs_active().get(), 1);
+    // From and To swapped: the key is the same dialog.
+    h.feed(
+        "BYE sip:alice@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKbye3\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:bob@example.test>;tag=b1\r\n\
+         To: <sip:alice@example.test>;tag=a1\r\nCall-ID: call-z9hG4bKd3\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        "192.0.2.99:5060",
+    );
+    let fwd_bye = requests(&h.take(), "BYE")[0].1.clone();
+    h.feed(&answer(&fwd_bye, 481, "a1"), CALLER);
+    h.take();
+    assert_eq!(h.metrics.dialogs_active().get(), 0, "any final response to BYE ends the call");
+}
+
+#[test]
+fn a_call_whose_bye_never_comes_is_forgotten_after_the_idle_time_and_a_live_one_is_kept() {
+    let mut h = Harness::with_config(|c| c.dialog_idle = Duration::from_secs(300));
+    for (branch, tag) in [("z9hG4bKi1", "b1"), ("z9hG4bKi2", "b1")] {
+        h.feed(&invite("sip:bob@192.0.2.20:5070", branch), CALLER);
+        let fwd = requests(&h.take(), "INVITE")[0].1.clone();
+        h.feed(&answer(&fwd, 200, tag), "192.0.2.20:5070");
+        h.take();
+    }
+    assert_eq!(h.metrics.dialogs_active().get(), 2);
+    // Four minutes on, the second call sends a re-INVITE: it is alive.
+    h.advance(Duration::from_secs(240));
+    h.feed(
+        "INVITE sip:callee@192.0.2.99 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKre2\r\n\
+         Route: <sip:10.0.0.1:5060;transport=udp;lr>\r\nFrom: <sip:alice@example.test>;tag=a1\r\n\
+         To: <sip:bob@example.test>;tag=b1\r\nCall-ID: call-z9hG4bKi2\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n",
+        CALLER,
+    );
+    h.take();
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.metrics.dialogs_active().get(), 1, "the idle call is forgotten, the refreshed one kept");
+    h.advance(Duration::from_secs(300));
+    assert_eq!(h.metrics.dialogs_active().get(), 0);
+    assert_eq!(h.metrics.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_running_core_answers_the_liveness_ping_and_a_stopped_one_does_not() {
+    let metrics = Arc::new(Metrics::new());
+    let core = super::Core::new(CoreConfig { workers: 2, ..CoreConfig::default() }, metrics);
+    let handle = core.start(
+        Arc::new(RecordingWire::default()),
+        Arc::new(TestRouter(Arc::new(VoiceMail::default()))),
+        Arc::new(NoDns::default()),
+    );
+    assert!(handle.is_responsive(Duration::from_secs(5)).await);
+    handle.abort();
+    assert!(!handle.is_responsive(Duration::from_secs(5)).await);
+}
 #[path = "nat_tests.rs"]
 mod nat_tests;

@@ -57,6 +57,25 @@ impl LocationMetrics {
         registry.register(Box::new(auth_failures_total.clone()))?;
         registry.register(Box::new(store_errors_total.clone()))?;
         let register_by = RegisterResult::ALL.iter().map(|r| register_total.with_label_values(&[r.label()])).collect();
+        // Zero series so that the families are in the first scrape.
+        use crate::location::auth::AuthFailure as F;
+        let failures = [
+            F::Missing,
+            F::Malformed,
+            F::Unsupported,
+            F::UriMismatch,
+            F::UnknownUser,
+            F::BadNonce,
+            F::StaleNonce,
+            F::Replay,
+            F::WrongResponse,
+        ];
+        for reason in failures.iter().map(|f| f.label()).chain(["locked_out"]) {
+            auth_failures_total.with_label_values(&[reason]);
+        }
+        for store in ["embedded", "redis"] {
+            store_errors_total.with_label_values(&[store]);
+        }
         Ok(LocationMetrics {
             registrations_active,
             register_total,

@@ -283,6 +283,9 @@ impl LocationStore for DownStore {
     fn expire(&self, _: SystemTime) -> crate::location::store::StoreFuture<'_, usize> {
         Box::pin(async { Ok(0) })
     }
+    fn list_aors(&self, _: usize) -> crate::location::store::StoreFuture<'_, Vec<String>> {
+        Box::pin(async { Err(StoreError::Unavailable { store: "down", reason: "test".into() }) })
+    }
     fn binding_count(&self) -> Option<usize> {
         None
     }

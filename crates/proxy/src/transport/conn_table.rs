@@ -60,8 +60,10 @@ impl Refused {
 pub(crate) struct ConnTable {
     next_flow: AtomicU64,
     total: AtomicUsize,
-    max_total: usize,
-    max_per_ip: usize,
+    /// The limits; atomics so that a configuration reload can change them
+    /// (connections already open above a lowered limit stay).
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     by_flow: DashMap<FlowId, Arc<ConnHandle>>,
     by_addr: DashMap<(Transport, SocketAddr), FlowId>,
     per_ip: DashMap<IpAddr, usize>,
@@ -97,12 +99,18 @@ impl ConnTable {
         ConnTable {
             next_flow: AtomicU64::new(1),
             total: AtomicUsize::new(0),
-            max_total,
-            max_per_ip,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
             by_flow: DashMap::new(),
             by_addr: DashMap::new(),
             per_ip: DashMap::new(),
         }
+    }
+
+    /// New limits for connections admitted from now on.
+    pub fn set_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     /// Admit a connection: count it, mint its flow and index it by remote
@@ -115,17 +123,14 @@ impl ConnTable {
         queue: usize,
         names: Arc<TlsIdentity>,
     ) -> Result<(Slot, mpsc::Receiver<Outbound>), Refused> {
-        if self
-            .total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_total).then_some(n + 1))
-            .is_err()
-        {
+        let max_total = self.max_total.load(Ordering::Relaxed);
+        if self.total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_total).then_some(n + 1)).is_err() {
             return Err(Refused::MaxConnections);
         }
         let per_ip = if inbound {
             let ip = limit_key(remote.ip());
             let mut count = self.per_ip.entry(ip).or_insert(0);
-            if *count >= self.max_per_ip {
+            if *count >= self.max_per_ip.load(Ordering::Relaxed) {
                 drop(count);
                 self.total.fetch_sub(1, Ordering::AcqRel);
                 return Err(Refused::MaxPerIp);
@@ -181,6 +186,11 @@ impl ConnTable {
         true
     }
 
+    /// Up to `limit` open connections (for the admin API).
+    pub fn snapshot(&self, limit: usize) -> Vec<Arc<ConnHandle>> {
+        self.by_flow.iter().take(limit).map(|e| e.value().clone()).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
@@ -209,5 +219,27 @@ impl Drop for Slot {
             }
         }
         t.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admit(t: &Arc<ConnTable>, remote: &str) -> Result<Slot, Refused> {
+        let remote: SocketAddr = remote.parse().expect("addr");
+        t.admit(Transport::Tcp, remote, true, 4, Arc::new(TlsIdentity::default())).map(|(slot, _rx)| slot)
+    }
+
+    #[test]
+    fn limits_changed_at_run_time_apply_to_the_next_connection() {
+        let t = Arc::new(ConnTable::new(10, 1));
+        let _a = admit(&t, "192.0.2.1:1000").expect("first");
+        assert_eq!(admit(&t, "192.0.2.1:1001").err(), Some(Refused::MaxPerIp));
+        t.set_limits(10, 2);
+        let _b = admit(&t, "192.0.2.1:1001").expect("allowed after raising the per-IP limit");
+        t.set_limits(2, 5);
+        assert_eq!(admit(&t, "192.0.2.2:1000").err(), Some(Refused::MaxConnections));
+        assert_eq!(t.len(), 2, "connections already open stay");
     }
 }

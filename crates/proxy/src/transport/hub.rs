@@ -254,6 +254,11 @@ impl TransportHub {
         // Registered only once everything is bound, so that a failed start
         // can be retried with the same registry.
         let metrics = TransportMetrics::register(registry)?;
+        for l in listeners.iter().filter(|l| l.transport == Transport::Tls) {
+            for result in ["ok", "failed"] {
+                metrics.tls_handshakes.with_label_values(&[&l.local.to_string(), result]);
+            }
+        }
         let shared = Arc::new(Shared {
             dispatch,
             conns: Arc::new(ConnTable::new(limits.max_connections, limits.max_connections_per_ip)),
@@ -327,6 +332,25 @@ impl TransportHub {
     /// TCP and TLS connections open now.
     pub fn connection_count(&self) -> usize {
         self.shared.conns.len()
+    }
+
+    /// Change `max_connections` and `max_connections_per_ip` for the
+    /// connections accepted or opened from now on (a configuration reload).
+    pub fn set_connection_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.shared.conns.set_limits(max_total, max_per_ip);
+    }
+
+    /// Up to `limit` TLS connections open now: the peer's address and the
+    /// names its certificate proved (empty when it presented none).
+    pub fn tls_peers(&self, limit: usize) -> Vec<(SocketAddr, Vec<String>)> {
+        self.shared
+            .conns
+            .snapshot(usize::MAX)
+            .into_iter()
+            .filter(|c| c.transport == Transport::Tls)
+            .take(limit)
+            .map(|c| (c.remote, c.names.lock().unwrap_or_else(|p| p.into_inner()).names.clone()))
+            .collect()
     }
 
     // ---- commands ----

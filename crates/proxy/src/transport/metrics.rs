@@ -20,6 +20,8 @@ pub(crate) struct TransportMetrics {
     pub connections_rejected: IntCounterVec,
     pub connections_closed: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
+    /// By listener address (`outbound` for ours) and result (`ok`, `failed`).
+    pub tls_handshakes: IntCounterVec,
     pub keepalives: IntCounterVec,
 }
 
@@ -49,7 +51,17 @@ impl TransportMetrics {
             &["transport"],
         )?;
         let per_transport = |c: &IntCounterVec| TRANSPORTS.map(|t| c.with_label_values(&[t.param_name()]));
-        Ok(TransportMetrics {
+        let tls_handshakes = counter(
+            reg,
+            "umproxy_transport_tls_handshakes_total",
+            "TLS handshakes by listener address (outbound: ours) and result",
+            &["listener", "result"],
+        )?;
+        for result in ["ok", "failed"] {
+            tls_handshakes.with_label_values(&["outbound", result]);
+        }
+        let m = TransportMetrics {
+            tls_handshakes,
             received: per_transport(&received),
             sent: per_transport(&sent),
             parse_errors: counter(
@@ -101,7 +113,37 @@ impl TransportMetrics {
                 "RFC 5626 CRLF keep-alive pings answered",
                 &["transport"],
             )?,
-        })
+        };
+        m.precreate();
+        Ok(m)
+    }
+
+    /// Zero series for the bounded label sets, so that every family is in
+    /// the first scrape (dashboards and alerts see 0, not "no data").
+    fn precreate(&self) {
+        for t in ["tcp", "tls"] {
+            self.connections_open.with_label_values(&[t]);
+            self.keepalives.with_label_values(&[t]);
+            for d in ["inbound", "outbound"] {
+                self.connections.with_label_values(&[t, d]);
+            }
+            for r in ["max_connections", "max_per_ip"] {
+                self.connections_rejected.with_label_values(&[t, r]);
+            }
+            self.connections_closed.with_label_values(&[t, "idle"]);
+        }
+        for t in TRANSPORTS {
+            for k in ["rejected_503", "dropped"] {
+                self.overload.with_label_values(&[t.param_name(), k]);
+            }
+            for f in ["connect", "tls", "closed", "overloaded", "no_route"] {
+                self.send_failures.with_label_values(&[t.param_name(), f]);
+            }
+            self.parse_errors.with_label_values(&[t.param_name(), "syntax"]);
+        }
+        for d in ["inbound", "outbound"] {
+            self.tls_handshake_failures.with_label_values(&[d, "timeout"]);
+        }
     }
 
     pub fn received(&self, t: Transport) -> &IntCounter {

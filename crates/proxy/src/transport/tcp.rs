@@ -76,6 +76,7 @@ pub(crate) async fn accept_loop(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%remote, error = %e, "cannot set TCP_NODELAY");
         }
+        let listener_label = local.to_string();
         let local = stream.local_addr().unwrap_or(local);
         let peer = Peer { transport, remote, local, flow: Some(slot.handle.flow) };
         let span = tracing::debug_span!("conn", flow = slot.handle.flow.0, peer = %remote, %transport);
@@ -88,7 +89,10 @@ pub(crate) async fn accept_loop(
                     return drive(shared, stream, slot, rx, peer, None).await;
                 };
                 let handshake = timeout(shared.limits.tls_handshake_timeout, TlsAcceptor::from(config).accept(stream));
-                match handshake.await {
+                let done = handshake.await;
+                let result = if matches!(done, Ok(Ok(_))) { "ok" } else { "failed" };
+                shared.metrics.tls_handshakes.with_label_values(&[&listener_label, result]).inc();
+                match done {
                     Ok(Ok(stream)) => {
                         let id = identity(stream.get_ref().1.peer_certificates());
                         *slot.handle.names.lock().unwrap_or_else(|p| p.into_inner()) = id.clone();
@@ -298,11 +302,15 @@ async fn handshake_out(
     name: ServerName<'static>,
     stream: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeFailure> {
-    match timeout(shared.limits.tls_handshake_timeout, TlsConnector::from(config).connect(name, stream)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(HandshakeFailure::of(&e)),
-        Err(_) => Err(HandshakeFailure::timeout()),
-    }
+    let result =
+        match timeout(shared.limits.tls_handshake_timeout, TlsConnector::from(config).connect(name, stream)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(HandshakeFailure::of(&e)),
+            Err(_) => Err(HandshakeFailure::timeout()),
+        };
+    let label = if result.is_ok() { "ok" } else { "failed" };
+    shared.metrics.tls_handshakes.with_label_values(&["outbound", label]).inc();
+    result
 }
 
 /// Write one message (or a reply) and flush, bounded by the write timeout.

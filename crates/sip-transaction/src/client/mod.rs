@@ -28,6 +28,15 @@ impl ClientState {
             ClientState::Invite(invite::State::Terminated) | ClientState::NonInvite(non_invite::State::Terminated)
         )
     }
+    /// A final response arrived and only clean-up timers (D/K/M) keep the
+    /// transaction.
+    pub(crate) fn is_finishing(&self) -> bool {
+        matches!(
+            self,
+            ClientState::Invite(invite::State::Completed { .. } | invite::State::Accepted)
+                | ClientState::NonInvite(non_invite::State::Completed)
+        )
+    }
     pub(crate) fn name(&self) -> &'static str {
         match self {
             ClientState::Invite(s) => s.name(),

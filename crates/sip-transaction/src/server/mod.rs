@@ -19,6 +19,15 @@ impl ServerState {
             ServerState::Invite(invite::State::Terminated) | ServerState::NonInvite(non_invite::State::Terminated)
         )
     }
+    /// A final response was sent and only clean-up timers (G/H/I/J/L)
+    /// keep the transaction: nothing is owed to anyone any more.
+    pub(crate) fn is_finishing(&self) -> bool {
+        matches!(
+            self,
+            ServerState::Invite(invite::State::Completed { .. } | invite::State::Confirmed | invite::State::Accepted)
+                | ServerState::NonInvite(non_invite::State::Completed { .. })
+        )
+    }
     pub(crate) fn name(&self) -> &'static str {
         match self {
             ServerState::Invite(s) => s.name(),

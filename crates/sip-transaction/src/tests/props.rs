@@ -221,6 +221,10 @@ fn invariants<A: Clone>(l: &TransactionLayer<A>) {
     assert_eq!(l.servers.len(), l.server_index.len());
     assert_eq!(l.clients.len(), l.client_index.len());
     assert!(l.timers.len() <= 2 * l.len());
+    // The finishing count kept on every transition equals a recount.
+    let recount = l.servers.values().filter(|t| t.state.is_finishing()).count()
+        + l.clients.values().filter(|t| t.state.is_finishing()).count();
+    assert_eq!(l.finishing(), recount, "finishing counter drifted");
     for (k, id) in &l.server_index {
         assert!(l.servers.get(&id.0).is_some_and(|t| &t.key == k));
     }
@@ -260,6 +264,7 @@ proptest! {
         prop_assert_eq!(l.len(), 0, "live: {:?}", l.servers.values().map(|t| t.state.name()).chain(l.clients.values().map(|t| t.state.name())).collect::<Vec<_>>());
         prop_assert!(l.server_index.is_empty() && l.client_index.is_empty());
         prop_assert_eq!(l.timers.len(), 0);
+        prop_assert_eq!(l.finishing(), 0);
         prop_assert_eq!(l.poll_timeout(), None);
         prop_assert_eq!(l.memory_bytes(), 0);
         // Every transaction the core saw ended exactly once.

@@ -308,3 +308,19 @@ fn clean_up_timers_of_one_moment_share_a_deadline() {
     h.run_until(ms(32_100));
     assert!(h.layer.is_empty());
 }
+
+#[test]
+fn a_transaction_past_its_final_response_counts_as_finishing_until_its_timers_end() {
+    let mut h = Harness::new();
+    let inv = request("INVITE", "z9hG4bKs");
+    let reg = request("REGISTER", "z9hG4bKr");
+    let i = h.server(inv.clone(), false);
+    let r = h.server(reg.clone(), false);
+    assert_eq!((h.layer.len(), h.layer.finishing(), h.layer.in_progress()), (2, 0, 2));
+    h.respond(r, &reg, 200).unwrap();
+    assert_eq!((h.layer.finishing(), h.layer.in_progress()), (1, 1), "REGISTER waits on Timer J only");
+    h.respond(i, &inv, 486).unwrap();
+    assert_eq!((h.layer.finishing(), h.layer.in_progress()), (2, 0), "INVITE in Completed owes nothing");
+    h.run_until(Duration::from_secs(40));
+    assert_eq!((h.layer.len(), h.layer.finishing()), (0, 0));
+}

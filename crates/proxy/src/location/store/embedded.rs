@@ -554,6 +554,11 @@ impl LocationStore for EmbeddedStore {
         Box::pin(self.flush_now())
     }
 
+    fn list_aors(&self, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        let aors = self.shared.inner.mem.iter().take(limit).map(|e| e.key().to_string()).collect();
+        Box::pin(std::future::ready(Ok(aors)))
+    }
+
     fn binding_count(&self) -> Option<usize> {
         Some(self.shared.inner.bindings.load(Ordering::Relaxed))
     }

@@ -83,6 +83,10 @@ pub trait LocationStore: Send + Sync {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// Up to `limit` AORs that have bindings, for the admin API's listing
+    /// (`ul.dump`); in no particular order.
+    fn list_aors(&self, limit: usize) -> StoreFuture<'_, Vec<String>>;
+
     /// Active bindings held, when the store can tell cheaply (the embedded
     /// store can; a shared Redis store cannot and returns `None`).
     fn binding_count(&self) -> Option<usize>;

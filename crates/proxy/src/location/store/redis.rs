@@ -178,6 +178,21 @@ impl LocationStore for RedisStore {
         })
     }
 
+    fn list_aors(&self, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let index = self.index_key();
+            let stop = i64::try_from(limit).unwrap_or(i64::MAX).saturating_sub(1);
+            let keys: Vec<String> = self
+                .bounded(|mut c| {
+                    let index = index.clone();
+                    async move { redis::cmd("ZRANGE").arg(&index).arg(0).arg(stop).query_async(&mut c).await }
+                })
+                .await?;
+            let prefix = &self.cfg.key_prefix;
+            Ok(keys.into_iter().filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_owned)).collect())
+        })
+    }
+
     fn replace<'a>(
         &'a self,
         aor: &'a str,
