@@ -944,8 +944,9 @@ impl Server {
                 t1: config.timers.t1(),
                 t2: config.timers.t2(),
                 t4: config.timers.t4(),
-                ..sip_transaction::Config::default()
+                max_transactions: config.limits.max_transactions,
             },
+            queue_depth: config.limits.queue_depth,
             limits: config.limits.sip_limits(),
             max_forwards: u32::from(config.proxy.max_forwards),
             own_realms: config.proxy.domains.clone(),

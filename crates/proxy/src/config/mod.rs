@@ -424,6 +424,12 @@ pub struct LimitsConfig {
     /// A tracked call with no request for this long is forgotten, seconds
     /// (21 600: its BYE went another way or never came).
     pub dialog_idle_timeout_s: u64,
+    /// Transactions held at once per worker, finished ones on their
+    /// clean-up timers included (200 000); beyond it new requests get 503.
+    pub max_transactions: usize,
+    /// Messages waiting per worker (32 768); new requests get 503 once a
+    /// quarter of it is left, kept for the calls in progress.
+    pub queue_depth: usize,
     /// New requests (out of dialog) one source address may send per
     /// second, sustained (200; 0 = no per-source limit). Trusted peers and
     /// mutual-TLS peers are exempt.
@@ -445,6 +451,8 @@ impl Default for LimitsConfig {
             max_body: l.max_body,
             max_dialogs: 100_000,
             dialog_idle_timeout_s: 6 * 3600,
+            max_transactions: sip_transaction::Config::default().max_transactions,
+            queue_depth: crate::core::CoreConfig::default().queue_depth,
             max_connections: 10_000,
             max_connections_per_ip: 100,
             idle_timeout_s: 300,

@@ -735,6 +735,7 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
         ("max_connections", l.max_connections),
         ("max_connections_per_ip", l.max_connections_per_ip),
         ("max_dialogs", l.max_dialogs),
+        ("max_transactions", l.max_transactions),
     ];
     for (name, v) in fields {
         if v == 0 {
@@ -748,6 +749,9 @@ fn validate_limits(l: LimitsConfig, cx: &Ctx<'_>) -> Result<LimitsConfig, Config
         return Err(
             cx.err("limits.max_connections_per_ip", format!("larger than max_connections ({})", l.max_connections))
         );
+    }
+    if l.queue_depth < 16 {
+        return Err(cx.err("limits.queue_depth", "must be at least 16"));
     }
     if l.dialog_idle_timeout_s < 60 {
         return Err(cx.err("limits.dialog_idle_timeout_s", "must be at least 60 seconds"));

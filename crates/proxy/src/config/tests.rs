@@ -538,3 +538,22 @@ fn shutdown_settings_have_defaults_and_bounds() {
     let e = error_of(&format!("{MINIMAL}\n[shutdown]\ngrace_s = 0\n"));
     assert!(e.starts_with("umproxy.toml: shutdown.grace_s: 0 is out of range"), "{e}");
 }
+
+#[test]
+fn overload_caps_and_the_per_source_limit_are_keys_with_defaults() {
+    let c = Config::from_str_named(MINIMAL, "umproxy.toml").unwrap();
+    assert_eq!(c.limits.max_transactions, 200_000);
+    assert_eq!(c.limits.queue_depth, 32_768);
+    assert_eq!((c.limits.source_rate, c.limits.source_burst), (200, 400));
+    let set =
+        format!("{MINIMAL}\n[limits]\nmax_transactions = 5000\nqueue_depth = 64\nsource_rate = 0\nsource_burst = 0\n");
+    let c = Config::from_str_named(&set, "umproxy.toml").unwrap();
+    assert_eq!((c.limits.max_transactions, c.limits.queue_depth, c.limits.source_rate), (5000, 64, 0));
+    for (bad, key) in [
+        ("max_transactions = 0", "limits.max_transactions: must be at least 1"),
+        ("queue_depth = 8", "limits.queue_depth: must be at least 16"),
+        ("source_burst = 0", "limits.source_burst: must be at least 1 while source_rate limits sources"),
+    ] {
+        assert_eq!(error_of(&format!("{MINIMAL}\n[limits]\n{bad}\n")), format!("umproxy.toml: {key}"));
+    }
+}
