@@ -182,6 +182,17 @@ async fn um_target_health_follows_options_pings() {
         exum.proxy.log()
     );
     assert!(started.elapsed() < WAIT, "health known only after {:?}", started.elapsed());
+    // The runtime control API says the same, with why the others are down.
+    let (status, body) = exum.proxy.admin_get("/api/um-servers").expect("admin API");
+    assert_eq!(status, 200, "{body}");
+    for (server, up, error) in [
+        ("um1.contoso.test", "\"up\":true", "\"last_error\":null"),
+        ("um2.contoso.test", "\"up\":false", "\"last_error\":\"no answer"),
+        ("um3.contoso.test", "\"up\":false", "\"last_error\":\"no answer"),
+    ] {
+        let entry = body.split('{').find(|e| e.contains(server)).unwrap_or_else(|| panic!("{server} missing: {body}"));
+        assert!(entry.contains(up) && entry.contains(error), "{server}: {entry}\nin {body}");
+    }
 }
 
 /// EXUM.md behaviour 14 ("each diversion logs mode, reason, target and

@@ -159,6 +159,36 @@ impl Authenticator {
 pub struct UmHealth {
     table: std::sync::Mutex<HealthTable>,
     gauge: IntGaugeVec,
+    /// Each server's last failed ping: why, and when (for `/api/um-servers`).
+    /// Keys are dial-plan FQDNs from our own configuration.
+    last_errors: std::sync::Mutex<std::collections::HashMap<String, (UmPingFailure, std::time::Instant)>>,
+}
+
+/// Why an OPTIONS ping of a UM server failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UmPingFailure {
+    /// Its FQDN did not resolve (RFC 3263).
+    Unresolved,
+    /// No answer: a timeout, a refused connection or a failed TLS handshake.
+    NoAnswer,
+}
+
+impl UmPingFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UmPingFailure::Unresolved => "unresolved",
+            UmPingFailure::NoAnswer => "no answer (timeout, transport or TLS error)",
+        }
+    }
+}
+
+/// One UM server as the health checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UmServerState {
+    pub server: String,
+    pub is_up: bool,
+    /// The last failed ping and how long ago it was.
+    pub last_error: Option<(UmPingFailure, Duration)>,
 }
 
 impl UmHealth {
@@ -168,7 +198,7 @@ impl UmHealth {
             &["server"],
         )?;
         reg.register(Box::new(gauge.clone()))?;
-        Ok(UmHealth { table: std::sync::Mutex::new(HealthTable::new()), gauge })
+        Ok(UmHealth { table: std::sync::Mutex::new(HealthTable::new()), gauge, last_errors: Default::default() })
     }
 
     pub fn mark(&self, server: &str, up: bool) {
@@ -176,6 +206,33 @@ impl UmHealth {
             t.mark(server, up, std::time::Instant::now());
         }
         self.gauge.with_label_values(&[server]).set(i64::from(up));
+    }
+
+    /// Record a ping's outcome: `Ok(())` answered, `Err` why not.
+    pub fn ping_result(&self, server: &str, result: Result<(), UmPingFailure>) {
+        if let Err(why) = result {
+            if let Ok(mut e) = self.last_errors.lock() {
+                e.insert(server.to_ascii_lowercase(), (why, std::time::Instant::now()));
+            }
+        }
+        self.mark(server, result.is_ok());
+    }
+
+    /// Every server pinged so far, by name, with its last error.
+    pub fn states(&self) -> Vec<UmServerState> {
+        let now = std::time::Instant::now();
+        let errors = self.last_errors.lock().map(|e| e.clone()).unwrap_or_default();
+        let Ok(t) = self.table.lock() else { return Vec::new() };
+        let mut out: Vec<UmServerState> = t
+            .iter()
+            .map(|(server, is_up)| UmServerState {
+                server: server.to_owned(),
+                is_up,
+                last_error: errors.get(server).map(|(why, at)| (*why, now.saturating_duration_since(*at))),
+            })
+            .collect();
+        out.sort_by(|a, b| a.server.cmp(&b.server));
+        out
     }
 
     /// The attempt order: servers that are up, in configured order, then
@@ -223,14 +280,17 @@ pub fn spawn_health_checks(
                             resolver.resolve_service(name, transport).await.ok().and_then(|d| d.into_iter().next())
                         }
                     };
-                    let up = match dest {
+                    let result = match dest {
                         Some(d) => {
                             let (call_id, ping) = options_ping(&server.fqdn, n);
-                            core.originate(&call_id, ping, d).await.is_some()
+                            match core.originate(&call_id, ping, d).await {
+                                Some(_) => Ok(()),
+                                None => Err(UmPingFailure::NoAnswer),
+                            }
                         }
-                        None => false,
+                        None => Err(UmPingFailure::Unresolved),
                     };
-                    health.mark(&server.fqdn, up);
+                    health.ping_result(&server.fqdn, result);
                 }
             }
         }
@@ -848,6 +908,31 @@ fn with_rewrite(routing: Routing, rewrite: Arc<HeaderRewrite>) -> Routing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn um_health_keeps_each_servers_last_ping_failure() {
+        let reg = Registry::new();
+        let health = UmHealth::register(&reg).expect("metrics");
+        health.ping_result("UM1.contoso.test", Ok(()));
+        health.ping_result("um2.contoso.test", Err(UmPingFailure::NoAnswer));
+        health.ping_result("um3.contoso.test", Err(UmPingFailure::Unresolved));
+        let states = health.states();
+        let view: Vec<_> =
+            states.iter().map(|s| (s.server.as_str(), s.is_up, s.last_error.map(|(why, _)| why))).collect();
+        assert_eq!(
+            view,
+            vec![
+                ("um1.contoso.test", true, None),
+                ("um2.contoso.test", false, Some(UmPingFailure::NoAnswer)),
+                ("um3.contoso.test", false, Some(UmPingFailure::Unresolved)),
+            ]
+        );
+        // Back up: up again, the last failure still on record.
+        health.ping_result("um2.contoso.test", Ok(()));
+        let um2 = health.states().into_iter().find(|s| s.server == "um2.contoso.test").expect("um2");
+        assert!(um2.is_up);
+        assert_eq!(um2.last_error.map(|(why, _)| why.as_str()), Some("no answer (timeout, transport or TLS error)"));
+    }
     use crate::config::{Fork, Route, RouteMatch};
     use crate::exum::{Directory, LoadOptions};
     use crate::transport::Peer;

@@ -1035,6 +1035,7 @@ impl Server {
             locations: locations.clone(),
             next_hops,
             hub: hub.clone(),
+            um_health: health.clone(),
             started: std::time::Instant::now(),
         });
         let admin = match &config.admin {
@@ -1189,7 +1190,7 @@ impl Server {
 /// | `GET /api/registrations/{aor}` | that AOR's bindings (`ul.lookup`) |
 /// | `DELETE /api/registrations/{aor}[?contact=URI]` | remove one binding or all (`ul.rm`) |
 /// | `GET /api/next-hops` | next hops out of service (503 + Retry-After) and for how long |
-/// | `GET /api/um-servers` | UM servers up or down (OPTIONS pings) |
+/// | `GET /api/um-servers` | UM servers up or down (OPTIONS pings), with their last failed ping |
 /// | `GET /api/tls` | TLS peers connected (address, certificate names), handshake failures |
 /// | `POST /api/reload` | the same reload as SIGHUP; the report or the refusal |
 /// | `GET /api/log-level`, `PUT /api/log-level?level=F` | the log filter in force; change it |
@@ -1200,6 +1201,7 @@ pub struct ServerControl {
     locations: Arc<dyn crate::location::store::LocationStore>,
     next_hops: Arc<NextHops>,
     hub: Arc<TransportHub>,
+    um_health: Arc<UmHealth>,
     started: std::time::Instant,
 }
 
@@ -1347,11 +1349,17 @@ impl ServerControl {
     }
 
     fn um_servers(&self) -> admin::ApiReply {
-        let servers: Vec<_> = gauge_series(&self.metrics, "umproxy_exum_um_target_health")
+        let servers: Vec<_> = self
+            .um_health
+            .states()
             .into_iter()
-            .filter_map(|(labels, v)| {
-                let name = labels.into_iter().find(|(k, _)| k == "server")?.1;
-                Some(serde_json::json!({ "server": name, "up": v > 0.0 }))
+            .map(|s| {
+                serde_json::json!({
+                    "server": s.server,
+                    "up": s.is_up,
+                    "last_error": s.last_error.map(|(why, _)| why.as_str()),
+                    "last_error_s_ago": s.last_error.map(|(_, ago)| ago.as_secs()),
+                })
             })
             .collect();
         json_ok(serde_json::json!({ "um_servers": servers }))
