@@ -6,7 +6,7 @@ use crate::exum::directory::{aor_key, Directory, Entry};
 use crate::exum::model::{Home, Mailbox, Provider, UmRoute, UmTarget, User, VerificationLevel};
 use sip_message::{Message, Scheme, Uri};
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 /// Longest telephone number we look up; longer text is no number of ours.
 const MAX_NUMBER_LEN: usize = 32;
@@ -437,19 +437,4 @@ pub fn verification_marker(is_verified: bool) -> &'static str {
 /// `subscriber_access` for a call without one (own mailbox, SA/AA contact).
 pub fn reason_label(reason: Option<DiversionReason>) -> &'static str {
     reason.map_or("subscriber_access", DiversionReason::as_str)
-}
-
-/// The operator's line for a call sent to UM (EXUM.md behaviour 14): call,
-/// mailbox, mode, reason and target. Peer text (the Call-ID) is escaped.
-pub fn log_um_route(call_id: &str, target: &UmTarget, reason: Option<DiversionReason>) {
-    let to = match &target.route {
-        UmRoute::OnPrem { dial_plan, .. } => dial_plan.as_str(),
-        UmRoute::Hosted { provider, .. } => provider.as_str(),
-    };
-    info!(call_id = ?call_id, mailbox = %target.mailbox.aor, mode = target.mode(), reason = reason_label(reason), to, "ExUM: call routed to voice mail");
-}
-
-/// The operator's line when every UM server failed and the caller gets 480.
-pub fn log_um_failure(call_id: &str, target: &UmTarget, failure: &crate::exum::plan::UmFailure) {
-    warn!(call_id = ?call_id, mailbox = %target.mailbox.aor, mode = target.mode(), status = failure.status, "ExUM: {failure}");
 }

@@ -36,9 +36,9 @@ pub mod um_request;
 mod tests;
 
 pub use decision::{
-    accept_from_provider, classify_request, divert_reason, from_aor, log_um_failure, log_um_route, provider_caller,
-    reason_label, verification_marker, voicemail_target, CallOutcome, Classification, DiversionReason,
-    ProviderAcceptance, ProviderCaller, RingPlan, DEFAULT_VERIFICATION_HEADER,
+    accept_from_provider, classify_request, divert_reason, from_aor, provider_caller, reason_label,
+    verification_marker, voicemail_target, CallOutcome, Classification, DiversionReason, ProviderAcceptance,
+    ProviderCaller, RingPlan, DEFAULT_VERIFICATION_HEADER,
 };
 pub use directory::{Directory, DirectoryHandle, LoadOptions};
 pub use error::{DirectoryError, Problem, UmRequestError};
